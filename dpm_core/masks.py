@@ -1,0 +1,117 @@
+"""1-D Cartesian undersampling masks over the phase-encode axis (ky = H of k-space [S, C, H, W]).
+
+A mask is a bool numpy array [H]: True where a phase-encode line is measured. Every mask has a fully sampled
+auto-calibration (ACS) block of ``num_acs`` lines centred on the k-space centre line ``H // 2`` (the centre of the
+centred FFT, see :mod:`dpm_core.fft`).
+
+Two families, as in fastMRI and in csgm-mri-langevin:
+- ``equispaced_mask``: every R-th line plus the ACS block. With ``exact=False`` (what scanners and csgm do: GRAPPA-style
+  nominal R) the ACS lines come on top, so the *effective* acceleration is lower than R (W=320, R=2/4/8 ->
+  1.85/3.23/6.27 with 26 ACS lines). With ``exact=True`` the spacing is stretched, fastMRI's
+  ``EquispacedMaskFractionFunc`` rule, so that ACS plus equispaced lines total round(H / R).
+- ``random_mask``: the ACS block plus lines drawn uniformly without replacement from the rest, exactly round(H / R) in
+  all. Seeded; never touches global random state.
+Always report :func:`effective_acceleration`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["acs_slice", "equispaced_mask", "random_mask", "effective_acceleration", "find_acs_lines", "make_mask"]
+
+DEFAULT_NUM_ACS = 24   # fastMRI / EDM practice (DESIGN.md §2)
+
+
+def acs_slice(num_lines: int, num_acs: int) -> slice:
+    """Index range of the ACS block: ``num_acs`` lines centred on line ``num_lines // 2``."""
+    if not 0 < num_acs <= num_lines:
+        raise ValueError(f"num_acs={num_acs} must be between 1 and the number of lines {num_lines}")
+    start = num_lines // 2 - num_acs // 2
+    return slice(start, start + num_acs)
+
+
+def _check_acceleration(acceleration: float) -> None:
+    if not acceleration >= 1:
+        raise ValueError(f"acceleration must be >= 1, got {acceleration}")
+
+
+def equispaced_mask(num_lines: int, acceleration: float, num_acs: int = DEFAULT_NUM_ACS, exact: bool = False,
+                    offset: int | None = None) -> np.ndarray:
+    """Equispaced lines plus an ACS block. Returns bool [num_lines].
+
+    Args:
+        num_lines: H, the number of phase-encode lines.
+        acceleration: nominal R (``exact=False``) or the target effective R (``exact=True``).
+        num_acs: ACS lines.
+        exact: stretch the spacing so that the total number of lines is round(H / R).
+        offset: first sampled line of the lattice; default aligns the lattice with the centre line H // 2.
+    """
+    _check_acceleration(acceleration)
+    mask = np.zeros(num_lines, dtype=bool)
+    mask[acs_slice(num_lines, num_acs)] = True
+    if exact:
+        target = int(round(num_lines / acceleration))
+        if target <= num_acs:
+            return mask
+        # Spacing that places (target - num_acs) lines outside the ACS block (fastMRI's fraction rule).
+        spacing = (num_lines - num_acs) / (target - num_acs)
+    else:
+        spacing = float(acceleration)
+    if offset is None:
+        offset = (num_lines // 2) % max(int(round(spacing)), 1)
+    lines = np.round(np.arange(offset, num_lines, spacing)).astype(int)
+    mask[lines[lines < num_lines]] = True
+    return mask
+
+
+def random_mask(num_lines: int, acceleration: float, num_acs: int = DEFAULT_NUM_ACS, seed: int = 0) -> np.ndarray:
+    """ACS block plus uniformly random lines, exactly round(H / R) lines in all. Returns bool [num_lines]."""
+    _check_acceleration(acceleration)
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(num_lines, dtype=bool)
+    mask[acs_slice(num_lines, num_acs)] = True
+    target = int(round(num_lines / acceleration))
+    free = np.flatnonzero(~mask)
+    extra = max(target - num_acs, 0)
+    mask[rng.choice(free, size=extra, replace=False)] = True
+    return mask
+
+
+def make_mask(kind: str, num_lines: int, acceleration: float, num_acs: int = DEFAULT_NUM_ACS,
+              seed: int = 0) -> np.ndarray:
+    """Build a mask by name: 'equispaced' (nominal R), 'equispaced_exact' or 'random'."""
+    if kind == "equispaced":
+        return equispaced_mask(num_lines, acceleration, num_acs)
+    if kind == "equispaced_exact":
+        return equispaced_mask(num_lines, acceleration, num_acs, exact=True)
+    if kind == "random":
+        return random_mask(num_lines, acceleration, num_acs, seed=seed)
+    raise ValueError(f"unknown mask kind {kind!r}; use 'equispaced', 'equispaced_exact' or 'random'")
+
+
+def effective_acceleration(mask: np.ndarray) -> float:
+    """H / (number of measured lines) of a 1-D mask [H]."""
+    mask = np.asarray(mask).astype(bool).reshape(-1)
+    count = int(mask.sum())
+    if count == 0:
+        raise ValueError("mask samples no line")
+    return mask.size / count
+
+
+def find_acs_lines(mask: np.ndarray) -> slice:
+    """The contiguous run of measured lines that contains the centre line H // 2 (the ACS block).
+
+    Raises ValueError when the centre line is not measured: without it there is no calibration region.
+    """
+    mask = np.asarray(mask).astype(bool).reshape(-1)
+    centre = mask.size // 2
+    if not mask[centre]:
+        raise ValueError(f"the k-space centre line {centre} is not sampled: no ACS block to calibrate coil maps from; "
+                         "acquire ACS lines or pass coil maps")
+    start = centre
+    while start > 0 and mask[start - 1]:
+        start -= 1
+    stop = centre + 1
+    while stop < mask.size and mask[stop]:
+        stop += 1
+    return slice(start, stop)
