@@ -1,7 +1,9 @@
 """The one intensity-normalization rule, used identically in training, validation and the scanner.
 
 Rule (DESIGN.md §2): per slice, scale = 99th percentile of the magnitude of the root-sum-of-squares image of the
-zero-filled ACS-only k-space (the low-resolution image from the fully sampled centre block). It needs only data every
+zero-filled ACS-only k-space (the low-resolution image from the fully sampled centre block), using the central
+``min(ACS width, 24)`` lines so that a fully sampled training slice and an accelerated scan (whose ACS block may merge
+with neighbouring lattice lines) see exactly the same lines. It needs only data every
 accelerated scan has, and a low-pass image keeps the amplitude of the full image (orthonormal FFT), so the same scale
 comes out whether it is computed on fully sampled training data or on an accelerated scan with the same ACS block.
 The network sees kspace / scale; images are multiplied by scale at the end.
@@ -35,12 +37,15 @@ def normalization_scale(kspace: torch.Tensor, mask=None, num_acs: int | None = N
         raise ValueError(f"kspace must be complex [S, C, H, W]; got {tuple(kspace.shape)} {kspace.dtype}")
     H = kspace.shape[2]
     if mask is None:
-        rows = acs_slice(H, num_acs or DEFAULT_NUM_ACS)
+        rows = acs_slice(H, min(num_acs or DEFAULT_NUM_ACS, DEFAULT_NUM_ACS))
     else:
         mask_1d = np.asarray(torch.as_tensor(mask).detach().cpu()).astype(bool).reshape(-1)
         if mask_1d.size != H:
             raise ValueError(f"normalization needs a 1-D phase-encode mask of length H={H}; got {mask_1d.size} entries")
-        rows = find_acs_lines(mask_1d)
+        acs = find_acs_lines(mask_1d)
+        rows = acs_slice(H, min(acs.stop - acs.start, DEFAULT_NUM_ACS))
+        if rows.start < acs.start or rows.stop > acs.stop:       # ACS block not centred on H // 2: use it as is
+            rows = acs
     acs_only = torch.zeros_like(kspace)
     acs_only[:, :, rows] = kspace[:, :, rows]
     low_res = rss(ifft2c(acs_only))                                          # [S, H, W]

@@ -1,0 +1,252 @@
+"""Reconstructor: the one entry point from accelerated multi-coil k-space to images.
+
+The Gadgetron gadget, the connect-mode server, the replay tool and training validation all call
+:meth:`Reconstructor.reconstruct`, so a number measured anywhere holds everywhere. Steps, per volume:
+
+    k-space [S, C, H, W] + mask [H]  ->  check input  ->  scale = normalization_scale (ACS, per slice)
+    ->  coil maps from the ACS block (unless given)  ->  method (DPM posterior sampling, SENSE-CG, L1-wavelet,
+    zero-filled) on k-space / scale  ->  images · scale  (+ posterior std · scale)
+
+Input k-space holds every measured line (imaging and calibration), zero elsewhere, with readout oversampling removed
+and noise prewhitened (the transport layer does that).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import baselines
+from .masks import effective_acceleration, find_acs_lines
+from .normalize import normalization_scale
+from .operators import combine_map_images
+
+__all__ = ["Reconstructor", "ReconResult", "ReconstructionError", "METHODS", "resolve_device"]
+
+METHODS = ("dpm", "sense", "l1_wavelet", "zero_filled")
+
+
+class ReconstructionError(RuntimeError):
+    """The DPM stage failed on valid input (non-finite output, out of memory, unusable model)."""
+
+
+@dataclass
+class ReconResult:
+    """Output of :meth:`Reconstructor.reconstruct`.
+
+    images: [S, H, W] complex64, original intensity units.
+    std: [S, H, W] float32 per-pixel posterior standard deviation (DPM with num_samples > 1), else None.
+    maps: [S, M, C, H, W] complex64 coil maps used.
+    method: what produced the images, e.g. "dpm:fast", "sense".
+    timings: seconds per stage ("coil_maps", "sampling", "total").
+    info: effective acceleration, ζ, network evaluations, scale, ...
+    """
+    images: np.ndarray
+    std: np.ndarray | None
+    maps: np.ndarray
+    method: str
+    timings: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """'auto'/None -> cuda when available, else cpu; anything else as given."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device} requested but CUDA is not available here; use device='auto' or 'cpu'")
+    return device
+
+
+def _as_1d_mask(mask, num_slices: int, height: int) -> np.ndarray:
+    """Accept [H] or [S, 1, H, 1] (identical for every slice) -> bool [H]."""
+    m = np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask)
+    if m.ndim == 4 and m.shape[1] == 1 and m.shape[3] == 1 and m.shape[2] == height:
+        if not np.all(m == m[:1]):
+            raise ValueError("mask differs between slices; reconstruct slices with different sampling separately")
+        m = m[0, 0, :, 0]
+    if m.ndim != 1 or m.shape[0] != height:
+        raise ValueError(f"mask must be [H={height}] (measured phase-encode lines) or [S, 1, H, 1]; "
+                         f"got shape {m.shape}")
+    return m.astype(bool)
+
+
+class Reconstructor:
+    """Accelerated multi-coil k-space -> complex images, by one of :data:`METHODS`.
+
+    Args:
+        method: "dpm" (diffusion posterior sampling), "sense" (SENSE-CG), "l1_wavelet", "zero_filled".
+        model: for "dpm": path to a model card (.json next to its .safetensors), an already built denoiser
+            (callable x [B, H, W] complex, σ [B] -> [B, H, W]) with a ``card`` attribute or None for the shipped default.
+        sampler: sampler name in :data:`dpm_core.samplers.SAMPLERS` (e.g. "fast", "dps", "ald").
+        sampler_options: extra keyword arguments for the sampler (steps, …).
+        num_samples: posterior samples per slice; > 1 also returns a per-pixel standard-deviation map.
+        zeta: data-consistency step ζ; None takes the model card's value for the effective acceleration.
+        seed: base seed; slice s, sample k uses a generator derived from (seed, s, k).
+        device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
+        coil_method: "fast" (torch ESPIRiT) or "sigpy" (reference ESPIRiT).
+        num_maps: ESPIRiT map sets, 1 or 2, or "auto" (2 when the second eigenvalue map carries energy, i.e. the FOV is
+            smaller than the head).
+        cg_iters, l2_weight: SENSE-CG settings. l1_lamda, l1_iters: L1-wavelet settings.
+        coil_options: extra keyword arguments for the coil-map estimator.
+    """
+
+    def __init__(self, method: str = "dpm", model=None, sampler: str = "fast", sampler_options: dict | None = None,
+                 num_samples: int = 1, zeta: float | None = None, seed: int = 0, device="auto",
+                 coil_method: str = "fast", num_maps: int | str = 1, cg_iters: int = 30, l2_weight: float = 1e-3,
+                 l1_lamda: float = 1e-4, l1_iters: int = 100, coil_options: dict | None = None):
+        if method not in METHODS:
+            raise ValueError(f"method {method!r} is unknown; choose one of {METHODS}")
+        if num_maps not in (1, 2, "auto"):
+            raise ValueError(f"num_maps must be 1, 2 or 'auto'; got {num_maps!r}")
+        if int(num_samples) < 1:
+            raise ValueError(f"num_samples must be >= 1; got {num_samples}")
+        self.method = method
+        self.model = model
+        self.sampler = sampler
+        self.sampler_options = dict(sampler_options or {})
+        self.num_samples = int(num_samples)
+        self.zeta = zeta
+        self.seed = int(seed)
+        self.device = resolve_device(device)
+        self.coil_method = coil_method
+        self.num_maps = num_maps
+        self.cg_iters = cg_iters
+        self.l2_weight = l2_weight
+        self.l1_lamda = l1_lamda
+        self.l1_iters = l1_iters
+        self.coil_options = dict(coil_options or {})
+        self._denoiser = None
+        if method == "dpm":
+            from .samplers import SAMPLERS
+            if sampler not in SAMPLERS:
+                raise ValueError(f"sampler {sampler!r} is unknown; choose one of {sorted(SAMPLERS)}")
+
+    # -- model ---------------------------------------------------------------------------------------------------
+    def denoiser(self):
+        """The DPM denoiser, loaded once (from the configured card or the shipped default) and kept on the device."""
+        if self._denoiser is None:
+            from .checkpoints import DEFAULT_MODEL_PATH, load_checkpoint
+            from .networks import ComplexDenoiser
+            if self.model is None or isinstance(self.model, (str, Path)):
+                path = Path(self.model) if self.model is not None else Path(DEFAULT_MODEL_PATH)
+                precond, card = load_checkpoint(path, device=self.device)
+                self._denoiser = ComplexDenoiser(precond)
+                self._denoiser.card = card
+            else:
+                self._denoiser = self.model
+            if hasattr(self._denoiser, "eval"):
+                self._denoiser.eval()
+        return self._denoiser
+
+    # -- main entry ------------------------------------------------------------------------------------------------
+    def reconstruct(self, kspace, mask, maps=None, method: str | None = None) -> ReconResult:
+        """Reconstruct one volume.
+
+        Args:
+            kspace: [S, C, H, W] complex64 (numpy or torch): every measured line, zeros elsewhere.
+            mask: [H] bool, the measured phase-encode lines (the ACS block is the run around H // 2), or [S, 1, H, 1].
+            maps: optional coil maps [S, M, C, H, W] or [S, C, H, W]; estimated from the ACS block when None.
+            method: overrides ``self.method`` for this call (the gadget's SENSE fallback uses it).
+        Returns: :class:`ReconResult`.
+        Raises: ValueError for unusable input; ReconstructionError when the DPM stage fails.
+        """
+        method = method or self.method
+        if method not in METHODS:
+            raise ValueError(f"method {method!r} is unknown; choose one of {METHODS}")
+        t_start = time.perf_counter()
+        timings = {}
+        k = torch.as_tensor(kspace)
+        if k.ndim != 4 or not k.is_complex():
+            raise ValueError(f"kspace must be complex [S, C, H, W]; got shape {tuple(k.shape)} dtype {k.dtype}")
+        if not bool(torch.isfinite(k).all()):
+            raise ValueError("kspace contains NaN or Inf samples; check the acquisition (corrupt lines) before "
+                             "reconstructing")
+        S, C, H, W = k.shape
+        mask_1d = _as_1d_mask(mask, S, H)
+        find_acs_lines(mask_1d)                                     # raises with a clear message when no ACS
+        k = k.to(self.device, torch.complex64) * torch.from_numpy(mask_1d).to(self.device).view(1, 1, H, 1)
+
+        scale = normalization_scale(k, mask_1d)                     # [S]
+        kn = k / scale.view(S, 1, 1, 1)
+
+        t0 = time.perf_counter()
+        maps_t = self._coil_maps(kn, mask_1d, maps)
+        timings["coil_maps"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        std = None
+        info = {"effective_acceleration": effective_acceleration(mask_1d), "num_maps": int(maps_t.shape[1]),
+                "scale": scale.cpu().tolist()}
+        if method == "zero_filled":
+            images = baselines.zero_filled(kn, mask_1d, maps_t)
+        elif method == "sense":
+            images = combine_map_images(baselines.sense_cg(kn, mask_1d, maps_t, self.cg_iters, self.l2_weight))
+        elif method == "l1_wavelet":
+            images = combine_map_images(baselines.l1_wavelet(kn, mask_1d, maps_t, self.l1_lamda, self.l1_iters))
+        else:
+            images, std, dpm_info = self._sample(kn, mask_1d, maps_t, info["effective_acceleration"])
+            info.update(dpm_info)
+        timings["sampling"] = time.perf_counter() - t0
+
+        images = images * scale.view(S, 1, 1)
+        if std is not None:
+            std = std * scale.view(S, 1, 1)
+        timings["total"] = time.perf_counter() - t_start
+        name = f"dpm:{self.sampler}" if method == "dpm" else method
+        return ReconResult(images=images.detach().cpu().numpy().astype(np.complex64),
+                           std=None if std is None else std.detach().cpu().numpy().astype(np.float32),
+                           maps=maps_t.detach().cpu().numpy(), method=name, timings=timings, info=info)
+
+    # -- stages ------------------------------------------------------------------------------------------------------
+    def _coil_maps(self, kn: torch.Tensor, mask_1d: np.ndarray, maps) -> torch.Tensor:
+        S, C, H, W = kn.shape
+        if maps is not None:
+            m = torch.as_tensor(maps).to(self.device, torch.complex64)
+            if m.ndim == 4:
+                m = m.unsqueeze(1)
+            if m.ndim != 5 or m.shape[0] != S or m.shape[2:] != (C, H, W):
+                raise ValueError(f"maps must be [S={S}, M, C={C}, H={H}, W={W}]; got {tuple(m.shape)}")
+            return m
+        from .coils import estimate_coil_maps, second_map_energy
+        if self.num_maps == "auto":
+            maps2 = estimate_coil_maps(kn, mask_1d, method=self.coil_method, num_maps=2, **self.coil_options)
+            return maps2 if float(second_map_energy(maps2).max()) > SECOND_MAP_ENERGY_THRESHOLD else maps2[:, :1]
+        return estimate_coil_maps(kn, mask_1d, method=self.coil_method, num_maps=self.num_maps, **self.coil_options)
+
+    def _sample(self, kn, mask_1d, maps_t, acceleration):
+        from .operators import SenseOp
+        from .samplers import SAMPLERS, posterior_samples
+
+        denoiser = self.denoiser()
+        card = getattr(denoiser, "card", {}) or {}
+        zeta = self.zeta
+        if zeta is None:
+            from .checkpoints import zeta_for_acceleration
+            zeta = zeta_for_acceleration(card, acceleration) if card else 1.0
+        op = SenseOp(maps_t, mask_1d)
+        options = dict(self.sampler_options)
+        if self.sampler == "dps":
+            options.setdefault("zeta", zeta)
+        try:
+            mean, std, sampler_info = posterior_samples(SAMPLERS[self.sampler], denoiser, kn, op,
+                                                        num_samples=self.num_samples, seed=self.seed, **options)
+        except torch.cuda.OutOfMemoryError as exc:
+            raise ReconstructionError(f"out of GPU memory while sampling {kn.shape[0]} slices: {exc}") from exc
+        if not bool(torch.isfinite(mean).all()):
+            raise ReconstructionError("the DPM sampler produced non-finite pixels (NaN/Inf); check the model and "
+                                      "sampler settings")
+        images = combine_map_images(mean)
+        std_img = None
+        if self.num_samples > 1:
+            std_img = torch.sqrt((std.float() ** 2).sum(dim=1))     # map sets add in quadrature
+        info = {"zeta": float(zeta), "sampler": self.sampler, "num_samples": self.num_samples}
+        info.update(sampler_info or {})
+        return images, std_img, info
+
+
+SECOND_MAP_ENERGY_THRESHOLD = 0.1   # fraction of first-map energy above which the second ESPIRiT map is used
