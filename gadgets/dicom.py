@@ -32,6 +32,7 @@ DerivationDescription); an image whose Gadgetron comment says it is a SENSE fall
 """
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import hashlib
 import hmac
@@ -64,6 +65,7 @@ log = logging.getLogger(__name__)
 
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 SOFTWARE_VERSION = "dpm-flair 0.1.0"
+DEID_PROFILE_NAME = "dpm-flair de-identification profile v1"
 STORED_MAX = 4095                       # 12-bit stored range for float/complex inputs
 BITS_STORED_SCALED = 12
 
@@ -350,12 +352,13 @@ def deidentify_dataset(ds: Dataset, options: DeidentifyOptions | None = None,
     if "SOPInstanceUID" in ds and getattr(ds, "file_meta", None) is not None:
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.PatientIdentityRemoved = "YES"
-    dates = ("dates removed" if options.date_shift_days is None
+    dates = ("dates and times removed" if options.date_shift_days is None
              else f"dates shifted by {options.date_shift_days:+d} days")
-    ds.DeidentificationMethod = (
-        "dpm-flair profile: PatientName/ID replaced (keyed hash pseudonym), birth date, sex, referring physician, "
-        "accession, study ID emptied; weight, institution, station, device serial removed; " + dates +
-        "; all UIDs regenerated; descriptions and geometry kept")[:64 * 16]
+    # LO is 64 characters per value; the method is multi-valued, one step per value.
+    ds.DeidentificationMethod = [DEID_PROFILE_NAME, "name and ID replaced by keyed-hash pseudonym",
+                                 "birth date, sex, physician, accession, study ID emptied",
+                                 "weight, size, institution, station, device serial removed",
+                                 dates, "UIDs regenerated", "descriptions, geometry and pixels kept"]
     return ds
 
 
@@ -576,8 +579,7 @@ def _series_datasets(base_ds: Dataset, hdr, meas, entries, series_number: int, s
     out = []
     for (image, geom, _), number, pixels in zip(entries, numbers, stored):
         head = image.getHead()
-        ds = Dataset()
-        ds.update(base_ds)
+        ds = copy.deepcopy(base_ds)       # own elements: Dataset.update would share DataElement objects
         ds.SOPInstanceUID = generate_uid()
         ds.SeriesInstanceUID = series_uid
         ds.SeriesNumber = series_number
