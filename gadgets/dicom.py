@@ -288,7 +288,8 @@ class DeidentifyOptions:
     key: secret for the keyed hash (HMAC-SHA256) that derives the pseudonymous PatientID and the new UIDs. The same
         key gives the same pseudonym and the same new UIDs for the same input, so repeated exports of one exam stay
         linkable; ``None`` draws a random key per call (no linkage).
-    patient_name / patient_id: explicit replacements (default: "ANONYMOUS" and "ANON-" + 10 hex of the keyed hash).
+    patient_name / patient_id: explicit replacements (default: "ANON^<h>" and "ANON-<h>", <h> = 10 hex digits of
+        the keyed hash of the original PatientID).
     date_shift_days: ``None`` removes all dates and times; an integer shifts every date by that many days (times
         kept) - the "Retain Longitudinal Temporal Information with Modified Dates" option.
     """
@@ -326,8 +327,9 @@ def deidentify_dataset(ds: Dataset, options: DeidentifyOptions | None = None,
     """De-identify one dataset in place (and return it); geometry and pixel data are untouched."""
     options = options or DeidentifyOptions()
     pid = original_patient_id if original_patient_id is not None else str(ds.get("PatientID", ""))
-    ds.PatientName = options.patient_name or "ANONYMOUS"
-    ds.PatientID = options.patient_id or ("ANON-" + options.hash_hex("pid:" + pid)[:10].upper())
+    pseudo = options.hash_hex("pid:" + pid)[:10].upper()
+    ds.PatientName = options.patient_name or f"ANON^{pseudo}"
+    ds.PatientID = options.patient_id or f"ANON-{pseudo}"
     for kw in _DEID_REMOVE:
         if kw in ds:
             delattr(ds, kw)

@@ -1,0 +1,154 @@
+"""gadgets.pacs: C-STORE into a real Orthanc started by the test; refused connections are reported, files kept."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from gadgets.dicom import images_to_datasets, write_dicom_series
+from gadgets.pacs import send_to_pacs
+from tests.test_dicom import HEADER, make_images, require_tool
+
+ORTHANC = shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if os.path.exists("/usr/sbin/Orthanc") else None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class OrthancServer:
+    def __init__(self, root: Path):
+        self.http_port, self.dicom_port = free_port(), free_port()
+        config = {
+            "Name": "dpm-flair-test", "StorageDirectory": str(root / "storage"), "IndexDirectory": str(root / "index"),
+            "HttpPort": self.http_port, "DicomPort": self.dicom_port, "DicomAet": "ORTHANC",
+            "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "HttpServerEnabled": True,
+            "DicomServerEnabled": True, "DicomCheckCalledAet": False, "DicomAlwaysAllowStore": True,
+            "DicomCheckModalityHost": False, "StorageCompression": False, "Plugins": [],
+            "DicomModalities": {}, "ConcurrentJobs": 1, "HttpThreadsCount": 4,
+        }
+        cfg = root / "orthanc.json"
+        cfg.write_text(json.dumps(config))
+        self.log = open(root / "orthanc.log", "w")
+        self.proc = subprocess.Popen([ORTHANC, str(cfg)], stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.get("/system")
+                break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"Orthanc did not answer on 127.0.0.1:{self.http_port}; see {root}/orthanc.log")
+                time.sleep(0.1)
+
+    def get(self, path):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=5) as r:
+            return json.loads(r.read())
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory):
+    if ORTHANC is None:
+        require_tool("Orthanc")
+    server = OrthancServer(tmp_path_factory.mktemp("orthanc"))
+    yield server
+    server.stop()
+
+
+def test_cstore_round_trip_into_orthanc(orthanc, tmp_path):
+    images = make_images(5, 7, order=[4, 2, 0, 1, 3]) + make_images(3, 8, comment="SENSE fallback used")
+    datasets = images_to_datasets(HEADER, images)
+    paths = write_dicom_series(datasets, tmp_path)
+    before = set(orthanc.get("/instances"))
+    t0 = time.monotonic()
+    report = send_to_pacs(paths, "127.0.0.1", orthanc.dicom_port, called_ae="ORTHANC", timeout=10)
+    elapsed = time.monotonic() - t0
+    assert report.ok, report.summary()
+    assert report.n_sent == 8 and report.associations == 1 and elapsed < 30
+    assert all(r.status == 0 and r.attempts == 1 for r in report.instances)
+
+    new = set(orthanc.get("/instances")) - before
+    assert len(new) == 8
+    tags = {t["SOPInstanceUID"]: t for t in (orthanc.get(f"/instances/{i}/simplified-tags") for i in new)}
+    assert set(tags) == {d.SOPInstanceUID for d in datasets}
+    for d in datasets:
+        t = tags[d.SOPInstanceUID]
+        assert t["SeriesInstanceUID"] == d.SeriesInstanceUID and t["StudyInstanceUID"] == d.StudyInstanceUID
+        assert int(t["SeriesNumber"]) == d.SeriesNumber and int(t["InstanceNumber"]) == d.InstanceNumber
+        assert t["PatientID"] == "PID12345" and t["PatientName"] == "Müller^Hans"
+        assert t["ImagePositionPatient"] == "\\".join(str(v) for v in d.ImagePositionPatient)
+        assert t["ImageOrientationPatient"] == "\\".join(str(v) for v in d.ImageOrientationPatient)
+        assert t["SOPClassUID"] == "1.2.840.10008.5.1.4.1.1.4"
+    # Series grouping: one Orthanc study with our two series of 5 and 3 instances.
+    study = orthanc.get("/studies")
+    ours = [s for s in (orthanc.get(f"/studies/{sid}") for sid in study)
+            if s["MainDicomTags"]["StudyInstanceUID"] == datasets[0].StudyInstanceUID]
+    assert len(ours) == 1
+    sizes = sorted(len(orthanc.get(f"/series/{sid}")["Instances"]) for sid in ours[0]["Series"])
+    assert sizes == [3, 5]
+    descriptions = {orthanc.get(f"/series/{sid}")["MainDicomTags"]["SeriesDescription"] for sid in ours[0]["Series"]}
+    assert descriptions == {"FLAIR_tra_DPM", "FLAIR_tra_SENSE_FALLBACK"}
+    print(f"Orthanc round trip: {report.n_sent} instances, {len(ours[0]['Series'])} series, {elapsed:.2f} s")
+
+
+def test_deidentified_datasets_sent_without_files(orthanc):
+    datasets = images_to_datasets(HEADER, make_images(2, 11), deidentify=True)
+    report = send_to_pacs(datasets, "127.0.0.1", orthanc.dicom_port, timeout=10)
+    assert report.ok and report.n_sent == 2 and all(r.path is None for r in report.instances)
+    for d in datasets:
+        (oid,) = [x["ID"] for x in _lookup(orthanc, d.SOPInstanceUID)]
+        t = orthanc.get(f"/instances/{oid}/simplified-tags")
+        assert t["PatientID"].startswith("ANON-") and t["PatientIdentityRemoved"] == "YES"
+
+
+def _lookup(orthanc, uid):
+    req = urllib.request.Request(f"http://127.0.0.1:{orthanc.http_port}/tools/lookup", data=uid.encode(),
+                                 method="POST")
+    with urllib.request.urlopen(req, timeout=5) as r:
+        return json.loads(r.read())
+
+
+def test_refused_connection_is_reported_and_files_remain(tmp_path):
+    paths = write_dicom_series(images_to_datasets(HEADER, make_images(3, 7)), tmp_path)
+    dead = free_port()                                     # nothing listens here
+    t0 = time.monotonic()
+    report = send_to_pacs(paths, "127.0.0.1", dead, retries=2, timeout=2, retry_wait_s=0.05)
+    assert time.monotonic() - t0 < 20
+    assert not report.ok and report.n_sent == 0 and report.n_failed == 3 and report.associations == 0
+    assert len(report.connection_errors) == 3
+    assert all("no association" in r.error and r.attempts == 0 for r in report.instances)
+    assert all(p.exists() and pydicom.dcmread(p).SOPInstanceUID for p in paths)
+    assert "0/3 stored" in report.summary()
+
+
+def test_unreadable_file_is_reported_others_sent(orthanc, tmp_path):
+    paths = write_dicom_series(images_to_datasets(HEADER, make_images(2, 12)), tmp_path)
+    junk = tmp_path / "junk.dcm"
+    junk.write_bytes(b"not dicom at all")
+    report = send_to_pacs([junk, *paths], "127.0.0.1", orthanc.dicom_port, timeout=10)
+    assert report.n_sent == 2 and report.n_failed == 1
+    (bad,) = report.failed
+    assert bad.path == junk and "cannot read" in bad.error and junk.exists()
