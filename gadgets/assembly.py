@@ -1,0 +1,437 @@
+"""Acquisitions (or Gadgetron ReconData) -> per-volume k-space buffers for :class:`dpm_core.reconstruct.Reconstructor`.
+
+This is what Gadgetron's NoiseAdjustGadget -> RemoveROOversamplingGadget -> AcquisitionAccumulateTriggerGadget ->
+BucketToBufferGadget chain does, written as generator stages over ``(items, header)`` (gadgetron-python style):
+
+    acquisitions --noise_adjust--> prewhitened --remove_oversampling--> W samples --accumulate--> KspaceBuffer
+
+and, for the main gadget input, :func:`buffers_from_recon_data` turns a ReconData message (``bits[i].data`` and
+``bits[i].ref``, arrays ``[RO, E1, E2, CHA, N, S, LOC]``, headers ``[E1, E2, N, S, LOC]``) into the same
+:class:`KspaceBuffer`. Every measured line is used — imaging *and* calibration (DESIGN.md §4: ``bit.data`` lacks the
+calibration-only lines, which live only in ``bit.ref``).
+
+Conventions: k-space ``[S, C, H, W]`` complex64 with ky = H (``encodedSpace.matrixSize.y``; the encoding-limits centre
+line is placed at H // 2 exactly as BucketToBuffer does) and kx = W (``reconSpace.matrixSize.x`` after readout
+oversampling removal, centre sample at W // 2). One buffer = one volume: all slices sharing (average, contrast,
+phase, repetition, set) — each repetition is its own volume and its own image set.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterable, Iterator
+
+import ismrmrd
+import numpy as np
+
+__all__ = ["KspaceBuffer", "EncodingInfo", "encoding_info", "noise_adjust", "remove_oversampling", "accumulate",
+           "buffers_from_acquisitions", "buffers_from_recon_data", "whitening_from_noise", "VOLUME_COUNTERS"]
+
+log = logging.getLogger(__name__)
+
+VOLUME_COUNTERS = ("average", "contrast", "phase", "repetition", "set")
+_CALIBRATION_FLAGS = (ismrmrd.ACQ_IS_PARALLEL_CALIBRATION, ismrmrd.ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING)
+_SKIP_FLAGS = (ismrmrd.ACQ_IS_NAVIGATION_DATA, ismrmrd.ACQ_IS_PHASECORR_DATA, ismrmrd.ACQ_IS_HPFEEDBACK_DATA,
+               ismrmrd.ACQ_IS_DUMMYSCAN_DATA, ismrmrd.ACQ_IS_RTFEEDBACK_DATA,
+               ismrmrd.ACQ_IS_SURFACECOILCORRECTIONSCAN_DATA, ismrmrd.ACQ_IS_PHASE_STABILIZATION_REFERENCE,
+               ismrmrd.ACQ_IS_PHASE_STABILIZATION)
+
+
+def _flag(flags: int, bit: int) -> bool:
+    return bool(int(flags) & (1 << (bit - 1)))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Header
+
+@dataclasses.dataclass(frozen=True)
+class EncodingInfo:
+    """What the assembly needs from the ISMRMRD header (encoding 0).
+
+    num_lines: H (encoded ky lines); ky_offset: H // 2 - encodingLimits ky centre (added to idx.kspace_encode_step_1);
+    readout: W (recon matrix x); encoded_readout: oversampled x; num_slices: slices per volume (encoding limits);
+    noise_bandwidth: relativeReceiverNoiseBandwidth (informational).
+    """
+    num_lines: int
+    ky_offset: int
+    readout: int
+    encoded_readout: int
+    num_slices: int
+    calibration_mode: str | None
+    acceleration: int
+
+
+def encoding_info(header) -> EncodingInfo:
+    """Validate the header for a 2-D Cartesian reconstruction and extract :class:`EncodingInfo`.
+
+    Raises ValueError (naming the field and what is supported) for non-Cartesian trajectories, 3-D encodings, or
+    missing encoding sections.
+    """
+    if header is None or not getattr(header, "encoding", None):
+        raise ValueError("the ISMRMRD header has no <encoding> section; send a complete header (HEADER message)")
+    enc = header.encoding[0]
+    trajectory = getattr(enc.trajectory, "value", enc.trajectory)
+    if trajectory != "cartesian":
+        raise ValueError(f"encoding trajectory is {trajectory!r}; the DPM reconstruction supports only 'cartesian' "
+                         "2-D acquisitions (use a non-Cartesian recon chain for this protocol)")
+    if enc.encodedSpace.matrixSize.z > 1:
+        raise ValueError(f"encodedSpace.matrixSize.z = {enc.encodedSpace.matrixSize.z}: 3-D encodings are not "
+                         "supported; only 2-D multi-slice")
+    H = int(enc.encodedSpace.matrixSize.y)
+    limits = enc.encodingLimits
+    centre = limits.kspace_encoding_step_1.center if limits and limits.kspace_encoding_step_1 else H // 2
+    num_slices = limits.slice.maximum + 1 if limits and limits.slice else 1
+    pi = enc.parallelImaging
+    mode = getattr(pi.calibrationMode, "value", None) if pi is not None and pi.calibrationMode is not None else None
+    accel = pi.accelerationFactor.kspace_encoding_step_1 if pi is not None else 1
+    return EncodingInfo(num_lines=H, ky_offset=H // 2 - int(centre), readout=int(enc.reconSpace.matrixSize.x),
+                        encoded_readout=int(enc.encodedSpace.matrixSize.x), num_slices=int(num_slices),
+                        calibration_mode=mode, acceleration=int(accel))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Buffer
+
+@dataclasses.dataclass
+class KspaceBuffer:
+    """One volume ready for ``Reconstructor.reconstruct(buffer.kspace, buffer.mask)``.
+
+    Attributes:
+        kspace: [S, C, H, W] complex64: every measured line (imaging + calibration), zero elsewhere; readout
+            oversampling removed; prewhitened when a noise scan was present.
+        mask: [H] bool, the measured phase-encode lines (identical for every slice of the buffer).
+        calibration: [H] bool, lines that arrived flagged as calibration (PARALLEL_CALIBRATION[_AND_IMAGING]).
+        reference_headers: S ``ismrmrd.AcquisitionHeader``, per slice the imaging acquisition closest to the k-space
+            centre line (geometry, counters and time stamps for the image header, as GenericReconGadget does).
+        slices: S ints, ``idx.slice`` of each slice.
+        counters: {"average", "contrast", "phase", "repetition", "set"} shared by the volume.
+        complete: False when the stream ended before LAST_IN_SLICE of some slice.
+    """
+    kspace: np.ndarray
+    mask: np.ndarray
+    calibration: np.ndarray
+    reference_headers: list
+    slices: list
+    counters: dict
+    complete: bool = True
+
+    @property
+    def repetition(self) -> int:
+        return int(self.counters.get("repetition", 0))
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(self.kspace.shape)
+
+    def describe(self) -> str:
+        """Short identification for logs and error messages."""
+        c = self.counters
+        return (f"repetition {c.get('repetition', 0)} (average {c.get('average', 0)}, contrast {c.get('contrast', 0)},"
+                f" set {c.get('set', 0)}), slices {self.slices}")
+
+
+def _counters(idx) -> tuple:
+    return tuple(int(getattr(idx, name)) for name in VOLUME_COUNTERS)
+
+
+class _SliceAccumulator:
+    """Lines of one slice: kspace [C, H, W], measured / calibration masks [H], headers of the measured lines."""
+
+    def __init__(self, channels: int, info: EncodingInfo):
+        self.info = info
+        self.kspace = np.zeros((channels, info.num_lines, info.readout), dtype=np.complex64)
+        self.measured = np.zeros(info.num_lines, dtype=bool)
+        self.imaging = np.zeros(info.num_lines, dtype=bool)
+        self.calibration = np.zeros(info.num_lines, dtype=bool)
+        self.best_header = None            # (distance, is_calibration_only, header)
+        self.complete = False
+
+    def add(self, head, data: np.ndarray, ky: int, is_calibration: bool, is_imaging: bool) -> None:
+        """data: [C, W'] complex64 line (W' = W after oversampling removal; asymmetric echoes are zero-padded)."""
+        C, H, W = self.kspace.shape
+        if data.shape[0] != C:
+            raise ValueError(f"acquisition scan_counter {head.scan_counter} has {data.shape[0]} channels but the "
+                             f"slice started with {C}")
+        if not 0 <= ky < H:
+            raise ValueError(f"acquisition scan_counter {head.scan_counter}: kspace_encode_step_1 maps to line {ky}, "
+                             f"outside the encoded matrix of {H} lines; check encodingLimits.kspace_encoding_step_1")
+        n = data.shape[1]
+        start = W // 2 - int(head.center_sample) if n != W or head.center_sample != n // 2 else 0
+        if start < 0 or start + n > W:
+            raise ValueError(f"acquisition scan_counter {head.scan_counter}: {n} samples with centre "
+                             f"{head.center_sample} do not fit a readout of {W} (readout oversampling not removed?)")
+        if is_imaging or not self.measured[ky]:
+            # imaging copies take precedence over separate calibration copies of the same line
+            self.kspace[:, ky, :] = 0
+            self.kspace[:, ky, start:start + n] = data
+        self.measured[ky] = True
+        self.imaging[ky] |= is_imaging
+        self.calibration[ky] |= is_calibration
+        distance = (abs(ky - H // 2), not is_imaging)
+        if self.best_header is None or distance < self.best_header[0]:
+            self.best_header = (distance, head)
+
+
+def _line_kind(flags: int) -> tuple[bool, bool]:
+    """(is_calibration, is_imaging) from the acquisition flags."""
+    calib_only = _flag(flags, ismrmrd.ACQ_IS_PARALLEL_CALIBRATION)
+    calib_and_imaging = _flag(flags, ismrmrd.ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING)
+    return calib_only or calib_and_imaging, calib_and_imaging or not calib_only
+
+
+def _copy_header(head) -> ismrmrd.AcquisitionHeader:
+    return ismrmrd.AcquisitionHeader.from_buffer_copy(bytes(head))
+
+
+def _volume_buffers(key: tuple, slices: dict[int, _SliceAccumulator]) -> list[KspaceBuffer]:
+    """Stack the slices of a volume; slices with different sampling patterns go to separate buffers."""
+    counters = dict(zip(VOLUME_COUNTERS, key))
+    groups: dict[bytes, list[int]] = {}
+    for s in sorted(slices):
+        groups.setdefault(slices[s].measured.tobytes(), []).append(s)
+    buffers = []
+    for members in groups.values():
+        accs = [slices[s] for s in members]
+        buffers.append(KspaceBuffer(
+            kspace=np.stack([a.kspace for a in accs]), mask=accs[0].measured.copy(),
+            calibration=np.logical_or.reduce([a.calibration for a in accs]),
+            reference_headers=[_copy_header(a.best_header[1]) for a in accs], slices=list(members),
+            counters=counters, complete=all(a.complete for a in accs)))
+    if len(buffers) > 1:
+        log.info("volume %s: slices differ in sampling pattern, split into %d buffers", counters, len(buffers))
+    return buffers
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Stages over acquisitions
+
+def whitening_from_noise(noise: np.ndarray) -> np.ndarray:
+    """Noise samples [C, N] complex -> whitening matrix [C, C] complex64 (W Ψ Wᴴ = I, W = L⁻¹ with Ψ = L Lᴴ).
+
+    Raises ValueError when the covariance is singular (a dead or duplicated channel) or samples are not finite.
+    """
+    noise = np.asarray(noise, dtype=np.complex128)
+    if noise.ndim != 2 or noise.shape[1] < 2:
+        raise ValueError(f"noise must be [C, N] with N >= 2 samples; got {noise.shape}")
+    if not np.isfinite(noise).all():
+        raise ValueError("noise scan contains NaN or Inf samples; cannot compute the noise covariance")
+    covariance = noise @ noise.conj().T / (noise.shape[1] - 1)
+    try:
+        chol = np.linalg.cholesky(covariance)
+    except np.linalg.LinAlgError as exc:
+        raise ValueError(f"noise covariance of {noise.shape[0]} channels is not positive definite (dead or "
+                         "duplicated channel?); drop the channel or disable prewhitening") from exc
+    return np.linalg.inv(chol).astype(np.complex64)
+
+
+def noise_adjust(acquisitions: Iterable, header) -> Iterator:
+    """Consume NOISE_MEASUREMENT acquisitions, prewhiten the rest (as Gadgetron's NoiseAdjustGadget).
+
+    All noise readouts seen before the first non-noise acquisition form the covariance. The whitened data are
+    scaled by sqrt(acquisition dwell / noise dwell) so the noise in the imaging data has unit variance per channel.
+    Without a noise scan, acquisitions pass unchanged (logged once).
+    """
+    noise_chunks: list[np.ndarray] = []
+    noise_dwell = None
+    whitening = None
+    warned = False
+    for acq in acquisitions:
+        if acq.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT):
+            noise_chunks.append(np.array(acq.data, dtype=np.complex64))
+            noise_dwell = acq.sample_time_us or 1.0
+            whitening = None
+            continue
+        if whitening is None and noise_chunks:
+            whitening = whitening_from_noise(np.concatenate(noise_chunks, axis=1))
+            log.info("noise prewhitening from %d noise readouts (%d samples)", len(noise_chunks),
+                     sum(c.shape[1] for c in noise_chunks))
+            noise_chunks = []
+        if whitening is not None:
+            if whitening.shape[0] != acq.active_channels:
+                raise ValueError(f"acquisition scan_counter {acq.scan_counter} has {acq.active_channels} channels "
+                                 f"but the noise scan had {whitening.shape[0]}")
+            scale = np.sqrt((acq.sample_time_us or noise_dwell) / noise_dwell)
+            acq.data[:] = (scale * (whitening @ acq.data)).astype(np.complex64)
+        elif not warned:
+            log.info("no noise scan before the first acquisition: data are not prewhitened")
+            warned = True
+        yield acq
+
+
+def remove_readout_oversampling_line(data: np.ndarray, readout: int) -> np.ndarray:
+    """[C, W_os] k-space line -> [C, readout]: centred orthonormal iFFT, crop the central ``readout`` samples, FFT."""
+    n = data.shape[-1]
+    x = np.fft.fftshift(np.fft.ifft(np.fft.ifftshift(data, axes=-1), axis=-1, norm="ortho"), axes=-1)
+    start = n // 2 - readout // 2
+    x = x[..., start:start + readout]
+    return np.fft.fftshift(np.fft.fft(np.fft.ifftshift(x, axes=-1), axis=-1, norm="ortho"), axes=-1).astype(
+        np.complex64)
+
+
+def remove_oversampling(acquisitions: Iterable, header) -> Iterator:
+    """Crop readout oversampling (encodedSpace.x -> reconSpace.x) of every non-noise acquisition, like Gadgetron's
+    RemoveROOversamplingGadget; ``center_sample`` is rescaled. Acquisitions already at the recon size pass."""
+    info = encoding_info(header)
+    for acq in acquisitions:
+        if (not acq.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT) and info.encoded_readout != info.readout
+                and acq.number_of_samples == info.encoded_readout):
+            factor = info.encoded_readout / info.readout
+            line = remove_readout_oversampling_line(acq.data, info.readout)
+            centre = int(round(acq.center_sample / factor))
+            acq.resize(number_of_samples=info.readout, active_channels=line.shape[0],
+                       trajectory_dimensions=acq.trajectory_dimensions)
+            acq.data[:] = line
+            acq.center_sample = centre
+            acq.discard_pre = int(acq.discard_pre // factor)
+            acq.discard_post = int(acq.discard_post // factor)
+        yield acq
+
+
+def accumulate(acquisitions: Iterable, header, trigger: str = "volume") -> Iterator[KspaceBuffer]:
+    """Group acquisitions into :class:`KspaceBuffer` volumes (AcquisitionAccumulateTrigger + BucketToBuffer).
+
+    A slice is complete at its LAST_IN_SLICE acquisition. ``trigger="volume"`` emits a volume when all
+    ``encodingLimits.slice`` slices of its (average, contrast, phase, repetition, set) are complete, or at
+    LAST_IN_REPETITION / LAST_IN_MEASUREMENT for it; ``trigger="slice"`` emits every slice on its own. At the end
+    of the stream, whatever is left is emitted with ``complete=False`` and a warning naming the slices.
+    Navigation, phase-correction, dummy and feedback readouts are skipped; noise readouts must be removed before.
+    """
+    if trigger not in ("volume", "slice"):
+        raise ValueError(f"trigger must be 'volume' or 'slice'; got {trigger!r}")
+    info = encoding_info(header)
+    open_volumes: dict[tuple, dict[int, _SliceAccumulator]] = {}
+
+    def flush(key) -> list[KspaceBuffer]:
+        return _volume_buffers(key, open_volumes.pop(key))
+
+    for acq in acquisitions:
+        flags = int(acq.flags)
+        if _flag(flags, ismrmrd.ACQ_IS_NOISE_MEASUREMENT):
+            raise ValueError(f"noise readout scan_counter {acq.scan_counter} reached accumulation: run noise_adjust "
+                             "first")
+        if any(_flag(flags, f) for f in _SKIP_FLAGS):
+            continue
+        key = _counters(acq.idx)
+        slices = open_volumes.setdefault(key, {})
+        s = int(acq.idx.slice)
+        if s not in slices or slices[s].complete:
+            if s in slices:             # a complete slice restarting within an open volume: emit what we have
+                log.warning("slice %d of volume %s restarted before the volume was emitted; emitting it", s, key)
+                yield from flush(key)
+                slices = open_volumes.setdefault(key, {})
+            slices[s] = _SliceAccumulator(acq.active_channels, info)
+        is_calibration, is_imaging = _line_kind(flags)
+        ky = int(acq.idx.kspace_encode_step_1) + info.ky_offset
+        slices[s].add(acq.getHead(), np.asarray(acq.data), ky, is_calibration, is_imaging)
+        if _flag(flags, ismrmrd.ACQ_LAST_IN_SLICE):
+            slices[s].complete = True
+            if trigger == "slice":
+                done = {s: slices.pop(s)}
+                if not slices:
+                    open_volumes.pop(key)
+                yield from _volume_buffers(key, done)
+                continue
+        volume_done = (_flag(flags, ismrmrd.ACQ_LAST_IN_REPETITION) or _flag(flags, ismrmrd.ACQ_LAST_IN_MEASUREMENT)
+                       or (len(slices) >= info.num_slices and all(a.complete for a in slices.values())))
+        if volume_done and key in open_volumes:
+            incomplete = [i for i, a in slices.items() if not a.complete]
+            if incomplete and not _flag(flags, ismrmrd.ACQ_LAST_IN_MEASUREMENT):
+                continue   # LAST_IN_REPETITION before every LAST_IN_SLICE (interleaved order): wait
+            yield from flush(key)
+        if _flag(flags, ismrmrd.ACQ_LAST_IN_MEASUREMENT):
+            for other in list(open_volumes):
+                yield from _emit_incomplete(other, open_volumes, flush)
+    for key in list(open_volumes):
+        yield from _emit_incomplete(key, open_volumes, flush)
+
+
+def _emit_incomplete(key, open_volumes, flush) -> Iterator[KspaceBuffer]:
+    slices = open_volumes[key]
+    incomplete = [s for s, a in slices.items() if not a.complete]
+    if incomplete:
+        log.warning("stream ended before LAST_IN_SLICE of volume %s slices %s: reconstructing the lines received",
+                    dict(zip(VOLUME_COUNTERS, key)), incomplete)
+    for buffer in flush(key):
+        buffer.complete = not incomplete
+        yield buffer
+
+
+def buffers_from_acquisitions(acquisitions: Iterable, header, trigger: str = "volume") -> Iterator[KspaceBuffer]:
+    """The whole acquisition path: noise_adjust -> remove_oversampling -> accumulate."""
+    stream = noise_adjust(acquisitions, header)
+    stream = remove_oversampling(stream, header)
+    return accumulate(stream, header, trigger=trigger)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# ReconData (BucketToBufferGadget output)
+
+def buffers_from_recon_data(recon_data, header) -> list[KspaceBuffer]:
+    """A Gadgetron ReconData message -> :class:`KspaceBuffer` volumes (one per volume key present).
+
+    Each ``bit.data`` / ``bit.ref`` ReconBuffer has ``data [RO, E1, E2, CHA, N, S, LOC]`` and ``headers
+    [E1, E2, N, S, LOC]``. Every filled entry (header ``number_of_samples > 0``) is placed at its own
+    ``idx.kspace_encode_step_1`` + ky offset — valid for embedded refs (full E1) and separate refs (E1 spans only the
+    reference lines) alike. Imaging lines take precedence over reference copies of the same line. Each (N, S, LOC)
+    entry is one slice; slices are grouped into volumes by their (average, contrast, phase, repetition, set).
+    Readout oversampling still present (RO == encodedSpace.x) is removed here.
+
+    Raises ValueError for a 3-D buffer (E2 > 1) or an empty message.
+    """
+    info = encoding_info(header)
+    volumes: dict[tuple, dict[int, _SliceAccumulator]] = {}
+    for b, bit in enumerate(recon_data.bits):
+        for buffer, is_ref in ((bit.data, False), (bit.ref, True)):
+            if buffer is None:
+                continue
+            data, headers = buffer.data, buffer.headers
+            if data.ndim != 7 or headers.ndim != 5:
+                raise ValueError(f"ReconData bit {b} {'ref' if is_ref else 'data'}: expected data [RO,E1,E2,CHA,N,S,"
+                                 f"LOC] and headers [E1,E2,N,S,LOC]; got {data.shape} and {headers.shape}")
+            RO, E1, E2, CHA, N, S, LOC = data.shape
+            if E2 > 1:
+                raise ValueError(f"ReconData bit {b}: E2 = {E2}; 3-D encodings are not supported")
+            for n in range(N):
+                for s in range(S):
+                    for loc in range(LOC):
+                        _add_recon_buffer_slice(volumes, info, data[:, :, 0, :, n, s, loc], headers[:, 0, n, s, loc],
+                                                is_ref, b)
+    if not volumes:
+        raise ValueError("ReconData message holds no filled acquisition header: nothing to reconstruct")
+    buffers = []
+    for key in list(volumes):
+        for acc in volumes[key].values():
+            acc.complete = True
+        buffers.extend(_volume_buffers(key, volumes[key]))
+    return buffers
+
+
+def _add_recon_buffer_slice(volumes, info: EncodingInfo, data: np.ndarray, headers: np.ndarray, is_ref: bool,
+                            bit: int) -> None:
+    """data: [RO, E1, CHA] of one (n, s, loc); headers: [E1] AcquisitionHeader objects."""
+    for e1 in range(headers.shape[0]):
+        head = headers[e1]
+        if head is None or int(head.number_of_samples) == 0:
+            continue
+        line = np.ascontiguousarray(data[:, e1, :].T)                                   # [CHA, RO]
+        if line.shape[1] == info.encoded_readout and info.encoded_readout != info.readout:
+            line = remove_readout_oversampling_line(line, info.readout)
+            head = _copy_header(head)
+            head.center_sample = info.readout // 2
+        elif line.shape[1] != info.readout:
+            raise ValueError(f"ReconData bit {bit}: readout of {line.shape[1]} samples matches neither the recon "
+                             f"matrix ({info.readout}) nor the encoded matrix ({info.encoded_readout})")
+        else:
+            head = _copy_header(head)
+            head.center_sample = info.readout // 2     # BucketToBuffer has centred the samples in the buffer
+        key = _counters(head.idx)
+        slices = volumes.setdefault(key, {})
+        s = int(head.idx.slice)
+        if s not in slices:
+            slices[s] = _SliceAccumulator(line.shape[0], info)
+        flags = int(head.flags)
+        is_calibration, is_imaging = _line_kind(flags)
+        if is_ref:
+            is_calibration, is_imaging = True, False
+        ky = int(head.idx.kspace_encode_step_1) + info.ky_offset
+        slices[s].add(head, line, ky, is_calibration, is_imaging)

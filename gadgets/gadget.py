@@ -1,0 +1,418 @@
+"""The Gadgetron external Python gadget: DPM reconstruction of 2-D multi-slice Cartesian k-space.
+
+Two targets (DESIGN.md §4; Gadgetron spawns ``python -m gadgetron <port> gadgets.gadget <target>``):
+
+- :func:`dpm_recon` — input ReconData (after BucketToBufferGadget): the main stream configuration.
+- :func:`dpm_recon_acquisitions` — input raw Acquisitions: noise prewhitening, readout-oversampling removal and
+  slice accumulation happen here (:mod:`gadgets.assembly`).
+
+Both run generator stages over ``(items, header)`` — items -> :class:`gadgets.assembly.KspaceBuffer` volumes ->
+:class:`dpm_core.reconstruct.Reconstructor` -> ISMRMRD images (:mod:`gadgets.images`) — and pass every other message
+type through untouched (``connection.filter``).
+
+Configuration: ``<property name=... value=.../>`` children of the ``<configuration>`` element, parsed once into
+:class:`GadgetConfig` (see its fields; unknown names and bad values are refused with the list of accepted ones).
+
+Failure behaviour (gadgetron-python never reports errors itself; a Python exception would end the stream with a plain
+CLOSE and Gadgetron would see silently missing images):
+- bad configuration, unusable header (non-Cartesian, 3-D, no encoding) -> ERROR message (id 8) at once, the input is
+  drained, no images;
+- a volume with bad input (NaN samples, no ACS block, ...) -> no images for it, logged with its repetition and slices;
+- the DPM stage fails (model missing or unloadable, ReconstructionError such as non-finite output, CUDA out of memory)
+  -> that volume is still delivered as a SENSE reconstruction, marked "SENSE_FALLBACK" in ImageComment and
+  SeriesDescription;
+- an empty stream (no k-space at all) is an error.
+All per-volume problems are sent as one ERROR message after the last image, just before CLOSE, so that Gadgetron
+(which raises RemoteError on ERROR) has received every image that could be made.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import struct
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable, Iterator
+
+import ismrmrd
+import numpy as np
+
+from . import assembly, images as images_mod
+
+__all__ = ["GadgetConfig", "parse_config", "DpmGadget", "dpm_recon", "dpm_recon_acquisitions", "send_error",
+           "GADGET_MESSAGE_ERROR", "INJECTABLE_FAILURES"]
+
+log = logging.getLogger(__name__)
+
+GADGET_MESSAGE_ERROR = 8
+INJECTABLE_FAILURES = ("", "reconstruction_error", "nan", "out_of_memory")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Configuration
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true/false, got {text!r}")
+
+
+def _optional(convert: Callable) -> Callable:
+    def parse(text: str):
+        return None if text.strip().lower() in ("", "none", "default", "auto") else convert(text)
+    return parse
+
+
+def _choice(*options: str) -> Callable:
+    def parse(text: str) -> str:
+        if text not in options:
+            raise ValueError(f"expected one of {options}, got {text!r}")
+        return text
+    return parse
+
+
+def _num_maps(text: str):
+    if text == "auto":
+        return "auto"
+    value = int(text)
+    if value not in (1, 2):
+        raise ValueError(f"expected 1, 2 or auto, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def _series(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65000:
+        raise ValueError(f"expected a series number 0..65000, got {text!r}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class GadgetConfig:
+    """Gadget settings (``<property name="..." value="..."/>``; defaults in brackets).
+
+    method: dpm | sense | l1_wavelet | zero_filled [dpm].  model: path to a model card .json [shipped default].
+    sampler: sampler name [fast].  steps: sampler steps [sampler default].  zeta: data-consistency ζ [model card].
+    seed [0].  device: auto | cpu | cuda | cuda:N [auto].  num_samples: posterior samples [1].
+    coil_method: fast | sigpy [fast].  num_maps: 1 | 2 | auto [1].
+    series_index: series of repetition 0 [1].  std_series_index: series of the posterior-std maps [1001].
+    send_std: send std maps when num_samples > 1 [true].  fallback: SENSE fallback when DPM fails [true].
+    fallback_series_index: series for fallback images [series_index].
+    trigger: volume | slice — acquisition input only: reconstruct whole volumes or each slice as it completes [volume].
+    inject_failure: "" | reconstruction_error | nan | out_of_memory — test hook forcing the DPM stage to fail [""].
+    """
+    method: str = "dpm"
+    model: str | None = None
+    sampler: str = "fast"
+    steps: int | None = None
+    zeta: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    num_samples: int = 1
+    coil_method: str = "fast"
+    num_maps: int | str = 1
+    series_index: int = 1
+    std_series_index: int = 1001
+    send_std: bool = True
+    fallback: bool = True
+    fallback_series_index: int | None = None
+    trigger: str = "volume"
+    inject_failure: str = ""
+
+    def reconstructor_kwargs(self) -> dict:
+        """Keyword arguments for :class:`dpm_core.reconstruct.Reconstructor`."""
+        options = {} if self.steps is None else {"steps": self.steps}
+        return dict(method=self.method, model=self.model, sampler=self.sampler, sampler_options=options,
+                    num_samples=self.num_samples, zeta=self.zeta, seed=self.seed, device=self.device,
+                    coil_method=self.coil_method, num_maps=self.num_maps)
+
+
+_PARSERS: dict[str, Callable] = {
+    "method": _choice("dpm", "sense", "l1_wavelet", "zero_filled"),
+    "model": _optional(str),
+    "sampler": str,
+    "steps": _optional(_positive_int),
+    "zeta": _optional(float),
+    "seed": int,
+    "device": str,
+    "num_samples": _positive_int,
+    "coil_method": _choice("fast", "sigpy"),
+    "num_maps": _num_maps,
+    "series_index": _series,
+    "std_series_index": _series,
+    "send_std": _parse_bool,
+    "fallback": _parse_bool,
+    "fallback_series_index": _optional(_series),
+    "trigger": _choice("volume", "slice"),
+    "inject_failure": _choice(*INJECTABLE_FAILURES),
+}
+ACCEPTED_PROPERTIES = tuple(_PARSERS)
+
+
+def parse_config(config) -> GadgetConfig:
+    """``connection.config`` (an ``xml.etree`` Element, XML text, a dict, or None) -> :class:`GadgetConfig`.
+
+    Properties are ``<property name="N" value="V"/>`` (attributes) or ``<property><name>N</name><value>V</value>
+    </property>`` (Gadgetron's older form). Raises ValueError naming the property, the bad value and what is accepted.
+    """
+    if config is None:
+        return GadgetConfig()
+    if isinstance(config, (str, bytes)):
+        config = ET.fromstring(config) if config.strip() else None
+        if config is None:
+            return GadgetConfig()
+    if isinstance(config, dict):
+        pairs = list(config.items())
+    else:
+        pairs = []
+        for prop in config.iter("property"):
+            name = prop.get("name", prop.findtext("name"))
+            value = prop.get("value", prop.findtext("value"))
+            if name is None:
+                raise ValueError(f"gadget configuration: a <property> without a name: {ET.tostring(prop)!r}")
+            pairs.append((name, "" if value is None else value))
+    values = {}
+    for name, value in pairs:
+        if name not in _PARSERS:
+            raise ValueError(f"gadget configuration: unknown property {name!r}; accepted: {', '.join(_PARSERS)}")
+        try:
+            values[name] = _PARSERS[name](str(value).strip())
+        except ValueError as exc:
+            raise ValueError(f"gadget configuration: property {name!r} = {value!r} is invalid: {exc}") from exc
+    return GadgetConfig(**values)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Wire helpers
+
+def send_error(connection, text: str) -> None:
+    """Send Gadgetron's ERROR message: ``uint16 8`` + ``uint64 len`` + UTF-8 text (gadgetron-python has no API)."""
+    payload = text.encode("utf-8", errors="replace")
+    connection.socket.write(struct.pack("<HQ", GADGET_MESSAGE_ERROR, len(payload)) + payload)
+
+
+def _drain(items: Iterable) -> int:
+    count = 0
+    for _ in items:
+        count += 1
+    return count
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The gadget
+
+class _InjectedFailure:
+    """Test hook: makes the DPM stage fail the way configured (``inject_failure``)."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    def apply(self, result):
+        from dpm_core.reconstruct import ReconstructionError
+        if self.kind == "reconstruction_error":
+            raise ReconstructionError("injected failure (inject_failure=reconstruction_error)")
+        if self.kind == "out_of_memory":
+            import torch
+            raise torch.cuda.OutOfMemoryError("injected CUDA out of memory (inject_failure=out_of_memory)")
+        if self.kind == "nan":
+            result.images = np.full_like(result.images, np.nan)
+        return result
+
+
+class DpmGadget:
+    """Configuration + reconstructor for one stream (the server keeps one per configuration, model loaded once).
+
+    Args:
+        config: :class:`GadgetConfig`.
+        reconstructor: an existing ``Reconstructor`` to reuse (its settings must match ``config``), or None.
+    """
+
+    def __init__(self, config: GadgetConfig, reconstructor=None):
+        from dpm_core.reconstruct import Reconstructor
+
+        self.config = config
+        self.dpm_unavailable: str | None = None
+        self.reconstructor = reconstructor
+        if self.reconstructor is None:
+            try:
+                self.reconstructor = Reconstructor(**config.reconstructor_kwargs())
+                if config.method == "dpm":
+                    self.reconstructor.denoiser()             # load the model once, now, so a bad model shows early
+            except (ImportError, OSError, ValueError, KeyError, RuntimeError) as exc:
+                if config.method != "dpm" or not config.fallback:
+                    raise
+                self.dpm_unavailable = f"DPM model/sampler unavailable: {type(exc).__name__}: {exc}"
+                log.error("%s; every volume will be reconstructed with SENSE (fallback)", self.dpm_unavailable)
+                kwargs = config.reconstructor_kwargs()
+                kwargs.update(method="sense", model=None)
+                self.reconstructor = Reconstructor(**kwargs)
+        self.injected = _InjectedFailure(config.inject_failure) if config.inject_failure else None
+
+    @classmethod
+    def from_connection(cls, connection) -> "DpmGadget":
+        return cls(parse_config(connection.config))
+
+    # -- one volume ----------------------------------------------------------------------------------------------------
+    def reconstruct_buffer(self, buffer: assembly.KspaceBuffer, header, errors: list) -> list:
+        """One volume -> its images. Appends a message to ``errors`` for every problem; never raises on bad data."""
+        from dpm_core.reconstruct import ReconstructionError
+        import torch
+
+        cfg = self.config
+        where = buffer.describe()
+        finite = np.isfinite(buffer.kspace).reshape(buffer.kspace.shape[0], -1).all(axis=1)
+        if not finite.all():
+            bad = [buffer.slices[i] for i in np.flatnonzero(~finite)]
+            message = f"{where}: k-space has NaN/Inf samples in slices {bad}; no images for this volume"
+            log.error(message)
+            errors.append(message)
+            return []
+        fallback_reason = None
+        t0 = time.perf_counter()
+        try:
+            if self.dpm_unavailable is not None:
+                raise ReconstructionError(self.dpm_unavailable)
+            result = self.reconstructor.reconstruct(buffer.kspace, buffer.mask)
+            if self.injected is not None and cfg.method == "dpm":
+                result = self.injected.apply(result)
+            if not np.isfinite(result.images).all():
+                raise ReconstructionError(f"{result.method} produced non-finite pixels")
+        except ValueError as exc:
+            message = f"{where}: input not reconstructable: {exc}"
+            log.error(message)
+            errors.append(message)
+            return []
+        except (ReconstructionError, torch.cuda.OutOfMemoryError) as exc:
+            if cfg.method != "dpm" or not cfg.fallback:
+                message = f"{where}: {cfg.method} reconstruction failed: {type(exc).__name__}: {exc}"
+                log.error(message)
+                errors.append(message)
+                return []
+            fallback_reason = f"{type(exc).__name__}: {exc}"
+            if self.dpm_unavailable is None or not errors:
+                errors.append(f"{where}: DPM failed ({fallback_reason}); delivered the SENSE fallback")
+            log.error("%s: DPM failed (%s); reconstructing with SENSE", where, fallback_reason)
+            try:
+                result = self.reconstructor.reconstruct(buffer.kspace, buffer.mask, method="sense")
+            except (ValueError, RuntimeError) as exc2:
+                message = f"{where}: SENSE fallback failed too: {type(exc2).__name__}: {exc2}"
+                log.error(message)
+                errors.append(message)
+                return []
+        series = cfg.series_index
+        if fallback_reason and cfg.fallback_series_index is not None:
+            series = cfg.fallback_series_index
+        std_series = cfg.std_series_index if (cfg.send_std and cfg.num_samples > 1 and not fallback_reason) else None
+        out = images_mod.images_from_result(result, buffer, header, series_index=series,
+                                            std_series_index=std_series, fallback_reason=fallback_reason)
+        log.info("%s: %s in %.2f s (coil maps %.2f s, sampling %.2f s), %d images", where, result.method,
+                 time.perf_counter() - t0, result.timings.get("coil_maps", 0.0), result.timings.get("sampling", 0.0),
+                 len(out))
+        return out
+
+    # -- streams ---------------------------------------------------------------------------------------------------
+    def reconstruct_stream(self, buffers: Iterator, header, send: Callable, errors: list) -> int:
+        """Reconstruct every buffer of ``buffers`` and ``send`` its images. Returns the number of volumes seen.
+
+        A ValueError raised while *assembling* (malformed acquisitions) is recorded in ``errors`` and ends the
+        stream's processing; the caller drains the rest of the input.
+        """
+        volumes = 0
+        try:
+            for buffer in buffers:
+                volumes += 1
+                for image in self.reconstruct_buffer(buffer, header, errors):
+                    send(image)
+        except ValueError as exc:
+            message = f"input stream rejected after {volumes} volume(s): {exc}"
+            log.error(message)
+            errors.append(message)
+        return volumes
+
+    def run(self, connection, input_kind: str) -> None:
+        """Handle one Gadgetron connection. ``input_kind``: "recon_data" or "acquisitions"."""
+        header = connection.header
+        errors: list[str] = []
+        start = time.perf_counter()
+        if input_kind == "recon_data":
+            from gadgetron.types import ReconData
+            connection.filter(ReconData)
+            items = iter(connection)
+            buffers = _recon_data_buffers(items, header, errors)
+        elif input_kind == "acquisitions":
+            connection.filter(ismrmrd.Acquisition)
+            items = iter(connection)
+            buffers = assembly.buffers_from_acquisitions(items, header, trigger=self.config.trigger)
+        else:
+            raise ValueError(f"input_kind must be 'recon_data' or 'acquisitions'; got {input_kind!r}")
+        volumes = self.reconstruct_stream(buffers, header, connection.send, errors)
+        leftover = _drain(items)
+        if leftover:
+            log.warning("discarded %d input item(s) after the stream was rejected", leftover)
+        if volumes == 0 and not errors:
+            errors.append(f"no k-space received ({'ReconData' if input_kind == 'recon_data' else 'Acquisition'} "
+                          "input): check that the stream delivers data to this gadget")
+        log.info("stream done: %d volume(s) in %.2f s, %d error(s)", volumes, time.perf_counter() - start,
+                 len(errors))
+        if errors:
+            send_error(connection, "dpm_recon: " + " | ".join(errors))
+
+
+def _recon_data_buffers(messages: Iterable, header, errors: list) -> Iterator[assembly.KspaceBuffer]:
+    """ReconData messages -> buffers. A malformed message is logged with its number, recorded in ``errors`` and
+    skipped; the following messages are still reconstructed."""
+    for number, recon_data in enumerate(messages):
+        try:
+            buffers = assembly.buffers_from_recon_data(recon_data, header)
+        except ValueError as exc:
+            message = f"ReconData message {number} rejected: {exc}"
+            log.error(message)
+            errors.append(message)
+            continue
+        yield from buffers
+
+
+def _start(connection, input_kind: str) -> None:
+    """Entry shared by both targets: validate config and header first, answer ERROR (and drain) when unusable."""
+    try:
+        gadget = DpmGadget.from_connection(connection)
+        assembly.encoding_info(connection.header)
+    except (ValueError, ImportError, OSError, KeyError, RuntimeError) as exc:
+        message = f"dpm_recon: cannot start: {type(exc).__name__}: {exc}"
+        log.error(message)
+        drained = _drain(iter(connection))
+        log.info("drained %d input item(s)", drained)
+        send_error(connection, message)
+        return
+    gadget.run(connection, input_kind)
+
+
+def dpm_recon(connection) -> None:
+    """Gadgetron target: ReconData input (after BucketToBufferGadget), ISMRMRD images out."""
+    _start(connection, "recon_data")
+
+
+def dpm_recon_acquisitions(connection) -> None:
+    """Gadgetron target: raw Acquisition input (noise scans, oversampled readouts), ISMRMRD images out."""
+    _start(connection, "acquisitions")
+
+
+if __name__ == "__main__":       # debugging outside a chain: Gadgetron connects to this port (connect mode)
+    import sys
+
+    import gadgetron.external
+
+    logging.basicConfig(level=logging.INFO)
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else 18000
+    target = dpm_recon_acquisitions if len(sys.argv) > 2 and sys.argv[2] == "acquisitions" else dpm_recon
+    gadgetron.external.listen(port, target)

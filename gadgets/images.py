@@ -1,0 +1,132 @@
+"""ISMRMRD images from a :class:`dpm_core.reconstruct.ReconResult`: the one place that builds image headers and meta.
+
+Header rules (DESIGN.md §4, as Gadgetron's GenericReconGadget): geometry (position, read/phase/slice_dir,
+patient_table_position), measurement_uid, counters (average, slice, contrast, phase, repetition, set) and time
+stamps are copied from the slice's reference acquisition (the imaging line nearest the k-space centre, see
+:class:`gadgets.assembly.KspaceBuffer`); matrix_size = (W, H, 1) — x along read_dir, y along phase_dir;
+field_of_view from reconSpace (y from encodedSpace when the image spans the encoded ky matrix); channels 1;
+data_type / image_type from the pixels; image_series_index and image_index set explicitly.
+
+Numbering: repetition r of a scan goes to series ``series_index + r`` (each repetition is its own image set), its
+slices get ``image_index = idx.slice`` (DicomFinishGadget writes InstanceNumber = image_index + 1). The optional
+posterior-std series (float32 magnitude) uses ``std_series_index + r``.
+
+Meta: GADGETRON_DataRole=Image, encoding, GADGETRON_ImageComment, GADGETRON_SeqDescription,
+GADGETRON_ImageProcessingHistory, plus the Siemens FIRE keys DataRole, ImageComment, SeriesDescription,
+Keep_image_geometry=1, ImageRowDir / ImageColumnDir, and DPM_* keys describing the reconstruction.
+"""
+from __future__ import annotations
+
+import ismrmrd
+import numpy as np
+
+__all__ = ["images_from_result", "image_meta", "field_of_view", "FALLBACK_TAG"]
+
+FALLBACK_TAG = "SENSE_FALLBACK"
+
+
+def field_of_view(header, num_lines: int) -> tuple[float, float, float]:
+    """(x, y, z) mm of an image [H=num_lines, W]: reconSpace x and z; y from reconSpace when its matrix y equals
+    ``num_lines``, else the encodedSpace y FOV (the image then spans the encoded ky matrix)."""
+    enc = header.encoding[0]
+    fov_r, fov_e = enc.reconSpace.fieldOfView_mm, enc.encodedSpace.fieldOfView_mm
+    y = fov_r.y if enc.reconSpace.matrixSize.y == num_lines else fov_e.y * num_lines / enc.encodedSpace.matrixSize.y
+    return float(fov_r.x), float(y), float(fov_r.z)
+
+
+def _fmt(values) -> list[str]:
+    return [f"{float(v):.6f}" for v in values]
+
+
+def image_meta(*, comment: str, series_description: str, history: list[str], read_dir, phase_dir,
+               role: str = "Image", extra: dict | None = None) -> ismrmrd.Meta:
+    """The meta attributes of one image (Gadgetron and Siemens FIRE keys)."""
+    meta = ismrmrd.Meta()
+    meta["GADGETRON_DataRole"] = role
+    meta["encoding"] = "0"
+    meta["GADGETRON_ImageComment"] = comment
+    meta["GADGETRON_SeqDescription"] = "_" + series_description.replace(" ", "_")
+    meta["GADGETRON_ImageProcessingHistory"] = list(history)
+    meta["DataRole"] = role
+    meta["ImageComment"] = comment
+    meta["SeriesDescription"] = series_description
+    meta["Keep_image_geometry"] = "1"
+    meta["ImageRowDir"] = _fmt(read_dir)
+    meta["ImageColumnDir"] = _fmt(phase_dir)
+    for key, value in (extra or {}).items():
+        meta[key] = value if isinstance(value, list) else str(value)
+    return meta
+
+
+def _make_image(pixels: np.ndarray, reference, *, header, image_type: int, series: int, index: int,
+                meta: ismrmrd.Meta) -> ismrmrd.Image:
+    """pixels: [H, W] complex64 or float32 -> ismrmrd.Image with matrix_size (W, H, 1)."""
+    H, W = pixels.shape
+    image = ismrmrd.Image.from_array(np.ascontiguousarray(pixels), acquisition=reference, transpose=False,
+                                     image_type=image_type, image_series_index=int(series), image_index=int(index),
+                                     field_of_view=field_of_view(header, H))
+    image.meta = meta
+    return image
+
+
+def images_from_result(result, buffer, header, *, series_index: int = 1, std_series_index: int | None = None,
+                       protocol: str | None = None, fallback_reason: str | None = None,
+                       extra_meta: dict | None = None) -> list[ismrmrd.Image]:
+    """Build the output images of one reconstructed volume.
+
+    Args:
+        result: ReconResult with ``images [S, H, W]`` complex64 and optionally ``std [S, H, W]`` float32.
+        buffer: the :class:`gadgets.assembly.KspaceBuffer` it came from (reference headers, slices, counters).
+        header: the ISMRMRD xsdata header (FOV, protocol name).
+        series_index: series of repetition 0; repetition r uses ``series_index + r``.
+        std_series_index: series of the std maps (repetition 0), or None to send no std series.
+        protocol: base series description (default measurementInformation.protocolName or "MR").
+        fallback_reason: set when the DPM stage failed and ``result`` is the SENSE fallback: the images are marked
+            in ImageComment and SeriesDescription.
+        extra_meta: more meta keys for every image.
+    Returns: S complex images (slice order of the buffer), then S std images when requested and available.
+    """
+    images = np.asarray(result.images)
+    if images.ndim != 3 or images.shape[0] != len(buffer.reference_headers):
+        raise ValueError(f"result.images must be [S={len(buffer.reference_headers)}, H, W]; got {images.shape}")
+    if protocol is None:
+        info = getattr(header, "measurementInformation", None)
+        protocol = (info.protocolName if info is not None and info.protocolName else None) or "MR"
+    method = result.method
+    acceleration = result.info.get("effective_acceleration")
+    accel_text = f" R={acceleration:.2f}" if isinstance(acceleration, (int, float)) else ""
+    if fallback_reason:
+        comment = f"{FALLBACK_TAG} ({method}){accel_text}: DPM failed: {fallback_reason}"[:200]
+        description = f"{protocol} {FALLBACK_TAG}"
+        history = ["GADGETRON", "DPM_FAILED", method.upper()]
+    else:
+        comment = f"{method.upper()}{accel_text}"
+        description = f"{protocol} {method.split(':')[0].upper()}"
+        history = ["GADGETRON", method.upper()]
+    extra = {"DPM_Method": method}
+    if acceleration is not None:
+        extra["DPM_EffectiveAcceleration"] = f"{float(acceleration):.4f}"
+    for key in ("zeta", "nfe", "num_samples"):
+        if key in result.info:
+            extra[f"DPM_{key}"] = result.info[key]
+    if "total" in result.timings:
+        extra["DPM_ReconSeconds"] = f"{float(result.timings['total']):.3f}"
+    extra.update(extra_meta or {})
+
+    repetition = buffer.repetition
+    out = []
+    for s, reference in enumerate(buffer.reference_headers):
+        meta = image_meta(comment=comment, series_description=description, history=history,
+                          read_dir=reference.read_dir, phase_dir=reference.phase_dir, extra=extra)
+        out.append(_make_image(images[s].astype(np.complex64), reference, header=header,
+                               image_type=ismrmrd.IMTYPE_COMPLEX, series=series_index + repetition,
+                               index=buffer.slices[s], meta=meta))
+    if std_series_index is not None and result.std is not None:
+        std = np.asarray(result.std, dtype=np.float32)
+        for s, reference in enumerate(buffer.reference_headers):
+            meta = image_meta(comment=f"posterior std ({method})", series_description=f"{protocol} DPM_STD",
+                              history=history + ["STD"], read_dir=reference.read_dir,
+                              phase_dir=reference.phase_dir, extra=extra)
+            out.append(_make_image(std[s], reference, header=header, image_type=ismrmrd.IMTYPE_MAGNITUDE,
+                                   series=std_series_index + repetition, index=buffer.slices[s], meta=meta))
+    return out

@@ -1,0 +1,341 @@
+"""A pure-Python "Gadgetron side" for testing the external gadget over the real wire protocol (DESIGN.md §4).
+
+:class:`GadgetronSide` does what Gadgetron's external node does in execute mode: listen on an ephemeral port on
+127.0.0.1, spawn ``python -m gadgetron <port> <module> <target>``, accept the connection-back, send CONFIG (id 2,
+``uint32 len`` + ``<configuration>`` XML), HEADER (id 3), the items (Acquisitions through
+``ismrmrd.ProtocolSerializer``, ReconData through ``gadgetron.types.recon_data.write_recon_data``) and CLOSE from a
+writer thread, while the calling thread reads the replies with a deadline: images (1022), ImageArray (1024), passed-
+through acquisitions (1008), ERROR (8: ``uint64 len`` + text) and CLOSE (4). Nothing can hang: every socket has a
+timeout and the child is killed when the deadline passes.
+
+:func:`bucket_to_buffer` is the Gadgetron-side emulation of NoiseAdjust -> RemoveROOversampling ->
+AcquisitionAccumulateTrigger -> BucketToBuffer (split_slices), producing the ReconData messages the main gadget target
+receives (ref buffer layout for embedded vs separate calibration as in Gadgetron's BucketToBufferGadget.cpp).
+"""
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import os
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import ismrmrd
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+
+MSG_CONFIG, MSG_HEADER, MSG_CLOSE, MSG_ERROR = 2, 3, 4, 8
+MSG_ACQUISITION, MSG_IMAGE, MSG_RECON_DATA, MSG_IMAGE_ARRAY = 1008, 1022, 1023, 1024
+
+
+@dataclasses.dataclass
+class StreamResult:
+    """What came back from one stream: images in arrival order, ERROR texts, whether CLOSE arrived, timing."""
+    images: list
+    errors: list
+    closed: bool
+    returncode: int | None
+    log: str
+    elapsed: float
+    first_image_s: float | None
+    passthrough: list
+
+
+def config_xml(properties: dict | None = None) -> str:
+    """A ``<configuration>`` element with ``<property name= value=/>`` children (what Gadgetron forwards)."""
+    props = "".join(f'<property name="{k}" value="{v}"/>' for k, v in (properties or {}).items())
+    return f"<configuration>{props}</configuration>"
+
+
+class _SocketWriter:
+    def __init__(self, sock):
+        self.sock = sock
+
+    def write(self, data) -> None:
+        self.sock.sendall(data)
+
+    def flush(self) -> None:
+        pass
+
+
+class _SocketReader:
+    def __init__(self, sock, deadline: float):
+        self.sock = sock
+        self.deadline = deadline
+
+    def read(self, n: int) -> bytes:
+        chunks, remaining = [], n
+        while remaining:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no reply within the deadline (waiting for {remaining} of {n} bytes)")
+            self.sock.settimeout(left)
+            chunk = self.sock.recv(remaining)
+            if not chunk:
+                raise ConnectionError(f"connection closed by the gadget while {remaining} bytes were expected")
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(chunks)
+
+
+class GadgetronSide:
+    """Spawn and drive one external Python gadget like Gadgetron does.
+
+    Args:
+        module, target: the gadget (``python -m gadgetron <port> module target``).
+        timeout: seconds for the whole stream (connect-back, send, replies, exit).
+        env: extra environment variables for the child.
+    """
+
+    def __init__(self, module: str = "gadgets.gadget", target: str = "dpm_recon", timeout: float = 120.0,
+                 env: dict | None = None):
+        self.module, self.target, self.timeout = module, target, timeout
+        self.env = dict(os.environ)
+        self.env["PYTHONPATH"] = str(REPO) + os.pathsep + self.env.get("PYTHONPATH", "")
+        self.env.setdefault("GADGETRON_EXTERNAL_LOG_LEVEL", "INFO")
+        self.env.setdefault("OMP_NUM_THREADS", "2")
+        self.env.update(env or {})
+
+    def run(self, header_xml: str, items: list, config: str | None = None, send_close: bool = True) -> StreamResult:
+        """Send CONFIG, HEADER, ``items`` (Acquisition / ReconData / raw bytes) and CLOSE; collect the replies."""
+        start = time.monotonic()
+        deadline = start + self.timeout
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        log_file = tempfile.TemporaryFile(mode="w+b")
+        child = subprocess.Popen([PYTHON, "-m", "gadgetron", str(port), self.module, self.target],
+                                 stdout=log_file, stderr=subprocess.STDOUT, env=self.env, cwd=str(REPO))
+        images, errors, passthrough = [], [], []
+        closed, first_image = False, None
+        writer_error: list = []
+        try:
+            listener.settimeout(min(30.0, self.timeout))
+            try:
+                conn, _ = listener.accept()
+            except socket.timeout as exc:
+                raise TimeoutError("the gadget did not connect back within 30 s") from exc
+            writer = threading.Thread(target=self._write, args=(conn, config, header_xml, items, send_close,
+                                                                writer_error), daemon=True)
+            writer.start()
+            reader = _SocketReader(conn, deadline)
+            while True:
+                (mid,) = struct.unpack("<H", reader.read(2))
+                if mid == MSG_IMAGE:
+                    images.append(ismrmrd.Image.deserialize_from(reader.read))
+                    if first_image is None:
+                        first_image = time.monotonic() - start
+                elif mid == MSG_ERROR:
+                    (length,) = struct.unpack("<Q", reader.read(8))
+                    errors.append(reader.read(length).decode("utf-8", errors="replace"))
+                elif mid == MSG_CLOSE:
+                    closed = True
+                    break
+                elif mid == MSG_ACQUISITION:
+                    passthrough.append(ismrmrd.Acquisition.deserialize_from(reader.read))
+                elif mid == MSG_IMAGE_ARRAY:
+                    from gadgetron.types.image_array import read_image_array
+                    passthrough.append(read_image_array(reader))
+                elif mid == MSG_RECON_DATA:
+                    from gadgetron.types.recon_data import read_recon_data
+                    passthrough.append(read_recon_data(reader))
+                else:
+                    raise AssertionError(f"unexpected message id {mid} from the gadget")
+            writer.join(timeout=max(deadline - time.monotonic(), 1.0))
+            conn.close()
+            returncode = child.wait(timeout=max(deadline - time.monotonic(), 5.0))
+        finally:
+            listener.close()
+            if child.poll() is None:
+                child.kill()
+                child.wait(timeout=10)
+            log_file.seek(0)
+            log_text = log_file.read().decode("utf-8", errors="replace")
+            log_file.close()
+        if writer_error and not closed:
+            raise writer_error[0]
+        return StreamResult(images=images, errors=errors, closed=closed, returncode=returncode, log=log_text,
+                            elapsed=time.monotonic() - start, first_image_s=first_image, passthrough=passthrough)
+
+    @staticmethod
+    def _write(conn, config, header_xml, items, send_close, writer_error) -> None:
+        from gadgetron.types.recon_data import ReconData, write_recon_data
+        out = _SocketWriter(conn)
+        try:
+            payload = (config or "").encode("utf-8")
+            out.write(struct.pack("<HI", MSG_CONFIG, len(payload)) + payload)
+            payload = header_xml.encode("utf-8")
+            out.write(struct.pack("<HI", MSG_HEADER, len(payload)) + payload)
+            serializer = ismrmrd.ProtocolSerializer(out)
+            for item in items:
+                if isinstance(item, ismrmrd.Acquisition):
+                    serializer.serialize(item)
+                elif isinstance(item, ReconData):
+                    write_recon_data(out, item)
+                elif isinstance(item, (bytes, bytearray)):
+                    out.write(item)
+                else:
+                    raise TypeError(f"harness cannot send {type(item)}")
+            if send_close:
+                out.write(struct.pack("<H", MSG_CLOSE))
+        except (BrokenPipeError, ConnectionResetError, OSError) as exc:   # the gadget may stop reading early
+            writer_error.append(exc)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Gadgetron-side BucketToBuffer emulation
+
+def _sampling_description(header, number_of_samples: int, forref: bool, calibration_mode: str | None):
+    from gadgetron.types.recon_data import SamplingDescription
+    enc = header.encoding[0]
+    sd = SamplingDescription()
+    sd.encoded_FOV[:] = (enc.reconSpace.fieldOfView_mm.x, enc.encodedSpace.fieldOfView_mm.y,
+                         enc.encodedSpace.fieldOfView_mm.z)
+    sd.recon_FOV[:] = (enc.reconSpace.fieldOfView_mm.x, enc.reconSpace.fieldOfView_mm.y,
+                       enc.reconSpace.fieldOfView_mm.z)
+    sd.encoded_matrix[:] = (enc.reconSpace.matrixSize.x, enc.encodedSpace.matrixSize.y, enc.encodedSpace.matrixSize.z)
+    sd.recon_matrix[:] = (enc.reconSpace.matrixSize.x, enc.reconSpace.matrixSize.y, enc.reconSpace.matrixSize.z)
+    lim = enc.encodingLimits.kspace_encoding_step_1
+    sd.sampling_limits[0].min, sd.sampling_limits[0].max = 0, number_of_samples - 1
+    sd.sampling_limits[0].center = number_of_samples // 2
+    if not forref or calibration_mode == "embedded":
+        offset = enc.encodedSpace.matrixSize.y // 2 - lim.center
+        sd.sampling_limits[1].min, sd.sampling_limits[1].max = lim.minimum + offset, lim.maximum + offset
+        sd.sampling_limits[1].center = enc.encodedSpace.matrixSize.y // 2
+    else:
+        sd.sampling_limits[1].min, sd.sampling_limits[1].max, sd.sampling_limits[1].center = (
+            lim.minimum, lim.maximum, lim.center)
+    return sd
+
+
+def _make_recon_buffer(acqs: list, header, forref: bool, n_of, num_n: int):
+    from gadgetron.types.recon_data import ReconBuffer
+    enc = header.encoding[0]
+    mode = enc.parallelImaging.calibrationMode.value if enc.parallelImaging else None
+    H = enc.encodedSpace.matrixSize.y
+    offset = H // 2 - enc.encodingLimits.kspace_encoding_step_1.center
+    ro, cha = acqs[0].number_of_samples, acqs[0].active_channels
+    separate = forref and mode in ("separate", "external")
+    if separate:
+        e1s = [a.idx.kspace_encode_step_1 for a in acqs]
+        e1_min, NE1 = min(e1s), max(e1s) - min(e1s) + 1
+    else:
+        NE1 = H
+    data = np.zeros((ro, NE1, 1, cha, num_n, 1, 1), dtype=np.complex64, order="F")
+    headers = np.empty((NE1, 1, num_n, 1, 1), dtype=object)
+    for index in np.ndindex(headers.shape):
+        headers[index] = ismrmrd.AcquisitionHeader()
+    for a in acqs:
+        if separate:
+            e1 = a.idx.kspace_encode_step_1 - (e1_min if e1_min > 0 else 0)
+        else:
+            e1 = a.idx.kspace_encode_step_1 + offset
+        n = n_of(a)
+        data[:, e1, 0, :, n, 0, 0] = a.data.T
+        headers[e1, 0, n, 0, 0] = a.getHead()
+    return ReconBuffer(data, None, None, headers, _sampling_description(header, ro, forref, mode))
+
+
+def bucket_to_buffer(acquisitions: list, header, n_dimension: str = "") -> list:
+    """Gadgetron side: acquisitions -> ReconData messages as NoiseAdjust -> RemoveROOversampling ->
+    AcquisitionAccumulateTrigger(trigger_dimension=repetition) -> BucketToBuffer(split_slices=true, N_dimension).
+
+    Calibration lines go to ``ref`` (PARALLEL_CALIBRATION only there; PARALLEL_CALIBRATION_AND_IMAGING in both).
+    One ReconData per (slice, average, contrast, phase, repetition, set) key, repetition folded into N when
+    ``n_dimension == "repetition"``. Returns the list of ReconData in key order within each bucket.
+    """
+    from gadgetron.types.recon_data import ReconBit, ReconData
+    from gadgets import assembly
+
+    stream = list(assembly.remove_oversampling(assembly.noise_adjust(iter(acquisitions), header), header))
+    fold_rep = n_dimension == "repetition"
+    reps = sorted({a.idx.repetition for a in stream})
+    buckets = [stream] if fold_rep else [[a for a in stream if a.idx.repetition == r] for r in reps]
+    messages = []
+    for bucket in buckets:
+        keys: dict = {}
+        for a in bucket:
+            i = a.idx
+            key = (i.slice, i.average, i.contrast, i.phase, 0 if fold_rep else i.repetition, i.set)
+            calib = a.is_flag_set(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION)
+            both = a.is_flag_set(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING)
+            entry = keys.setdefault(key, {"data": [], "ref": []})
+            if calib or both:
+                entry["ref"].append(a)
+            if both or not calib:
+                entry["data"].append(a)
+        num_n = (max(reps) + 1) if fold_rep else 1
+
+        def n_of(a):
+            return a.idx.repetition if fold_rep else 0
+
+        for key in sorted(keys):
+            entry = keys[key]
+            if not entry["data"]:
+                continue
+            data = _make_recon_buffer(entry["data"], header, False, n_of, num_n)
+            ref = _make_recon_buffer(entry["ref"], header, True, n_of, num_n) if entry["ref"] else None
+            messages.append(ReconData([ReconBit(data, ref)]))
+    return messages
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Test scans
+
+def oversampled_phantom(height: int = 64, width: int = 64, coils: int = 8, slices: int = 2, seed: int = 0,
+                        oversampling: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Birdcage Shepp-Logan k-space with readout oversampling.
+
+    Returns (kspace_os [S, C, H, oversampling * W], kspace [S, C, H, W]) complex64; removing the oversampling from
+    the first gives the second.
+    """
+    import sigpy as sp
+    import sigpy.mri as mr
+    import torch
+    from dpm_core.fft import fft2c
+
+    rng = np.random.default_rng(seed)
+    base = sp.shepp_logan((height, width)).astype(np.complex64)
+    yy, xx = np.meshgrid(np.linspace(-1, 1, height), np.linspace(-1, 1, width), indexing="ij")
+    stack = []
+    for s in range(slices):
+        a, b = rng.normal(size=2)
+        image = base * (1.0 - 0.1 * s) * np.exp(1j * (0.5 * a * xx + 0.5 * b * yy))
+        maps = mr.birdcage_maps((coils, height, width), r=1.2 + 0.1 * s)
+        maps /= np.sqrt((np.abs(maps) ** 2).sum(0, keepdims=True))
+        stack.append((maps * image[None]).astype(np.complex64))
+    coil_images = torch.from_numpy(np.stack(stack))                       # [S, C, H, W]
+    kspace = fft2c(coil_images)
+    padded = torch.zeros(slices, coils, height, oversampling * width, dtype=torch.complex64)
+    start = oversampling * width // 2 - width // 2
+    padded[..., start:start + width] = coil_images
+    return fft2c(padded).numpy(), kspace.numpy()
+
+
+def correlated_noise(coils: int, samples: int, sigma: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(noise [C, samples], mixing [C, C]): complex Gaussian noise with covariance sigma² · mixing mixingᴴ."""
+    rng = np.random.default_rng(seed)
+    mixing = (np.eye(coils) + 0.15 * rng.standard_normal((coils, coils))).astype(np.complex64)
+    white = (rng.standard_normal((coils, samples)) + 1j * rng.standard_normal((coils, samples))) / np.sqrt(2)
+    return (sigma * mixing @ white).astype(np.complex64), mixing
+
+
+def image_geometry(image) -> dict:
+    """Geometry and counters of an ismrmrd.Image as plain Python values (for comparisons)."""
+    return {"position": tuple(np.round(image.position, 4)), "read_dir": tuple(np.round(image.read_dir, 5)),
+            "phase_dir": tuple(np.round(image.phase_dir, 5)), "slice_dir": tuple(np.round(image.slice_dir, 5)),
+            "slice": image.slice, "repetition": image.repetition}
+
+
+def header_bytes(struct_value) -> bytes:
+    return bytes(ctypes.string_at(ctypes.addressof(struct_value), ctypes.sizeof(struct_value)))
