@@ -28,7 +28,8 @@ viewers ignore it); by default it is stated in ImageComments ("value = stored x 
 percentiles of the series (in the units the viewer windows: stored values unless ``rescale=True``).
 
 Every image is marked as derived from a deep generative model (ImageType DERIVED\\SECONDARY, ImageComments,
-DerivationDescription); an image whose Gadgetron comment says it is a SENSE fallback is marked as such instead.
+DerivationDescription); an image whose Gadgetron comment says it is a SENSE fallback, a posterior-std map, or
+(meta DPM_Method) a non-DPM method is marked as such instead - see :func:`_marking`.
 """
 from __future__ import annotations
 
@@ -78,6 +79,9 @@ DPM_STATEMENT = ("Reconstructed by diffusion-model posterior sampling (dpm-flair
                  "produced this image; it is not a standard reconstruction.")
 FALLBACK_STATEMENT = ("SENSE fallback: the diffusion-model reconstruction (dpm-flair) was not used for this image; "
                       "it is a conventional SENSE reconstruction{accel}.")
+STD_STATEMENT = ("Posterior standard deviation map of the diffusion-model reconstruction (dpm-flair){accel} - an "
+                 "uncertainty estimate, not an anatomical image.")
+OTHER_STATEMENT = "Reconstructed by {method} in the dpm-flair pipeline{accel} - no deep generative model was used."
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -389,6 +393,40 @@ def _fallback_comment(comment: str) -> bool:
     return "fallback" in c and "sense" in c
 
 
+def _marking(image, accel_txt: str) -> tuple[str, str, str]:
+    """(kind, ImageType value 4, statement) for one image from its Gadgetron meta.
+
+    kind is "fallback" (comment says SENSE fallback / SENSE_FALLBACK), "std" (posterior std map: history has STD or
+    the comment says "posterior std"), "other" (meta DPM_Method names a non-DPM method such as "sense"), else "dpm".
+    """
+    comment = _meta_str(image, "GADGETRON_ImageComment") or _meta_str(image, "ImageComment")
+    history = _meta_str(image, "GADGETRON_ImageProcessingHistory").upper().split()
+    method = _meta_str(image, "DPM_Method").strip()
+    if _fallback_comment(comment):
+        return "fallback", "SENSE_FALLBACK", FALLBACK_STATEMENT.format(accel=accel_txt)
+    if "STD" in history or "posterior std" in comment.lower():
+        return "std", "DPM_STD", STD_STATEMENT.format(accel=accel_txt)
+    if method and not method.lower().startswith("dpm"):
+        tag = re.sub(r"[^A-Z0-9_]", "_", method.upper())[:16]
+        return "other", tag, OTHER_STATEMENT.format(method=method, accel=accel_txt)
+    return "dpm", "DPM", DPM_STATEMENT.format(accel=accel_txt)
+
+
+_MARK_SUFFIX = {"dpm": "DPM", "fallback": "SENSE_FALLBACK", "std": "DPM_STD"}
+
+
+def _default_series_description(image, meas, kind: str, method_tag: str) -> str:
+    """Meta SeriesDescription (FIRE key, full text) as sent; else GADGETRON_SeqDescription (without Gadgetron's
+    leading '_') or the header's series description / protocol, with the marking suffix appended if missing."""
+    full = _meta_str(image, "SeriesDescription").strip()
+    if full:
+        return full
+    base = (_meta_str(image, "GADGETRON_SeqDescription").strip().lstrip("_") or getattr(meas, "seriesDescription", None)
+            or getattr(meas, "protocolName", None) or "FLAIR")
+    suffix = _MARK_SUFFIX.get(kind, method_tag)
+    return base if suffix.upper() in base.upper() else f"{base}_{suffix}"
+
+
 def _acceleration(hdr) -> float | None:
     try:
         pi = hdr.encoding[0].parallelImaging
@@ -571,12 +609,17 @@ def _series_datasets(base_ds: Dataset, hdr, meas, entries, series_number: int, s
     wc, ww = _window(stored, slope, intercept) if rescale else _window(stored, 1.0, 0.0)
 
     first_img = entries[0][0]
-    comment0 = _meta_str(first_img, "GADGETRON_ImageComment")
-    if series_description is None:
-        base = (_meta_str(first_img, "GADGETRON_SeqDescription") or getattr(meas, "seriesDescription", None)
-                or getattr(meas, "protocolName", None) or "FLAIR")
-        series_description = f"{base}_DPM" if not _fallback_comment(comment0) else f"{base}_SENSE_FALLBACK"
     accel_txt = f" from {acceleration:g}x accelerated k-space" if acceleration else ""
+    effective = _meta_str(first_img, "DPM_EffectiveAcceleration")
+    try:
+        if effective:
+            accel_txt += f" (effective R {float(effective):.2f})" if accel_txt else \
+                f" from accelerated k-space (effective R {float(effective):.2f})"
+    except ValueError:
+        pass
+    if series_description is None:
+        kind0, tag0, _ = _marking(first_img, accel_txt)
+        series_description = _default_series_description(first_img, meas, kind0, tag0)
 
     out = []
     for (image, geom, _), number, pixels in zip(entries, numbers, stored):
@@ -594,11 +637,10 @@ def _series_datasets(base_ds: Dataset, hdr, meas, entries, series_number: int, s
         ds.ContentDate = now.strftime("%Y%m%d")
         ds.ContentTime = now.strftime("%H%M%S")
         # Marking: deep generative model, or SENSE fallback
-        comment = _meta_str(image, "GADGETRON_ImageComment")
-        fallback = _fallback_comment(comment)
+        comment = _meta_str(image, "GADGETRON_ImageComment") or _meta_str(image, "ImageComment")
+        _, tag, statement = _marking(image, accel_txt)
         value3 = _IMTYPE_VALUE3.get(int(head.image_type), "M")
-        ds.ImageType = ["DERIVED", "SECONDARY", value3, "SENSE_FALLBACK" if fallback else "DPM"]
-        statement = (FALLBACK_STATEMENT if fallback else DPM_STATEMENT).format(accel=accel_txt)
+        ds.ImageType = ["DERIVED", "SECONDARY", value3, tag]
         ds.DerivationDescription = statement[:1024]
         scale_txt = "" if rescale or (slope == 1.0 and intercept == 0.0) else (
             f" Intensity scale: value = stored x {format_ds(slope)} + {format_ds(intercept)} (arbitrary units).")

@@ -330,3 +330,37 @@ def test_write_refuses_to_overwrite(tmp_path):
     write_dicom_series(ds, tmp_path)
     with pytest.raises(FileExistsError):
         write_dicom_series(ds, tmp_path)
+
+
+def test_marking_follows_the_gadget_meta(tmp_path):
+    """Meta exactly as gadgets.images builds it: DPM, SENSE fallback, posterior std, and a non-DPM method."""
+    from gadgets.images import image_meta
+
+    def with_meta(series, comment, description, history, extra):
+        ims = make_images(2, series)
+        for im in ims:
+            im.meta = image_meta(comment=comment, series_description=description, history=history,
+                                 read_dir=im.read_dir, phase_dir=im.phase_dir, extra=extra)
+        return ims
+
+    images = (with_meta(1, "DPM:FAST R=3.23", "t2_tirm DPM", ["GADGETRON", "DPM:FAST"],
+                        {"DPM_Method": "dpm:fast", "DPM_EffectiveAcceleration": "3.2300"})
+              + with_meta(2, "SENSE_FALLBACK (sense) R=3.23: DPM failed: CUDA out of memory",
+                          "t2_tirm SENSE_FALLBACK", ["GADGETRON", "DPM_FAILED", "SENSE"], {"DPM_Method": "sense"})
+              + with_meta(3, "posterior std (dpm:fast)", "t2_tirm DPM_STD", ["GADGETRON", "DPM:FAST", "STD"],
+                          {"DPM_Method": "dpm:fast"})
+              + with_meta(4, "SENSE R=3.23", "t2_tirm SENSE", ["GADGETRON", "SENSE"], {"DPM_Method": "sense"}))
+    by_series = {}
+    for d in images_to_datasets(HEADER, images):
+        by_series.setdefault(int(d.SeriesNumber), d)
+    dpm, fb, std, sense = (by_series[k] for k in (1, 2, 3, 4))
+    assert list(dpm.ImageType)[3] == "DPM" and dpm.SeriesDescription == "t2_tirm DPM"
+    assert "4x accelerated k-space (effective R 3.23)" in dpm.DerivationDescription
+    assert list(fb.ImageType)[3] == "SENSE_FALLBACK" and "SENSE fallback" in fb.DerivationDescription
+    assert "CUDA out of memory" in fb.ImageComments and fb.SeriesDescription == "t2_tirm SENSE_FALLBACK"
+    assert list(std.ImageType)[3] == "DPM_STD" and "not an anatomical image" in std.DerivationDescription
+    assert list(sense.ImageType)[3] == "SENSE" and "no deep generative model" in sense.DerivationDescription
+    assert "diffusion" not in sense.ImageComments
+    if shutil.which("dciodvfy"):
+        paths = write_dicom_series(list(by_series.values()), tmp_path)
+        assert not [e for p in paths for e in dciodvfy_errors(p)]
