@@ -102,7 +102,7 @@ class KspaceBuffer:
         mask: [H] bool, the measured phase-encode lines (identical for every slice of the buffer).
         calibration: [H] bool, lines that arrived flagged as calibration (PARALLEL_CALIBRATION[_AND_IMAGING]).
         reference_headers: S ``ismrmrd.AcquisitionHeader``, per slice the imaging acquisition closest to the k-space
-            centre line (geometry, counters and time stamps for the image header, as GenericReconGadget does).
+            centre line (a calibration-only line only when the slice has no imaging line) (geometry, counters and time stamps for the image header, as GenericReconGadget does).
         slices: S ints, ``idx.slice`` of each slice.
         counters: {"average", "contrast", "phase", "repetition", "set"} shared by the volume.
         complete: False when the stream ended before LAST_IN_SLICE of some slice.
@@ -167,7 +167,7 @@ class _SliceAccumulator:
         self.measured[ky] = True
         self.imaging[ky] |= is_imaging
         self.calibration[ky] |= is_calibration
-        distance = (abs(ky - H // 2), not is_imaging)
+        distance = (not is_imaging, abs(ky - H // 2))      # imaging lines first, as GenericReconGadget (bit.data)
         if self.best_header is None or distance < self.best_header[0]:
             self.best_header = (distance, head)
 
@@ -205,53 +205,52 @@ def _volume_buffers(key: tuple, slices: dict[int, _SliceAccumulator]) -> list[Ks
 # ---------------------------------------------------------------------------------------------------------------------
 # Stages over acquisitions
 
-def whitening_from_noise(noise: np.ndarray) -> np.ndarray:
-    """Noise samples [C, N] complex -> whitening matrix [C, C] complex64 (W Ψ Wᴴ = I, W = L⁻¹ with Ψ = L Lᴴ).
+def whitening_from_noise(noise: np.ndarray, dwell_time_ratio: float = 1.0) -> np.ndarray:
+    """Noise samples [C, N] complex -> whitening matrix [C, C] complex64 (W Ψ Wᴴ = I), via :mod:`dpm_core.coils`.
 
-    Raises ValueError when the covariance is singular (a dead or duplicated channel) or samples are not finite.
+    ``dwell_time_ratio`` = noise dwell / acquisition dwell (noise variance scales with bandwidth). Raises ValueError
+    when samples are not finite or the covariance is singular (a dead or duplicated channel).
     """
-    noise = np.asarray(noise, dtype=np.complex128)
-    if noise.ndim != 2 or noise.shape[1] < 2:
-        raise ValueError(f"noise must be [C, N] with N >= 2 samples; got {noise.shape}")
+    import torch
+    from dpm_core.coils import noise_covariance, whitening_matrix
+
+    noise = np.asarray(noise, dtype=np.complex64)
     if not np.isfinite(noise).all():
         raise ValueError("noise scan contains NaN or Inf samples; cannot compute the noise covariance")
-    covariance = noise @ noise.conj().T / (noise.shape[1] - 1)
-    try:
-        chol = np.linalg.cholesky(covariance)
-    except np.linalg.LinAlgError as exc:
-        raise ValueError(f"noise covariance of {noise.shape[0]} channels is not positive definite (dead or "
-                         "duplicated channel?); drop the channel or disable prewhitening") from exc
-    return np.linalg.inv(chol).astype(np.complex64)
+    cov = noise_covariance(torch.from_numpy(noise), dwell_time_ratio=dwell_time_ratio)
+    return whitening_matrix(cov).numpy()
 
 
 def noise_adjust(acquisitions: Iterable, header) -> Iterator:
     """Consume NOISE_MEASUREMENT acquisitions, prewhiten the rest (as Gadgetron's NoiseAdjustGadget).
 
-    All noise readouts seen before the first non-noise acquisition form the covariance. The whitened data are
-    scaled by sqrt(acquisition dwell / noise dwell) so the noise in the imaging data has unit variance per channel.
+    All noise readouts seen before the first non-noise acquisition form the covariance, scaled by noise dwell /
+    acquisition dwell, so the noise in the whitened imaging data has unit variance per channel.
     Without a noise scan, acquisitions pass unchanged (logged once).
     """
     noise_chunks: list[np.ndarray] = []
-    noise_dwell = None
-    whitening = None
+    noise = None
+    noise_dwell = 1.0
+    whitening: dict[float, np.ndarray] = {}           # per acquisition dwell time
     warned = False
     for acq in acquisitions:
         if acq.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT):
             noise_chunks.append(np.array(acq.data, dtype=np.complex64))
-            noise_dwell = acq.sample_time_us or 1.0
-            whitening = None
+            noise_dwell = float(acq.sample_time_us or 1.0)
+            whitening, noise = {}, None
             continue
-        if whitening is None and noise_chunks:
-            whitening = whitening_from_noise(np.concatenate(noise_chunks, axis=1))
-            log.info("noise prewhitening from %d noise readouts (%d samples)", len(noise_chunks),
-                     sum(c.shape[1] for c in noise_chunks))
+        if noise is None and noise_chunks:
+            noise = np.concatenate(noise_chunks, axis=1)
+            log.info("noise prewhitening from %d noise readouts (%d samples)", len(noise_chunks), noise.shape[1])
             noise_chunks = []
-        if whitening is not None:
-            if whitening.shape[0] != acq.active_channels:
+        if noise is not None:
+            if noise.shape[0] != acq.active_channels:
                 raise ValueError(f"acquisition scan_counter {acq.scan_counter} has {acq.active_channels} channels "
-                                 f"but the noise scan had {whitening.shape[0]}")
-            scale = np.sqrt((acq.sample_time_us or noise_dwell) / noise_dwell)
-            acq.data[:] = (scale * (whitening @ acq.data)).astype(np.complex64)
+                                 f"but the noise scan had {noise.shape[0]}")
+            dwell = float(acq.sample_time_us or noise_dwell)
+            if dwell not in whitening:
+                whitening[dwell] = whitening_from_noise(noise, dwell_time_ratio=noise_dwell / dwell)
+            acq.data[:] = (whitening[dwell] @ acq.data).astype(np.complex64)
         elif not warned:
             log.info("no noise scan before the first acquisition: data are not prewhitened")
             warned = True
@@ -259,13 +258,16 @@ def noise_adjust(acquisitions: Iterable, header) -> Iterator:
 
 
 def remove_readout_oversampling_line(data: np.ndarray, readout: int) -> np.ndarray:
-    """[C, W_os] k-space line -> [C, readout]: centred orthonormal iFFT, crop the central ``readout`` samples, FFT."""
+    """[C, W_os] k-space line(s) -> [C, readout] with :func:`dpm_core.coils.remove_readout_oversampling` (centred
+    orthonormal iFFT, keep the central ``readout`` samples, FFT) — the same operation training data go through."""
+    import torch
+    from dpm_core.coils import remove_readout_oversampling
+
     n = data.shape[-1]
-    x = np.fft.fftshift(np.fft.ifft(np.fft.ifftshift(data, axes=-1), axis=-1, norm="ortho"), axes=-1)
-    start = n // 2 - readout // 2
-    x = x[..., start:start + readout]
-    return np.fft.fftshift(np.fft.fft(np.fft.ifftshift(x, axes=-1), axis=-1, norm="ortho"), axes=-1).astype(
-        np.complex64)
+    if n % readout:
+        raise ValueError(f"readout of {n} samples is not an integer multiple of the recon matrix x = {readout}")
+    line = remove_readout_oversampling(torch.from_numpy(np.ascontiguousarray(data, dtype=np.complex64)), n // readout)
+    return line.numpy().astype(np.complex64, copy=False)
 
 
 def remove_oversampling(acquisitions: Iterable, header) -> Iterator:

@@ -1,0 +1,266 @@
+"""ISMRMRD raw files, acquisition assembly (BucketToBuffer equivalent), ReconData conversion, image headers.
+
+In-process and fast: small phantoms (64 x 64, 8 coils, 3 slices). The wire-protocol end-to-end tests are in
+tests/test_gadget.py.
+"""
+from __future__ import annotations
+
+import copy
+import shutil
+import subprocess
+
+import ismrmrd
+import numpy as np
+import pytest
+import torch
+
+from dpm_core.coils import noise_covariance, whitening_matrix
+from dpm_core.masks import acs_slice
+from dpm_core.reconstruct import Reconstructor
+from gadgets import assembly, images as images_mod
+from gadgets.gadget import ACCEPTED_PROPERTIES, GadgetConfig, parse_config
+from gadgets.mrd_io import (GeometrySpec, convert_ismrmrd_tools_file, make_header, make_raw_acquisitions,
+                            read_mrd_raw, rotation_directions, write_mrd_raw)
+from tests.harness import bucket_to_buffer, correlated_noise, oversampled_phantom
+
+H = W = 64
+C, S, R = 8, 3, 2
+NUM_ACS = 16
+
+
+@pytest.fixture(scope="module")
+def scan():
+    """(kspace_os [R, S, C, H, 2W], kspace [R, S, C, H, W] (whitening target), noise [C, N], imaging mask [H])."""
+    kos, k = oversampled_phantom(H, W, C, S, seed=3)
+    kos = np.stack([kos, 0.8 * kos])
+    k = np.stack([k, 0.8 * k])
+    noise, _ = correlated_noise(C, 1024, 1e-3, seed=4)
+    mask = np.zeros(H, dtype=bool)
+    mask[1::3] = True
+    return kos, k, noise, mask
+
+
+def _whiten(k: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    w = whitening_matrix(noise_covariance(torch.from_numpy(noise))).numpy()
+    return np.einsum("dc,...chw->...dhw", w, k)
+
+
+def _measured(mask: np.ndarray) -> np.ndarray:
+    full = mask.copy()
+    full[acs_slice(H, NUM_ACS)] = True
+    return full
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# mrd_io
+
+@pytest.mark.parametrize("calibration", ["embedded", "separate"])
+def test_raw_file_round_trip_and_flags(tmp_path, scan, calibration):
+    kos, _, noise, mask = scan
+    raw = make_raw_acquisitions(kos, mask, num_acs=NUM_ACS, calibration=calibration, noise=noise)
+    path = tmp_path / "raw.h5"
+    write_mrd_raw(str(path), raw)
+    back = read_mrd_raw(str(path))
+    assert back.header_xml == raw.header_xml
+    assert len(back.acquisitions) == len(raw.acquisitions)
+    assert all(a == b for a, b in zip(raw.acquisitions, back.acquisitions))
+    # the ismrmrd package reads the file row by row as well
+    with ismrmrd.Dataset(str(path), "dataset", mode="r") as ds:
+        assert ds.number_of_acquisitions() == len(raw.acquisitions)
+        assert ds.read_acquisition(20) == raw.acquisitions[20]
+
+    acqs = raw.acquisitions
+    flags = lambda f: [a for a in acqs if a.is_flag_set(f)]                                     # noqa: E731
+    assert len(flags(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)) == 8
+    assert all(a.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT) for a in acqs[:8])
+    assert len(flags(ismrmrd.ACQ_LAST_IN_SLICE)) == R * S
+    assert len(flags(ismrmrd.ACQ_FIRST_IN_SLICE)) == R * S
+    assert flags(ismrmrd.ACQ_LAST_IN_MEASUREMENT) == [acqs[-1]]
+    imaging_acqs = acqs[8:]
+    assert all(a.number_of_samples == 2 * W and a.center_sample == W for a in imaging_acqs)
+    acs = np.zeros(H, dtype=bool)
+    acs[acs_slice(H, NUM_ACS)] = True
+    per_slice = len(imaging_acqs) // (R * S)
+    if calibration == "embedded":
+        assert per_slice == int((mask | acs).sum())
+        both = [a.idx.kspace_encode_step_1 for a in imaging_acqs[:per_slice]
+                if a.is_flag_set(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING)]
+        assert sorted(both) == list(np.flatnonzero(mask & acs))
+    else:
+        assert per_slice == int(mask.sum() + acs.sum())
+        first = imaging_acqs[:int(acs.sum())]
+        assert all(a.is_flag_set(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION) for a in first)
+    header = raw.header
+    enc = header.encoding[0]
+    assert (enc.encodedSpace.matrixSize.x, enc.reconSpace.matrixSize.x) == (2 * W, W)
+    assert enc.encodingLimits.kspace_encoding_step_1.center == H // 2
+    assert enc.encodingLimits.slice.maximum == S - 1 and enc.encodingLimits.repetition.maximum == R - 1
+    assert enc.parallelImaging.calibrationMode.value == calibration
+    assert header.sequenceParameters.TI == [2500.0]
+    assert header.acquisitionSystemInformation.receiverChannels == C
+
+
+def test_oblique_geometry_per_slice(scan):
+    kos, _, _, mask = scan
+    geometry = GeometrySpec(angles_deg=(15.0, -5.0, 8.0), slice_thickness=4.0, slice_gap=1.0)
+    raw = make_raw_acquisitions(kos[:1], mask, num_acs=NUM_ACS, geometry=geometry)
+    read, phase, normal = rotation_directions(geometry.angles_deg)
+    rot = np.stack([read, phase, normal])
+    np.testing.assert_allclose(rot @ rot.T, np.eye(3), atol=1e-6)
+    centres = {}
+    for a in raw.acquisitions:
+        np.testing.assert_allclose(a.read_dir, read, atol=1e-6)
+        np.testing.assert_allclose(a.slice_dir, normal, atol=1e-6)
+        centres.setdefault(a.idx.slice, np.array(a.position))
+    steps = np.diff(np.stack([centres[s] for s in range(S)]), axis=0)
+    np.testing.assert_allclose(steps, np.tile(5.0 * normal, (S - 1, 1)), atol=1e-4)
+    stamps = [a.acquisition_time_stamp for a in raw.acquisitions]
+    assert stamps == sorted(stamps) and stamps[-1] > stamps[0]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# assembly
+
+@pytest.mark.parametrize("calibration,order", [("embedded", "sequential"), ("separate", "interleaved")])
+def test_acquisitions_to_buffers(scan, calibration, order):
+    kos, k, noise, mask = scan
+    raw = make_raw_acquisitions(kos, mask, num_acs=NUM_ACS, calibration=calibration, noise=noise, order=order)
+    buffers = list(assembly.buffers_from_acquisitions(copy.deepcopy(raw.acquisitions), raw.header))
+    assert [b.repetition for b in buffers] == [0, 1]
+    measured = _measured(mask)
+    expected = _whiten(k, noise) * measured[None, None, None, :, None]
+    for r, buffer in enumerate(buffers):
+        assert buffer.kspace.shape == (S, C, H, W) and buffer.kspace.dtype == np.complex64
+        assert buffer.slices == [0, 1, 2] and buffer.complete
+        np.testing.assert_array_equal(buffer.mask, measured)
+        np.testing.assert_array_equal(buffer.calibration[acs_slice(H, NUM_ACS)], True)
+        err = np.abs(buffer.kspace - expected[r]).max() / np.abs(expected[r]).max()
+        assert err < 1e-4
+        nearest_imaging = np.flatnonzero(mask)[np.argmin(np.abs(np.flatnonzero(mask) - H // 2))]
+        for s, ref in enumerate(buffer.reference_headers):
+            # as GenericReconGadget: the imaging line nearest the centre (calibration-only lines are bit.ref)
+            assert ref.idx.kspace_encode_step_1 == nearest_imaging
+            assert ref.idx.slice == s and ref.idx.repetition == r
+            assert not ref.flags & (1 << (ismrmrd.ACQ_IS_PARALLEL_CALIBRATION - 1))
+
+
+def test_slice_trigger_and_truncated_stream(scan, caplog):
+    kos, _, _, mask = scan
+    raw = make_raw_acquisitions(kos[:1], mask, num_acs=NUM_ACS)
+    per_slice = list(assembly.buffers_from_acquisitions(copy.deepcopy(raw.acquisitions), raw.header,
+                                                        trigger="slice"))
+    assert [b.slices for b in per_slice] == [[0], [1], [2]]
+    truncated = copy.deepcopy(raw.acquisitions[:-5])                   # stream ends inside the last slice
+    buffers = list(assembly.buffers_from_acquisitions(truncated, raw.header))
+    assert len(buffers) == 2 and not buffers[-1].complete
+    assert "stream ended before LAST_IN_SLICE" in caplog.text
+
+
+@pytest.mark.parametrize("calibration,n_dimension", [("embedded", ""), ("separate", "repetition")])
+def test_recon_data_matches_acquisition_path(scan, calibration, n_dimension):
+    kos, _, noise, mask = scan
+    raw = make_raw_acquisitions(kos, mask, num_acs=NUM_ACS, calibration=calibration, noise=noise)
+    header = raw.header
+    direct = list(assembly.buffers_from_acquisitions(copy.deepcopy(raw.acquisitions), header))
+    messages = bucket_to_buffer(copy.deepcopy(raw.acquisitions), header, n_dimension=n_dimension)
+    assert len(messages) == (S if n_dimension == "repetition" else R * S)
+    if calibration == "separate":
+        assert messages[0].bits[0].ref.data.shape[1] == NUM_ACS          # Gadgetron: separate ref spans only ACS
+    from_rd = [b for m in messages for b in assembly.buffers_from_recon_data(m, header)]
+    for volume in direct:
+        for s in volume.slices:
+            match = [b for b in from_rd if b.slices == [s] and b.repetition == volume.repetition]
+            assert len(match) == 1
+            np.testing.assert_array_equal(match[0].mask, volume.mask)
+            np.testing.assert_allclose(match[0].kspace[0], volume.kspace[s], rtol=0, atol=1e-6)
+            ref_a, ref_b = match[0].reference_headers[0], volume.reference_headers[s]
+            assert ref_a.scan_counter == ref_b.scan_counter
+
+
+def test_header_validation():
+    radial = make_header(num_lines=H, readout=W, num_coils=C, trajectory="radial")
+    with pytest.raises(ValueError, match="only 'cartesian'"):
+        assembly.encoding_info(radial)
+    info = assembly.encoding_info(make_header(num_lines=H, readout=W, num_coils=C, num_slices=5))
+    assert (info.num_lines, info.readout, info.encoded_readout, info.num_slices, info.ky_offset) == (H, W, 2 * W, 5, 0)
+
+
+@pytest.mark.skipif(shutil.which("ismrmrd_generate_cartesian_shepp_logan") is None,
+                    reason="Debian ismrmrd-tools not installed")
+def test_ismrmrd_tools_dataset_converts_and_assembles(tmp_path):
+    src, dst = tmp_path / "sl.h5", tmp_path / "sl_converted.h5"
+    subprocess.run(["ismrmrd_generate_cartesian_shepp_logan", "-o", str(src), "-m", "64", "-c", "4", "-r", "2",
+                    "-a", "2", "-w", "16", "-C"], check=True, capture_output=True, timeout=60)
+    raw = convert_ismrmrd_tools_file(str(src), str(dst))
+    again = read_mrd_raw(str(dst))
+    header = again.header                                   # parses with the strict ismrmrd 1.15 schema
+    assert header.measurementInformation.protocolName == "SHEPP LOGAN"
+    buffers = list(assembly.buffers_from_acquisitions(again.acquisitions, header))
+    reps = header.encoding[0].encodingLimits.repetition.maximum + 1
+    assert [b.repetition for b in buffers] == list(range(reps))
+    for b in buffers:
+        assert b.kspace.shape == (1, 4, 64, 64)
+        assert b.mask[32 - 8:32 + 8].all()                  # the calibration block is in the buffer
+        np.testing.assert_allclose(np.linalg.norm(b.reference_headers[0].read_dir), 1.0, atol=1e-6)
+    assert len(raw.acquisitions) == len(again.acquisitions)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# images
+
+def test_images_from_result_headers_and_meta(scan):
+    kos, _, _, mask = scan
+    raw = make_raw_acquisitions(kos, mask, num_acs=NUM_ACS)
+    header = raw.header
+    buffer = list(assembly.buffers_from_acquisitions(copy.deepcopy(raw.acquisitions), header))[1]
+    result = Reconstructor(method="zero_filled", device="cpu").reconstruct(buffer.kspace, buffer.mask)
+    result.std = np.abs(result.images).astype(np.float32) * 0.1
+    imgs = images_mod.images_from_result(result, buffer, header, series_index=5, std_series_index=900)
+    assert len(imgs) == 2 * S
+    for s, image in enumerate(imgs[:S]):
+        ref = buffer.reference_headers[s]
+        assert image.data_type == ismrmrd.DATATYPE_CXFLOAT and image.image_type == ismrmrd.IMTYPE_COMPLEX
+        assert tuple(image.matrix_size) == (W, H, 1)
+        np.testing.assert_array_equal(image.data[0, 0], result.images[s])
+        assert (image.image_series_index, image.image_index) == (5 + 1, s)        # repetition 1 -> series 6
+        assert (image.slice, image.repetition) == (s, 1)
+        np.testing.assert_allclose(image.position, ref.position)
+        np.testing.assert_allclose(image.read_dir, ref.read_dir)
+        np.testing.assert_allclose(image.phase_dir, ref.phase_dir)
+        assert image.acquisition_time_stamp == ref.acquisition_time_stamp
+        assert tuple(image.field_of_view) == pytest.approx((220.0, 220.0, 5.0))
+        meta = image.meta
+        assert meta["GADGETRON_DataRole"] == "Image" and meta["DataRole"] == "Image"
+        assert meta["Keep_image_geometry"] == "1" and meta["encoding"] == "0"
+        assert meta["SeriesDescription"] == "AX FLAIR ZERO_FILLED"
+        assert [float(v) for v in meta["ImageRowDir"]] == pytest.approx(list(ref.read_dir), abs=1e-5)
+        # survives serialization
+        back = ismrmrd.Image.from_bytes(image.to_bytes())
+        assert back.meta["GADGETRON_ImageComment"] == meta["GADGETRON_ImageComment"]
+    for image in imgs[S:]:
+        assert image.data_type == ismrmrd.DATATYPE_FLOAT and image.image_series_index == 901
+    fallback = images_mod.images_from_result(result, buffer, header, fallback_reason="ReconstructionError: boom")
+    assert all("SENSE_FALLBACK" in i.meta["ImageComment"] and "SENSE_FALLBACK" in i.meta["SeriesDescription"]
+               for i in fallback)
+    assert len(fallback) == S
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# configuration
+
+def test_parse_config():
+    import xml.etree.ElementTree as ET
+    cfg = parse_config(ET.fromstring(
+        '<configuration><property name="method" value="sense"/><property name="steps" value="40"/>'
+        '<property name="zeta" value="1.5"/><property name="send_std" value="false"/>'
+        '<property><name>num_maps</name><value>auto</value></property></configuration>'))
+    assert (cfg.method, cfg.steps, cfg.zeta, cfg.send_std, cfg.num_maps) == ("sense", 40, 1.5, False, "auto")
+    assert parse_config(None) == GadgetConfig()
+    assert parse_config("<configuration/>") == GadgetConfig()
+    with pytest.raises(ValueError, match="unknown property 'metod'"):
+        parse_config({"metod": "dpm"})
+    with pytest.raises(ValueError, match="'steps' = '-3' is invalid"):
+        parse_config({"steps": "-3"})
+    with pytest.raises(ValueError, match="'method'"):
+        parse_config({"method": "grappa"})
+    assert "inject_failure" in ACCEPTED_PROPERTIES
