@@ -1,0 +1,191 @@
+"""End-to-end tests of the external gadget over the Gadgetron wire protocol (tests/harness.py plays Gadgetron).
+
+Every stream spawns ``python -m gadgetron <port> gadgets.gadget <target>`` exactly as Gadgetron's execute mode does,
+with a deadline, so nothing can hang. Reconstructions use method="sense" (fast on CPU); the DPM failure cases check
+the SENSE fallback and the ERROR message.
+"""
+from __future__ import annotations
+
+import copy
+import shutil
+import subprocess
+
+import ismrmrd
+import numpy as np
+import pytest
+
+from dpm_core.reconstruct import Reconstructor
+from gadgets import assembly
+from gadgets.mrd_io import convert_ismrmrd_tools_file, make_raw_acquisitions, read_mrd_raw
+from tests.harness import GadgetronSide, bucket_to_buffer, config_xml, correlated_noise, oversampled_phantom
+
+TIMEOUT = 150.0
+H = W = 64
+C, S = 6, 2
+
+
+def _check_clean_end(result) -> None:
+    assert result.closed, f"no CLOSE from the gadget; log:\n{result.log[-3000:]}"
+    assert result.returncode == 0, result.log[-3000:]
+
+
+def _direct_images(raw, method: str = "sense") -> list[np.ndarray]:
+    """What the Reconstructor gives on the same buffers, in (repetition, slice) order: the expected pixels."""
+    rec = Reconstructor(method=method, device="cpu")
+    out = []
+    for buffer in assembly.buffers_from_acquisitions(copy.deepcopy(raw.acquisitions), raw.header):
+        out.extend(rec.reconstruct(buffer.kspace, buffer.mask).images)
+    return out
+
+
+@pytest.fixture(scope="module")
+def small_scan():
+    """Two-slice phantom, one repetition, nominal R=3 + 16 ACS lines, with a noise scan."""
+    kos, _ = oversampled_phantom(H, W, C, S, seed=11)
+    noise, mixing = correlated_noise(C, 512, 2e-3, seed=12)
+    rng = np.random.default_rng(13)
+    kos = kos + np.einsum("dc,schw->sdhw", mixing, 2e-3 * (rng.standard_normal(kos.shape)
+                                                           + 1j * rng.standard_normal(kos.shape)) / np.sqrt(2))
+    mask = np.zeros(H, dtype=bool)
+    mask[H // 2 % 3::3] = True
+    return kos.astype(np.complex64), noise, mask
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# End to end
+
+@pytest.mark.skipif(shutil.which("ismrmrd_generate_cartesian_shepp_logan") is None,
+                    reason="Debian ismrmrd-tools not installed")
+def test_ismrmrd_tools_dataset_with_repetitions_acquisition_input(tmp_path):
+    src, dst = tmp_path / "sl.h5", tmp_path / "sl_converted.h5"
+    subprocess.run(["ismrmrd_generate_cartesian_shepp_logan", "-o", str(src), "-m", "64", "-c", "4", "-r", "2",
+                    "-a", "2", "-w", "16", "-C"], check=True, capture_output=True, timeout=60)
+    convert_ismrmrd_tools_file(str(src), str(dst))
+    raw = read_mrd_raw(str(dst))
+    reps = raw.header.encoding[0].encodingLimits.repetition.maximum + 1
+    result = GadgetronSide(target="dpm_recon_acquisitions", timeout=TIMEOUT).run(
+        raw.header_xml, copy.deepcopy(raw.acquisitions), config=config_xml({"method": "sense", "series_index": 10}))
+    _check_clean_end(result)
+    assert result.errors == []
+    assert len(result.images) == reps
+    assert [(i.repetition, i.image_series_index, i.image_index) for i in result.images] == [
+        (r, 10 + r, 0) for r in range(reps)]
+    for image, expected in zip(result.images, _direct_images(raw)):
+        assert image.data.shape == (1, 1, 64, 64) and image.data.dtype == np.complex64
+        np.testing.assert_allclose(image.data[0, 0], expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
+def test_flair_volume_recon_data_input(tmp_path):
+    """Main configuration: ReconData from the (emulated) BucketToBuffer, multi-slice synthetic FLAIR."""
+    from training.synth import generate_subject
+
+    subject = generate_subject(7, contrast="AXFLAIR", matrix=H, coils=4, slices=3)
+    kos = subject.kspace.numpy()
+    mask = np.zeros(H, dtype=bool)
+    mask[H // 2 % 4::4] = True
+    noise = (subject.noise_std * (np.random.default_rng(0).standard_normal((4, 512))
+                                  + 1j * np.random.default_rng(1).standard_normal((4, 512))) / np.sqrt(2))
+    raw = make_raw_acquisitions(kos, mask, num_acs=16, noise=noise.astype(np.complex64), order="interleaved")
+    messages = bucket_to_buffer(copy.deepcopy(raw.acquisitions), raw.header)
+    assert len(messages) == 3                                  # split_slices: one ReconData per slice
+    result = GadgetronSide(target="dpm_recon", timeout=TIMEOUT).run(
+        raw.header_xml, messages, config=config_xml({"method": "sense", "series_index": 3}))
+    _check_clean_end(result)
+    assert result.errors == []
+    assert [(i.slice, i.image_index, i.image_series_index) for i in result.images] == [(s, s, 3) for s in range(3)]
+    buffer = next(assembly.buffers_from_acquisitions(copy.deepcopy(raw.acquisitions), raw.header))
+    expected = _direct_images(raw)
+    for s, image in enumerate(result.images):
+        ref = buffer.reference_headers[s]
+        np.testing.assert_allclose(image.position, ref.position, atol=1e-5)
+        np.testing.assert_allclose(image.read_dir, ref.read_dir, atol=1e-6)
+        np.testing.assert_allclose(image.phase_dir, ref.phase_dir, atol=1e-6)
+        np.testing.assert_allclose(image.slice_dir, ref.slice_dir, atol=1e-6)
+        assert image.acquisition_time_stamp == ref.acquisition_time_stamp
+        assert image.measurement_uid == ref.measurement_uid
+        assert tuple(image.matrix_size) == (W, H, 1)
+        assert image.meta["GADGETRON_DataRole"] == "Image"
+        assert image.meta["SeriesDescription"] == "AX FLAIR SENSE"
+        assert "SENSE" in image.meta["GADGETRON_ImageComment"]
+        np.testing.assert_allclose(image.data[0, 0], expected[s], rtol=0, atol=1e-4 * np.abs(expected[s]).max())
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Failures: an ERROR message (id 8) and, where k-space is usable, the SENSE fallback; never a hang
+
+@pytest.mark.parametrize("properties,reason", [
+    ({"method": "dpm", "model": "/nonexistent/model_card.json"}, "unavailable"),
+    ({"method": "dpm", "inject_failure": "reconstruction_error"}, "DPM"),
+])
+def test_dpm_failure_delivers_sense_fallback_and_error(small_scan, properties, reason):
+    kos, noise, mask = small_scan
+    raw = make_raw_acquisitions(kos, mask, num_acs=16, noise=noise)
+    messages = bucket_to_buffer(copy.deepcopy(raw.acquisitions), raw.header)
+    result = GadgetronSide(target="dpm_recon", timeout=TIMEOUT).run(raw.header_xml, messages,
+                                                                    config=config_xml(properties))
+    _check_clean_end(result)
+    assert len(result.errors) == 1 and reason in result.errors[0], result.errors
+    assert len(result.images) == S
+    expected = _direct_images(raw, "sense")
+    for s, image in enumerate(result.images):
+        assert "SENSE_FALLBACK" in image.meta["ImageComment"]
+        assert "SENSE_FALLBACK" in image.meta["SeriesDescription"]
+        assert "DPM_FAILED" in image.meta["GADGETRON_ImageProcessingHistory"]
+        np.testing.assert_allclose(image.data[0, 0], expected[s], rtol=0, atol=1e-4 * np.abs(expected[s]).max())
+
+
+def test_nan_samples_error_names_the_slice(small_scan):
+    kos, noise, mask = small_scan
+    raw = make_raw_acquisitions(kos, mask, num_acs=16, noise=noise)
+    acqs = copy.deepcopy(raw.acquisitions)
+    bad = next(a for a in acqs if a.idx.slice == 1 and not a.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT))
+    bad.data[0, 5] = np.nan
+    result = GadgetronSide(target="dpm_recon_acquisitions", timeout=TIMEOUT).run(
+        raw.header_xml, acqs, config=config_xml({"method": "sense", "trigger": "slice"}))
+    _check_clean_end(result)
+    assert len(result.errors) == 1 and "NaN" in result.errors[0] and "slices [1]" in result.errors[0]
+    assert [i.slice for i in result.images] == [0]          # the clean slice is still delivered
+
+
+def test_non_cartesian_header_is_refused(small_scan):
+    kos, _, mask = small_scan
+    raw = make_raw_acquisitions(kos, mask, num_acs=16, header_kwargs={"trajectory": "radial"})
+    result = GadgetronSide(target="dpm_recon_acquisitions", timeout=TIMEOUT).run(
+        raw.header_xml, copy.deepcopy(raw.acquisitions), config=config_xml({"method": "sense"}))
+    _check_clean_end(result)
+    assert result.images == []
+    assert len(result.errors) == 1 and "cartesian" in result.errors[0]
+
+
+def test_no_acs_is_refused(small_scan):
+    kos, _, _ = small_scan
+    mask = np.zeros(H, dtype=bool)
+    mask[1::3] = True                                       # the centre line 32 is not measured
+    raw = make_raw_acquisitions(kos, mask, num_acs=0)
+    messages = bucket_to_buffer(copy.deepcopy(raw.acquisitions), raw.header)
+    result = GadgetronSide(target="dpm_recon", timeout=TIMEOUT).run(raw.header_xml, messages,
+                                                                    config=config_xml({"method": "sense"}))
+    _check_clean_end(result)
+    assert result.images == []
+    assert len(result.errors) == 1 and "ACS" in result.errors[0] and "slices [0]" in result.errors[0]
+
+
+@pytest.mark.parametrize("target", ["dpm_recon", "dpm_recon_acquisitions"])
+def test_empty_stream_is_an_error(small_scan, target):
+    kos, _, mask = small_scan
+    raw = make_raw_acquisitions(kos, mask, num_acs=16)
+    result = GadgetronSide(target=target, timeout=TIMEOUT).run(raw.header_xml, [], config=config_xml(
+        {"method": "sense"}))
+    _check_clean_end(result)
+    assert result.images == [] and len(result.errors) == 1 and "no k-space received" in result.errors[0]
+
+
+def test_bad_configuration_is_refused(small_scan):
+    kos, _, mask = small_scan
+    raw = make_raw_acquisitions(kos, mask, num_acs=16)
+    messages = bucket_to_buffer(copy.deepcopy(raw.acquisitions), raw.header)
+    result = GadgetronSide(target="dpm_recon", timeout=TIMEOUT).run(
+        raw.header_xml, messages, config=config_xml({"method": "sense", "steps": "zero"}))
+    _check_clean_end(result)
+    assert result.images == []
+    assert len(result.errors) == 1 and "'steps'" in result.errors[0]
