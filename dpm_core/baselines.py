@@ -89,7 +89,7 @@ def sense_cg(kspace: torch.Tensor, mask, maps: torch.Tensor, num_iters: int = 30
     return conjugate_gradient(lambda x: op.normal(x) + l2_weight * x, rhs, num_iters=num_iters, tol=tol)
 
 
-def l1_wavelet(kspace: torch.Tensor, mask, maps: torch.Tensor, lamda: float = 1e-3, max_iter: int = 100,
+def l1_wavelet(kspace: torch.Tensor, mask, maps: torch.Tensor, lamda: float = 1e-4, max_iter: int = 100,
                wave_name: str = "db4") -> torch.Tensor:
     """L1-wavelet compressed sensing (sigpy, FISTA): min_x ½‖Ax − y‖² + λ‖Ψx‖₁, per slice.
 
@@ -100,7 +100,8 @@ def l1_wavelet(kspace: torch.Tensor, mask, maps: torch.Tensor, lamda: float = 1e
         kspace: [S, C, H, W] complex64, zero-filled.
         mask: sampling mask (1-D [H] or [S, 1, H, 1]).
         maps: [S, M, C, H, W].
-        lamda: regularization weight λ (for normalized k-space; exposed for tuning).
+        lamda: regularization weight λ for normalized k-space. The default 1e-4 comes from a sweep on the real
+            16-coil slice at R = 4 (λ = 1e-5 … 3e-4: NRMSE 0.024, 0.023, 0.024, 0.031; SENSE-CG 0.026).
         max_iter: FISTA iterations.
     Returns: [S, M, H, W] complex64.
     """
