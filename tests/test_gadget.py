@@ -20,8 +20,8 @@ from gadgets.mrd_io import convert_ismrmrd_tools_file, make_raw_acquisitions, re
 from tests.harness import GadgetronSide, bucket_to_buffer, config_xml, correlated_noise, oversampled_phantom
 
 TIMEOUT = 150.0
-H = W = 64
-C, S = 6, 2
+H = W = 48            # the failure-case scans
+C, S = 4, 2
 
 
 def _check_clean_end(result) -> None:
@@ -58,7 +58,7 @@ def small_scan():
                     reason="Debian ismrmrd-tools not installed")
 def test_ismrmrd_tools_dataset_with_repetitions_acquisition_input(tmp_path):
     src, dst = tmp_path / "sl.h5", tmp_path / "sl_converted.h5"
-    subprocess.run(["ismrmrd_generate_cartesian_shepp_logan", "-o", str(src), "-m", "64", "-c", "4", "-r", "2",
+    subprocess.run(["ismrmrd_generate_cartesian_shepp_logan", "-o", str(src), "-m", "64", "-c", "4", "-r", "1",
                     "-a", "2", "-w", "16", "-C"], check=True, capture_output=True, timeout=60)
     convert_ismrmrd_tools_file(str(src), str(dst))
     raw = read_mrd_raw(str(dst))
@@ -79,10 +79,10 @@ def test_flair_volume_recon_data_input(tmp_path):
     """Main configuration: ReconData from the (emulated) BucketToBuffer, multi-slice synthetic FLAIR."""
     from training.synth import generate_subject
 
-    subject = generate_subject(7, contrast="AXFLAIR", matrix=H, coils=4, slices=3)
+    subject = generate_subject(7, contrast="AXFLAIR", matrix=64, coils=4, slices=3)
     kos = subject.kspace.numpy()
-    mask = np.zeros(H, dtype=bool)
-    mask[H // 2 % 4::4] = True
+    mask = np.zeros(64, dtype=bool)
+    mask[32 % 4::4] = True
     noise = (subject.noise_std * (np.random.default_rng(0).standard_normal((4, 512))
                                   + 1j * np.random.default_rng(1).standard_normal((4, 512))) / np.sqrt(2))
     raw = make_raw_acquisitions(kos, mask, num_acs=16, noise=noise.astype(np.complex64), order="interleaved")
@@ -103,7 +103,7 @@ def test_flair_volume_recon_data_input(tmp_path):
         np.testing.assert_allclose(image.slice_dir, ref.slice_dir, atol=1e-6)
         assert image.acquisition_time_stamp == ref.acquisition_time_stamp
         assert image.measurement_uid == ref.measurement_uid
-        assert tuple(image.matrix_size) == (W, H, 1)
+        assert tuple(image.matrix_size) == (64, 64, 1)
         assert image.meta["GADGETRON_DataRole"] == "Image"
         assert image.meta["SeriesDescription"] == "AX FLAIR SENSE"
         assert "SENSE" in image.meta["GADGETRON_ImageComment"]
@@ -160,7 +160,7 @@ def test_non_cartesian_header_is_refused(small_scan):
 def test_no_acs_is_refused(small_scan):
     kos, _, _ = small_scan
     mask = np.zeros(H, dtype=bool)
-    mask[1::3] = True                                       # the centre line 32 is not measured
+    mask[1::3] = True                                       # the centre line 24 is not measured
     raw = make_raw_acquisitions(kos, mask, num_acs=0)
     messages = bucket_to_buffer(copy.deepcopy(raw.acquisitions), raw.header)
     result = GadgetronSide(target="dpm_recon", timeout=TIMEOUT).run(raw.header_xml, messages,
