@@ -40,7 +40,7 @@ TISSUES = ("gm", "wm", "csf", "lesion_gm", "lesion_wm", "dura", "bone", "marrow"
 TISSUE_RANGES = {             # PD            T1 (ms)         T2 (ms)
     "gm":     ((0.78, 0.84), (1300., 1600.), (80., 110.)),
     "wm":     ((0.67, 0.73), (800., 900.), (65., 80.)),
-    "csf":    ((0.97, 1.00), (3500., 4500.), (1500., 2000.)),
+    "csf":    ((0.97, 1.00), (3800., 4400.), (1500., 2000.)),
     "dura":   ((0.55, 0.65), (1000., 1200.), (50., 70.)),
     "bone":   ((0.03, 0.08), (300., 500.), (5., 15.)),
     "marrow": ((0.80, 0.90), (380., 450.), (90., 120.)),     # diploe: fatty marrow
@@ -49,11 +49,12 @@ TISSUE_RANGES = {             # PD            T1 (ms)         T2 (ms)
     "skin":   ((0.75, 0.85), (1000., 1200.), (40., 60.)),
 }
 # Lesions (acute/subacute ischaemic oedema) are GM or WM with PD, T1 and T2 prolonged; drawn per lesion in
-# sample_anatomy. T2 prolongation 20-80 %; T1 prolongation a fraction (0.4-0.9) of it, so lesions stay bright on
-# FLAIR (a T1 prolonged as much as T2 pushes grey-matter lesions towards the CSF null).
+# sample_anatomy. T2 prolongation 20-80 %; T1 prolongation a fraction (0.25-0.6) of it (so 5-48 %), PD +5-15 %:
+# lesions stay bright on FLAIR (a T1 prolonged as much as T2 pushes grey-matter lesions towards the CSF null; with
+# these ranges under 2 % of grey-matter lesions come out less than 5 % brighter than grey matter).
 LESION_T2_FACTOR = (1.2, 1.8)
-LESION_T1_SHARE = (0.4, 0.9)
-LESION_PD_FACTOR = (1.03, 1.12)
+LESION_T1_SHARE = (0.25, 0.6)
+LESION_PD_FACTOR = (1.05, 1.15)
 GADOLINIUM_T1_FACTOR = {"lesion": (0.65, 0.9), "dura": (0.4, 0.6)}   # T1 shortening on AXT1POST
 
 
@@ -76,7 +77,7 @@ CONTRASTS = {
     "AXT1POST": ("SE", (500., 700.), (10., 15.), None, 90., 1, True),
     "AXT2":     ("TSE", (4000., 6000.), (90., 110.), None, 90., 16, False),
     "AXPD":     ("TSE", (2800., 3200.), (10., 20.), None, 90., 8, False),
-    "AXFLAIR":  ("IR-TSE", (8500., 9500.), (85., 115.), (2400., 2600.), 90., 16, False),
+    "AXFLAIR":  ("IR-TSE", (8500., 9500.), (85., 115.), (2350., 2550.), 90., 16, False),
 }
 
 
