@@ -15,79 +15,19 @@ receives (ref buffer layout for embedded vs separate calibration as in Gadgetron
 from __future__ import annotations
 
 import ctypes
-import dataclasses
-import os
-import socket
-import struct
-import subprocess
-import sys
-import tempfile
-import threading
-import time
 from pathlib import Path
 
 import ismrmrd
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-PYTHON = sys.executable
 
-MSG_CONFIG, MSG_HEADER, MSG_CLOSE, MSG_ERROR = 2, 3, 4, 8
-MSG_ACQUISITION, MSG_IMAGE, MSG_RECON_DATA, MSG_IMAGE_ARRAY = 1008, 1022, 1023, 1024
-
-
-@dataclasses.dataclass
-class StreamResult:
-    """What came back from one stream: images in arrival order, ERROR texts, whether CLOSE arrived, timing."""
-    images: list
-    errors: list
-    closed: bool
-    returncode: int | None
-    log: str
-    elapsed: float
-    first_image_s: float | None
-    passthrough: list
-
-
-def config_xml(properties: dict | None = None) -> str:
-    """A ``<configuration>`` element with ``<property name= value=/>`` children (what Gadgetron forwards)."""
-    props = "".join(f'<property name="{k}" value="{v}"/>' for k, v in (properties or {}).items())
-    return f"<configuration>{props}</configuration>"
-
-
-class _SocketWriter:
-    def __init__(self, sock):
-        self.sock = sock
-
-    def write(self, data) -> None:
-        self.sock.sendall(data)
-
-    def flush(self) -> None:
-        pass
-
-
-class _SocketReader:
-    def __init__(self, sock, deadline: float):
-        self.sock = sock
-        self.deadline = deadline
-
-    def read(self, n: int) -> bytes:
-        chunks, remaining = [], n
-        while remaining:
-            left = self.deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"no reply within the deadline (waiting for {remaining} of {n} bytes)")
-            self.sock.settimeout(left)
-            chunk = self.sock.recv(remaining)
-            if not chunk:
-                raise ConnectionError(f"connection closed by the gadget while {remaining} bytes were expected")
-            chunks.append(chunk)
-            remaining -= len(chunk)
-        return b"".join(chunks)
+# The Gadgetron side of the wire protocol is product code (dpm-replay's gadget and client modes use it).
+from gadgets.wire import StreamResult, config_xml, run_spawned_gadget  # noqa: E402,F401  (config_xml: for tests)
 
 
 class GadgetronSide:
-    """Spawn and drive one external Python gadget like Gadgetron does.
+    """Spawn and drive one external Python gadget like Gadgetron does (see :func:`gadgets.wire.run_spawned_gadget`).
 
     Args:
         module, target: the gadget (``python -m gadgetron <port> module target``).
@@ -98,98 +38,12 @@ class GadgetronSide:
     def __init__(self, module: str = "gadgets.gadget", target: str = "dpm_recon", timeout: float = 120.0,
                  env: dict | None = None):
         self.module, self.target, self.timeout = module, target, timeout
-        self.env = dict(os.environ)
-        self.env["PYTHONPATH"] = str(REPO) + os.pathsep + self.env.get("PYTHONPATH", "")
-        self.env.setdefault("GADGETRON_EXTERNAL_LOG_LEVEL", "INFO")
-        self.env.setdefault("OMP_NUM_THREADS", "2")
-        self.env.update(env or {})
+        self.env = {"OMP_NUM_THREADS": "2", **(env or {})}
 
     def run(self, header_xml: str, items: list, config: str | None = None, send_close: bool = True) -> StreamResult:
         """Send CONFIG, HEADER, ``items`` (Acquisition / ReconData / raw bytes) and CLOSE; collect the replies."""
-        start = time.monotonic()
-        deadline = start + self.timeout
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-        port = listener.getsockname()[1]
-        log_file = tempfile.TemporaryFile(mode="w+b")
-        child = subprocess.Popen([PYTHON, "-m", "gadgetron", str(port), self.module, self.target],
-                                 stdout=log_file, stderr=subprocess.STDOUT, env=self.env, cwd=str(REPO))
-        images, errors, passthrough = [], [], []
-        closed, first_image = False, None
-        writer_error: list = []
-        try:
-            listener.settimeout(min(30.0, self.timeout))
-            try:
-                conn, _ = listener.accept()
-            except socket.timeout as exc:
-                raise TimeoutError("the gadget did not connect back within 30 s") from exc
-            writer = threading.Thread(target=self._write, args=(conn, config, header_xml, items, send_close,
-                                                                writer_error), daemon=True)
-            writer.start()
-            reader = _SocketReader(conn, deadline)
-            while True:
-                (mid,) = struct.unpack("<H", reader.read(2))
-                if mid == MSG_IMAGE:
-                    images.append(ismrmrd.Image.deserialize_from(reader.read))
-                    if first_image is None:
-                        first_image = time.monotonic() - start
-                elif mid == MSG_ERROR:
-                    (length,) = struct.unpack("<Q", reader.read(8))
-                    errors.append(reader.read(length).decode("utf-8", errors="replace"))
-                elif mid == MSG_CLOSE:
-                    closed = True
-                    break
-                elif mid == MSG_ACQUISITION:
-                    passthrough.append(ismrmrd.Acquisition.deserialize_from(reader.read))
-                elif mid == MSG_IMAGE_ARRAY:
-                    from gadgetron.types.image_array import read_image_array
-                    passthrough.append(read_image_array(reader))
-                elif mid == MSG_RECON_DATA:
-                    from gadgetron.types.recon_data import read_recon_data
-                    passthrough.append(read_recon_data(reader))
-                else:
-                    raise AssertionError(f"unexpected message id {mid} from the gadget")
-            writer.join(timeout=max(deadline - time.monotonic(), 1.0))
-            conn.close()
-            returncode = child.wait(timeout=max(deadline - time.monotonic(), 5.0))
-        finally:
-            listener.close()
-            if child.poll() is None:
-                child.kill()
-                child.wait(timeout=10)
-            log_file.seek(0)
-            log_text = log_file.read().decode("utf-8", errors="replace")
-            log_file.close()
-        if writer_error and not closed:
-            raise writer_error[0]
-        return StreamResult(images=images, errors=errors, closed=closed, returncode=returncode, log=log_text,
-                            elapsed=time.monotonic() - start, first_image_s=first_image, passthrough=passthrough)
-
-    @staticmethod
-    def _write(conn, config, header_xml, items, send_close, writer_error) -> None:
-        from gadgetron.types.recon_data import ReconData, write_recon_data
-        out = _SocketWriter(conn)
-        try:
-            payload = (config or "").encode("utf-8")
-            out.write(struct.pack("<HI", MSG_CONFIG, len(payload)) + payload)
-            payload = header_xml.encode("utf-8")
-            out.write(struct.pack("<HI", MSG_HEADER, len(payload)) + payload)
-            serializer = ismrmrd.ProtocolSerializer(out)
-            for item in items:
-                if isinstance(item, ismrmrd.Acquisition):
-                    serializer.serialize(item)
-                elif isinstance(item, ReconData):
-                    write_recon_data(out, item)
-                elif isinstance(item, (bytes, bytearray)):
-                    out.write(item)
-                else:
-                    raise TypeError(f"harness cannot send {type(item)}")
-            if send_close:
-                out.write(struct.pack("<H", MSG_CLOSE))
-        except (BrokenPipeError, ConnectionResetError, OSError) as exc:   # the gadget may stop reading early
-            writer_error.append(exc)
+        return run_spawned_gadget(self.module, self.target, header_xml, items, config=config, timeout=self.timeout,
+                                  env=self.env, send_close=send_close)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
