@@ -1,0 +1,287 @@
+"""Training: target cache, contrast selection, DDP equivalence, exact resume, best-epoch selection in fine-tuning.
+
+Tiny problems (32 x 32 slices, 4 coils, an 8-channel two-level U-Net, a few steps) so the file runs in about a minute
+on two CPU cores.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch.utils.data import Dataset
+
+from dpm_core.checkpoints import load_checkpoint, save_checkpoint
+from dpm_core.coils import estimate_coil_maps
+from dpm_core.combine import mvue
+from dpm_core.fft import fft2c
+from dpm_core.gaussian import synthetic_coil_maps
+from dpm_core.networks import build_network
+from dpm_core.normalize import normalization_scale
+from training import finetune as finetune_mod
+from training.fastmri_data import FastMRISliceDataset, FastMRIVolumeIndex
+from training.preprocess import CachedSlices, build_cache, find_volumes, select_volumes
+from training.training_loop import training_loop
+
+TINY_NET = {"base_channels": 8, "channel_mults": [1, 2], "num_res_blocks": 1, "attention_levels": [], "emb_dim": 16}
+
+_HEADER = """<?xml version="1.0" encoding="utf-8"?>
+<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD">
+ <measurementInformation><protocolName>{contrast}</protocolName></measurementInformation>
+ <encoding>
+  <encodedSpace><matrixSize><x>{ro}</x><y>{pe}</y><z>1</z></matrixSize>
+   <fieldOfView_mm><x>480</x><y>240</y><z>5</z></fieldOfView_mm></encodedSpace>
+  <reconSpace><matrixSize><x>{w}</x><y>{pe}</y><z>1</z></matrixSize>
+   <fieldOfView_mm><x>240</x><y>240</y><z>5</z></fieldOfView_mm></reconSpace>
+  <trajectory>cartesian</trajectory>
+  <encodingLimits><kspace_encoding_step_1><minimum>0</minimum><maximum>{pemax}</maximum><center>{pec}</center>
+  </kspace_encoding_step_1></encodingLimits>
+ </encoding>
+</ismrmrdHeader>"""
+
+
+def write_tiny_fastmri(path, contrast: str, patient: str, seed: int, slices: int = 3, coils: int = 4, H: int = 32,
+                       W: int = 32) -> None:
+    """A fastMRI-layout multi-coil file: kspace [S, C, 2W (readout, 2x oversampled), H], header, attributes."""
+    g = torch.Generator().manual_seed(seed)
+    yy = torch.linspace(-1, 1, H).view(H, 1)
+    xx = torch.linspace(-2, 2, 2 * W).view(1, 2 * W)                     # oversampled readout FOV: object in the middle
+    imgs = []
+    for _ in range(slices):
+        a, b, c = (0.55 + 0.2 * torch.rand(3, generator=g)).tolist()
+        head = ((yy / (0.8 * a)) ** 2 + (xx / (0.9 * b)) ** 2 < 1).float()
+        core = ((yy / (0.4 * c)) ** 2 + ((xx - 0.1) / 0.35) ** 2 < 1).float()
+        mag = head * (0.6 + 0.3 * c) + 0.5 * core
+        phase = 0.4 * yy + 0.2 * xx * b
+        imgs.append(mag * torch.exp(1j * phase))
+    img = torch.stack(imgs).to(torch.complex64)                          # [S, H, 2W]
+    maps = synthetic_coil_maps(coils, H, 2 * W)[0, 0]                    # [C, H, 2W]
+    k = fft2c(maps.unsqueeze(0) * img.unsqueeze(1))                      # [S, C, H, 2W]
+    k = k + 1e-3 * torch.randn(k.shape, generator=g, dtype=torch.complex64)
+    with h5py.File(path, "w") as f:
+        f.create_dataset("kspace", data=k.transpose(-1, -2).numpy())    # on disk: [S, C, readout, phase]
+        f.create_dataset("ismrmrd_header", data=np.bytes_(_HEADER.format(
+            contrast=contrast, ro=2 * W, w=W, pe=H, pemax=H - 1, pec=H // 2).encode()))
+        f.attrs["acquisition"] = contrast
+        f.attrs["patient_id"] = patient
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    for i, contrast in enumerate(["AXT1", "AXT2", "AXFLAIR", "AXFLAIR", "AXFLAIR"]):
+        write_tiny_fastmri(root / f"vol{i}_{contrast}.h5", contrast, f"subj{i:02d}", seed=i)
+    val = tmp_path_factory.mktemp("val")
+    write_tiny_fastmri(val / "val_AXFLAIR.h5", "AXFLAIR", "valsubj", seed=99, slices=4)
+    return root, val
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Cache.
+
+def test_cache_round_trip_equals_mvue_over_scale(corpus, tmp_path):
+    root, _ = corpus
+    volumes = select_volumes(find_volumes(root), contrasts=["AXT1", "AXT2"])
+    index_path = build_cache(volumes, tmp_path / "cache", progress=False)
+    ds = CachedSlices(index_path)
+    assert len(ds) == 6
+    for i, entry in enumerate(ds.slices):
+        sample = FastMRISliceDataset(FastMRIVolumeIndex([entry.source]))[entry.slice]
+        k = sample.kspace.unsqueeze(0)                                      # [1, C, H, W], oversampling removed
+        assert k.shape[-2:] == (32, 32)
+        maps = estimate_coil_maps(k, None, method="fast", num_maps=1)
+        expected = (mvue(k, maps) / normalization_scale(k).view(-1, 1, 1))[0]
+        torch.testing.assert_close(torch.from_numpy(ds.target(i)), expected, rtol=1e-5, atol=1e-5)
+        x = ds[i]
+        assert x.shape == (2, 32, 32) and x.dtype == torch.float32
+        torch.testing.assert_close(torch.complex(x[0], x[1]), expected, rtol=1e-5, atol=1e-5)
+    # Augmentation is a function of the per-sample seed only; crops are windows of the target.
+    cropped = CachedSlices(index_path, crop=16, flip=True)
+    a, b = cropped[(0, 123)], cropped[(0, 123)]
+    assert a.shape == (2, 16, 16) and torch.equal(a, b)
+    full = ds[0].numpy()
+    windows = [np.ascontiguousarray(f[:, y:y + 16, x:x + 16]) for f in
+               (full, full[:, ::-1], full[:, :, ::-1], full[:, ::-1, ::-1]) for y in range(17) for x in range(17)]
+    assert any(np.array_equal(a.numpy(), w) for w in windows)
+    # A second build reuses every shard.
+    index = json.loads(build_cache(volumes, tmp_path / "cache", progress=False).read_text())
+    assert index["computed_slices"] == 0 and len(index["slices"]) == 6
+
+
+def test_contrast_and_subject_selection(corpus, tmp_path):
+    root, _ = corpus
+    volumes = find_volumes(root)
+    assert sorted({v.contrast for v in volumes}) == ["AXFLAIR", "AXT1", "AXT2"]
+    pre = select_volumes(volumes, exclude_contrasts=["axflair"])
+    assert {v.contrast for v in pre} == {"AXT1", "AXT2"}
+    flair = select_volumes(volumes, contrasts=["AXFLAIR"], subjects=2)
+    assert [v.subject for v in flair] == ["subj02", "subj03"]
+    assert select_volumes(volumes, contrasts=["AXFLAIR"], subjects=1, skip_subjects=2)[0].subject == "subj04"
+    with pytest.raises(ValueError, match="only 3"):
+        select_volumes(volumes, contrasts=["AXFLAIR"], subjects=5)
+    with pytest.raises(ValueError, match="contrasts"):
+        select_volumes(volumes, contrasts=["AXT1POST"])
+    ds = CachedSlices(build_cache(pre, tmp_path / "c", progress=False))
+    assert {e.contrast for e in ds.slices} == {"AXT1", "AXT2"} and len(ds) == 6
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Training loop: DDP equivalence and exact resume.
+
+class _RandomImages(Dataset):
+    """N fixed random [2, 16, 16] images; the augmentation seed flips them (so keys matter)."""
+
+    def __init__(self, n: int = 24):
+        self.x = torch.randn(n, 2, 16, 16, generator=torch.Generator().manual_seed(5)) * 0.5
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, key):
+        i, seed = (key, None) if isinstance(key, int) else key
+        x = self.x[i]
+        if seed is not None and seed % 2:
+            x = x.flip(-1)
+        return x.clone()
+
+
+def _loop(run_dir, steps, world_batch_gpu=None, resume=False, **kw):
+    return training_loop(run_dir=run_dir, dataset=_RandomImages(), arch="unet", arch_kwargs=TINY_NET,
+                         total_steps=steps, batch_size=8, batch_gpu=world_batch_gpu, lr=1e-3, ema_halflife_nimg=16,
+                         seed=3, tick_steps=1, snapshot_ticks=1, resume=resume, progress=False, tensorboard=False,
+                         **kw)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, run_dir):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from training import distributed as dist_utils
+    dist_utils.init("cpu")
+    try:
+        _loop(run_dir, 3)
+    finally:
+        dist_utils.shutdown()
+
+
+def test_two_process_gloo_matches_one_process(tmp_path):
+    # 1 process, global batch 8 in 2 accumulation rounds of 4 == 2 processes x 4 (same virtual shards, same noise).
+    _loop(tmp_path / "single", 3, world_batch_gpu=4)
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path / "ddp")), nprocs=2, join=True)
+    a = load_file(str(tmp_path / "single" / "training-state.safetensors"))
+    b = load_file(str(tmp_path / "ddp" / "training-state.safetensors"))
+    for key in a:
+        if key.startswith(("net.", "ema.")):
+            # Differences come only from float summation order (all-reduce vs local sum): ~1e-7 relative.
+            torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+    meta = json.loads((tmp_path / "ddp" / "training-state.json").read_text())
+    assert meta["world_size"] == 2 and meta["step"] == 3
+    assert "rng.torch.rank1" in b                       # every rank's RNG state is saved
+
+
+def test_resume_continues_identically(tmp_path):
+    _loop(tmp_path / "full", 4)
+    _loop(tmp_path / "part", 2)                          # "interrupted" after 2 steps (state saved every step)
+    out = _loop(tmp_path / "part", 4, resume=True)
+    assert out["step"] == 4
+    a = load_file(str(tmp_path / "full" / "training-state.safetensors"))
+    b = load_file(str(tmp_path / "part" / "training-state.safetensors"))
+    assert set(a) == set(b)
+    for key in a:
+        if not key.startswith("rng."):
+            assert torch.equal(a[key], b[key]), key
+    pa, _ = load_checkpoint(tmp_path / "full" / "model.json")
+    pb, _ = load_checkpoint(tmp_path / "part" / "model.json")
+    for (ka, va), (kb, vb) in zip(pa.state_dict().items(), pb.state_dict().items()):
+        assert torch.equal(va, vb), ka
+    # A resume with other settings is refused with a sentence naming the fix.
+    with pytest.raises(ValueError, match="same settings"):
+        training_loop(run_dir=tmp_path / "part", dataset=_RandomImages(), arch="unet", arch_kwargs=TINY_NET,
+                      total_steps=5, batch_size=4, seed=3, resume=True, progress=False, tensorboard=False)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Fine-tuning keeps the best validation epoch.
+
+@pytest.fixture(scope="module")
+def tiny_init(tmp_path_factory):
+    path = tmp_path_factory.mktemp("init") / "pre"
+    torch.manual_seed(0)
+    precond = build_network("unet", TINY_NET, sigma_data=0.3)
+    save_checkpoint(path, precond, {"training_data": "test", "zeta": {"2": 1.0}, "image_size": [32, 32]})
+    return path.with_suffix(".json")
+
+
+def _finetune_args(init, root, val, out, epochs, extra=()):
+    return finetune_mod.build_parser().parse_args(
+        ["--init", str(init), "--data", str(root), "--contrasts", "AXFLAIR", "--subjects", "3", "--val-data", str(val),
+         "--lr", "2e-3", "--epochs", str(epochs), "--eval-every", "1", "--batch", "3", "--crop", "16", "--flip",
+         "--out", str(out), "--no-progress", "--seed", "7", *extra])
+
+
+def test_finetune_exports_best_epoch(corpus, tiny_init, tmp_path):
+    root, val = corpus
+    scores = iter([0.50, 0.40, 0.20, 0.30, 0.60])        # epochs 0..4: best is epoch 2, then validation worsens
+    seen = []
+
+    def scripted(ema, step):
+        seen.append(step)
+        return {"score": next(scores)}
+
+    args = _finetune_args(tiny_init, root, val, tmp_path / "ft4", epochs=4)
+    summary = finetune_mod.finetune(args, evaluate_fn=scripted)
+    steps_per_epoch = summary["steps_per_epoch"]           # 9 slices / batch 3
+    assert steps_per_epoch == 3 and seen == [0, 3, 6, 9, 12]
+    assert summary["best_epoch"] == 2
+    card = json.loads((tmp_path / "ft4" / "model.json").read_text())
+    assert card["training"]["best_epoch"] == 2
+    assert [e["epoch"] for e in card["training"]["validation"]["per_epoch"]] == [0, 1, 2, 3, 4]
+
+    # Reference: the same fine-tuning stopped after 2 epochs (deterministic) gives the epoch-2 EMA.
+    ref_scores = iter([0.5, 0.4, 0.3])
+    ref = finetune_mod.finetune(_finetune_args(tiny_init, root, val, tmp_path / "ft2", epochs=2),
+                                evaluate_fn=lambda ema, step: {"score": next(ref_scores)})
+    assert ref["best_epoch"] == 2
+    best, _ = load_checkpoint(tmp_path / "ft4" / "model.json")
+    epoch2, _ = load_checkpoint(tmp_path / "ft2" / "model.json")
+    last = load_file(str(tmp_path / "ft4" / "training-state.safetensors"))
+    init, _ = load_checkpoint(tiny_init)
+    for key, value in best.net.state_dict().items():
+        assert torch.equal(value, epoch2.net.state_dict()[key]), key
+    assert any(not torch.equal(v, last[f"ema.{k}"]) for k, v in best.net.state_dict().items())   # not the last
+    assert any(not torch.equal(v, init.net.state_dict()[k]) for k, v in best.net.state_dict().items())
+
+
+def test_finetune_validates_through_reconstructor(corpus, tiny_init, tmp_path):
+    """End to end: real validation at R = 2, 4 through the Reconstructor, ζ sweep, card contents, export."""
+    from dpm_core.samplers import SAMPLERS
+    root, val = corpus
+    sampler = "fast" if "fast" in SAMPLERS else "dds"
+    export = tmp_path / "exported" / "flair"
+    args = _finetune_args(tiny_init, root, val, tmp_path / "ft", epochs=1,
+                          extra=["--val-slices", "2", "--zetas", "0.5", "2", "--sampler", sampler,
+                                 "--export", str(export)])
+    summary = finetune_mod.finetune(args)
+    card = json.loads(export.with_suffix(".json").read_text())
+    per_epoch = card["training"]["validation"]["per_epoch"]
+    assert [e["epoch"] for e in per_epoch] == [0, 1]
+    for e in per_epoch:
+        assert 0 < e["nrmse_R2"] < 10 and 0 < e["nrmse_R4"] < 10
+        assert e["score"] == pytest.approx((e["nrmse_R2"] + e["nrmse_R4"]) / 2)
+    sweep = card["training"]["zeta_sweep"]
+    assert set(sweep["nrmse"]) == {"2", "4"} and set(sweep["nrmse"]["2"]) == {"0.5", "2"}
+    assert len(card["zeta"]) == 2 and all(z in (0.5, 2.0) for z in card["zeta"].values())
+    assert card["training"]["data"]["num_subjects"] == 3 and card["training"]["data"]["contrasts"] == ["AXFLAIR"]
+    assert card["training"]["best_epoch"] == summary["best_epoch"]
+    load_checkpoint(export.with_suffix(".json"))          # loadable, hash checked
