@@ -137,7 +137,7 @@ def signal_weights(protocol: Protocol, params: dict[str, np.ndarray], lesion_fac
 _ATLAS_FILES = {name: f"mni_icbm152_{name}_tal_nlin_sym_09a_converted.nii.gz" for name in ("t1", "gm", "wm")}
 _Z_CROP = (20, 178)        # atlas z-voxel slab kept (MNI z -52 .. +106 mm); even length so the 2 mm grid aligns
 ATLAS_LICENSE = (
-    "MNI ICBM152 non-linear symmetric 2009a templates (as bundled with nilearn). Copyright (C) 1993-2009 Louis "
+    "MNI ICBM152 non-linear symmetric 2009a templates (as bundled with nilearn). Copyright (C) 1993-2004 Louis "
     "Collins, McConnell Brain Imaging Centre, Montreal Neurological Institute, McGill University. Permission to use, "
     "copy, modify, and distribute this software and its documentation for any purpose and without fee is hereby "
     "granted, provided that the above copyright notice appear in all copies. The authors and McGill University make "
