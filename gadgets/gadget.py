@@ -339,8 +339,10 @@ class DpmGadget:
             errors.append(message)
         return volumes
 
-    def run(self, connection, input_kind: str) -> None:
-        """Handle one Gadgetron connection. ``input_kind``: "recon_data" or "acquisitions"."""
+    def run(self, connection, input_kind: str) -> tuple[int, list[str]]:
+        """Handle one Gadgetron connection. ``input_kind``: "recon_data" or "acquisitions".
+
+        Returns (volumes seen, error messages sent) for the caller's log (the connect-mode server's stream log)."""
         header = connection.header
         errors: list[str] = []
         start = time.perf_counter()
@@ -366,6 +368,7 @@ class DpmGadget:
                  len(errors))
         if errors:
             send_error(connection, "dpm_recon: " + " | ".join(errors))
+        return volumes, errors
 
 
 def _recon_data_buffers(messages: Iterable, header, errors: list) -> Iterator[assembly.KspaceBuffer]:
