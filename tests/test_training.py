@@ -71,6 +71,15 @@ def write_tiny_fastmri(path, contrast: str, patient: str, seed: int, slices: int
         f.attrs["patient_id"] = patient
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: on a shared 2-core machine more threads only add contention."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("corpus")

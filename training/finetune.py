@@ -206,6 +206,7 @@ def finetune(args, evaluate_fn=None) -> dict:
         evaluate_every_steps=args.eval_every * steps_per_epoch,
         card=card,
         resume=args.resume,
+        max_seconds=args.max_minutes * 60 if args.max_minutes else None,
         progress=not args.no_progress,
         options={"command": "dpm-finetune", "init": str(init_card_path), "epochs": args.epochs,
                  "steps_per_epoch": steps_per_epoch},

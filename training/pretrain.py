@@ -46,6 +46,8 @@ def add_training_arguments(parser: argparse.ArgumentParser, lr: float, batch: in
     g.add_argument("--tick", type=int, default=50, help="log every this many steps")
     g.add_argument("--snapshot-ticks", type=int, default=4, help="save the resumable state every this many ticks")
     g.add_argument("--resume", action="store_true", help="continue RUN from its training state")
+    g.add_argument("--max-minutes", type=float, default=None,
+                   help="wall-time budget: stop early at this many minutes (state saved, model exported)")
     g.add_argument("--no-progress", action="store_true")
 
 
@@ -135,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         snapshot_ticks=args.snapshot_ticks,
         card=card,
         resume=args.resume,
+        max_seconds=args.max_minutes * 60 if args.max_minutes else None,
         progress=not args.no_progress,
         options={"command": "dpm-pretrain", "argv": list(sys.argv[1:] if argv is None else argv)},
     )

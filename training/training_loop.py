@@ -177,6 +177,7 @@ def training_loop(
     evaluate_every_steps: int | None = None,     # Evaluate the EMA every this many steps (and at step 0 and the end).
     card: dict | None = None,                    # Model-card fields for the export (training_data, zeta, ...).
     resume: bool = False,                        # Continue from RUN/training-state if present.
+    max_seconds: float | None = None,            # Wall-time budget of this call: stop early (state saved, exported).
     progress: bool = True,                       # tqdm progress bar on rank 0.
     tensorboard: bool = True,                    # Write TensorBoard events.
     options: dict | None = None,                 # JSON-serialisable run options, stored in RUN/training_options.json.
@@ -403,6 +404,20 @@ def training_loop(
                 tick_loss, tick_count, tick_start = 0.0, 0, time.time()
                 if (step // tick_steps) % snapshot_ticks == 0 or step == total_steps:
                     save_state()
+            if max_seconds is not None and step < total_steps:
+                over = time.time() - t_start > max_seconds
+                if world > 1:                                            # every rank stops at the same step
+                    flag = torch.tensor([float(over)], device=device)
+                    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                    over = bool(flag.item())
+                if over:
+                    dist_utils.print0(f"wall-time budget of {max_seconds:.0f} s reached at step {step}: stopping")
+                    total_steps = step
+                    save_state()
+                    if evaluate is not None and step not in evaluated_steps:
+                        run_evaluation()
+                        evaluated_steps.add(step)
+                        save_state()
             if step >= total_steps:
                 break
     if step == 0 and total_steps == 0:
