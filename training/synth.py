@@ -89,8 +89,18 @@ class SyntheticSubject:
         return remove_readout_oversampling(self.kspace, self.image.shape[-1])
 
     def reconstruction_rss(self) -> torch.Tensor:
-        """RSS of the recon-FOV k-space, project orientation: [S, H, W] float32 (the file stores its transpose)."""
-        return rss(ifft2c(self.recon_kspace()))
+        """RSS of the recon-FOV k-space, project orientation: [S, H, W] float32 (the file stores its transpose).
+
+        Computed once from the oversampled coil images cropped to the recon FOV (equal, to float rounding, to
+        ``rss(ifft2c(self.recon_kspace()))``) and cached.
+        """
+        cached = getattr(self, "_rss", None)
+        if cached is None or cached.shape[0] != self.kspace.shape[0]:
+            W = self.image.shape[-1]
+            start = self.kspace.shape[-1] // 2 - W // 2
+            cached = rss(ifft2c(self.kspace)[..., start:start + W]).float()
+            self._rss = cached
+        return cached
 
 
 def subject_seed(base_seed: int, index: int, contrast: str | None = None) -> int:
@@ -168,7 +178,7 @@ def _bandlimit(x: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
 def generate_subject(seed: int, contrast: str = "AXFLAIR", matrix: int = 128, coils: int = 8, slices: int = 8, *,
                      fov_mm: float = 240.0, slice_thickness_mm: float = 5.0, slice_gap_mm: float = 1.0,
                      snr: float | tuple[float, float] = (25.0, 60.0), lesion_fraction: float = 0.5,
-                     lesion: bool | None = None, supersample: int = 2, subslices: int = 2,
+                     lesion: bool | None = None, supersample: int | None = None, subslices: int = 2,
                      threads: int | None = 1) -> SyntheticSubject:
     """Simulate one fully sampled multi-coil volume in memory.
 
@@ -185,7 +195,8 @@ def generate_subject(seed: int, contrast: str = "AXFLAIR", matrix: int = 128, co
         lesion_fraction: probability that the subject has 1-3 stroke-like lesions.
         lesion: force lesions on (True) or off (False) regardless of ``lesion_fraction``.
         supersample: in-plane supersampling of the anatomy before band-limiting to the matrix (Gibbs ringing as on
-            a scanner); 1 disables it.
+            a scanner); 1 disables it. None: 2 for pixels of 1.2 mm or more, else 1 (finer than the 1 mm atlas
+            gains nothing).
         subslices: samples across the slice thickness averaged for through-plane partial volume.
         threads: torch intra-op threads while generating (restored afterwards); 1 is fastest on a shared CPU
             (OpenMP oversubscription costs 10x there); None keeps the current setting.
@@ -204,6 +215,8 @@ def generate_subject(seed: int, contrast: str = "AXFLAIR", matrix: int = 128, co
         raise ValueError(f"lesion_fraction must be within [0, 1]; got {lesion_fraction}")
     if not (isinstance(seed, (int, np.integer)) and 0 <= seed < 2 ** 63):
         raise ValueError(f"seed must be an int in [0, 2**63); got {seed!r}")
+    if supersample is None:
+        supersample = 2 if fov_mm / matrix >= 1.2 else 1
     if int(supersample) < 1 or int(subslices) < 1:
         raise ValueError(f"supersample and subslices must be >= 1; got {supersample}, {subslices}")
     if threads is None:
