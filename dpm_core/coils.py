@@ -365,8 +365,17 @@ def _refine_eigen(A: torch.Tensor, X: torch.Tensor, iters: int):
     B = X.conj().transpose(-1, -2) @ A @ X                                       # [P, M, M]
     if X.shape[-1] == 1:
         return B[..., 0].real, X
-    e, R = torch.linalg.eigh(0.5 * (B + B.conj().transpose(-1, -2)))             # ascending
-    return e.flip(-1), X @ R.flip(-1)
+    # Closed-form 2 x 2 Hermitian eigen decomposition (a batched LAPACK call per 2 x 2 matrix is slow on the CPU).
+    a, d, b = B[..., 0, 0].real, B[..., 1, 1].real, 0.5 * (B[..., 0, 1] + B[..., 1, 0].conj())
+    half, radius = 0.5 * (a + d), torch.sqrt((0.5 * (a - d)) ** 2 + b.abs() ** 2)
+    big = torch.stack([b, (half + radius - a).to(b.dtype)], -1)                 # eigenvector of half + radius
+    fallback = torch.where((a >= d)[..., None], torch.tensor([1, 0], dtype=b.dtype, device=b.device),
+                           torch.tensor([0, 1], dtype=b.dtype, device=b.device))
+    norm = torch.linalg.vector_norm(big, dim=-1, keepdim=True)
+    v1 = torch.where(norm > 1e-12 * (radius[..., None] + 1e-30), big / norm.clamp_min(1e-30), fallback)
+    v2 = torch.stack([-v1[..., 1].conj(), v1[..., 0].conj()], -1)
+    R = torch.stack([v1, v2], -1)                                                # [P, 2, 2], columns
+    return torch.stack([half + radius, half - radius], -1), X @ R
 
 
 def espirit_fast(kspace, mask=None, num_acs: int | None = None, kernel_width: int = 6, threshold: float = 0.02,
