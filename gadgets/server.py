@@ -353,17 +353,15 @@ class DpmServer:
                              "configure this reconstruction")
         return element_properties(external)
 
-    def stream_config(self, connection: ServerConnection) -> tuple[GadgetConfig, str]:
-        """The stream's effective configuration (defaults, then its own properties) and a description for the log."""
+    def stream_properties(self, connection: ServerConnection) -> tuple[dict, str]:
+        """The stream's properties (its own over the defaults) and a description for the log."""
         if connection.config_name is not None:
             properties = self.named_properties(connection.config_name)
             where = f"CONFIG_FILE {connection.config_name!r}"
         else:
             properties = element_properties(connection.config)
             where = "CONFIG"
-        merged = {**self.defaults, **properties}
-        description = f"{where} {json.dumps(properties, sort_keys=True)}"
-        return parse_config(merged), description
+        return {**self.defaults, **properties}, f"{where} {json.dumps(properties, sort_keys=True)}"
 
     def gadget_for(self, config: GadgetConfig) -> DpmGadget:
         """The cached gadget for ``config``; a new config with known reconstruction settings shares that model."""
@@ -466,6 +464,12 @@ class DpmServer:
                 current.connection.socket.abort(
                     f"dpm-server is shutting down: the stream was aborted after {elapsed:.1f} s of reconstruction "
                     f"(grace {self.grace:g} s); images sent so far are complete, the rest is missing")
+                self._worker.join(1.0)
+                if self._worker.is_alive():              # still reading: end its input so it stops
+                    try:
+                        current.connection.socket.sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
             self._worker.join(3.0)
         if self._worker.is_alive():
             log.error("the worker is still inside a reconstruction; exiting without waiting for it")
@@ -542,8 +546,10 @@ class DpmServer:
         volumes, errors, kind, description = 0, [], "?", "?"
         try:
             try:
-                config, description = self.stream_config(connection)
-                gadget = self.gadget_for(config)
+                if connection.config_name is not None:
+                    description = f"CONFIG_FILE {connection.config_name!r}"
+                properties, description = self.stream_properties(connection)
+                gadget = self.gadget_for(parse_config(properties))
                 assembly.encoding_info(connection.header)
             except (ValueError, ImportError, OSError, KeyError, RuntimeError) as exc:
                 message = f"dpm_recon: cannot start: {type(exc).__name__}: {exc}"

@@ -1,0 +1,311 @@
+"""dpm-server (connect mode) end to end: a real server subprocess on a loopback port, streams through the wire protocol.
+
+Every stream through the server must give what the spawned gadget gives (execute mode, tests/harness.GadgetronSide):
+same pixels, same image headers, same meta (except the measured seconds). The server is also checked for queueing,
+ERROR answers (bad property, unknown CONFIG_FILE name, malformed HEADER, busy, shutdown) and a clean SIGTERM.
+Every socket read has a deadline and every process wait a timeout; the servers are killed if a test fails.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gadgets import wire
+from gadgets.mrd_io import make_raw_acquisitions
+from tests.harness import GadgetronSide, bucket_to_buffer, config_xml, correlated_noise, header_bytes, \
+    oversampled_phantom
+
+REPO = Path(__file__).resolve().parents[1]
+TIMEOUT = 150.0
+H = W = 64
+C, S = 4, 2
+CONFIG = {"method": "sense"}
+ENV = {"OMP_NUM_THREADS": "2"}          # the spawned gadget's setting (tests/harness.py): same arithmetic
+
+
+class ServerProcess:
+    """``dpm-server --port 0 ARGS`` as a subprocess; its log is collected; :attr:`port` read from the log."""
+
+    def __init__(self, *args: str, startup_timeout: float = 120.0):
+        script = Path(sys.executable).with_name("dpm-server")
+        command = [str(script)] if script.exists() else [sys.executable, "-m", "gadgets.server"]
+        env = dict(os.environ, **ENV)
+        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+        self.proc = subprocess.Popen(command + ["--port", "0", *args], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True, env=env, cwd=str(REPO))
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read_log, daemon=True)
+        self._reader.start()
+        match = self.wait_for_log(r"listening on [\d.]+:(\d+)", startup_timeout)
+        self.port = int(match.group(1))
+
+    def _read_log(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    @property
+    def log(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for_log(self, pattern: str, timeout: float = 60.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = re.search(pattern, self.log)
+            if match:
+                return match
+            if self.proc.poll() is not None:
+                self._reader.join(5)
+                raise AssertionError(f"dpm-server exited (rc {self.proc.returncode}) before {pattern!r}:\n{self.log}")
+            time.sleep(0.05)
+        raise AssertionError(f"{pattern!r} not in the dpm-server log within {timeout} s:\n{self.log[-4000:]}")
+
+    def client(self, header_xml: str, items, **kwargs) -> wire.StreamResult:
+        return wire.run_client("127.0.0.1", self.port, header_xml, items, timeout=TIMEOUT, **kwargs)
+
+    def terminate(self, timeout: float = 20.0) -> tuple[int, float]:
+        """SIGTERM; returns (exit code, seconds to exit)."""
+        start = time.monotonic()
+        self.proc.send_signal(signal.SIGTERM)
+        returncode = self.proc.wait(timeout)
+        elapsed = time.monotonic() - start
+        self._reader.join(5)
+        return returncode, elapsed
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def port_is_closed(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def assert_same_images(got: list, expected: list, log: str = "") -> None:
+    """Same pixels (bit for bit), same ImageHeader bytes, same meta apart from measured seconds (whose text length
+    is the one header field allowed to differ: attribute_string_len)."""
+    assert len(got) == len(expected), log[-3000:]
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a.data, b.data)
+        head_a, head_b = a.getHead(), b.getHead()
+        head_a.attribute_string_len = head_b.attribute_string_len = 0
+        assert header_bytes(head_a) == header_bytes(head_b)
+        meta_a = {k: a.meta[k] for k in a.meta.keys() if "Seconds" not in k}
+        meta_b = {k: b.meta[k] for k in b.meta.keys() if "Seconds" not in k}
+        assert meta_a == meta_b
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Fixtures
+
+@pytest.fixture(scope="module")
+def scan():
+    """Two-slice phantom, 4 coils, nominal R=3 + 16 ACS, noise scan: (header_xml, acquisitions, ReconData messages)."""
+    kos, _ = oversampled_phantom(H, W, C, S, seed=21)
+    noise, mixing = correlated_noise(C, 512, 2e-3, seed=22)
+    mask = np.zeros(H, dtype=bool)
+    mask[H // 2 % 3::3] = True
+    raw = make_raw_acquisitions(kos.astype(np.complex64), mask, num_acs=16, noise=noise)
+    messages = bucket_to_buffer(copy.deepcopy(raw.acquisitions), raw.header)
+    return raw.header_xml, raw.acquisitions, messages
+
+
+@pytest.fixture(scope="module")
+def spawned(scan):
+    """The reference: the same streams through the spawned gadget (execute mode)."""
+    header_xml, acquisitions, messages = scan
+    out = {}
+    for kind, target, items in (("acquisitions", "dpm_recon_acquisitions", acquisitions),
+                                ("recon_data", "dpm_recon", messages)):
+        result = GadgetronSide(target=target, timeout=TIMEOUT, env=ENV).run(header_xml, copy.deepcopy(items),
+                                                                            config=config_xml(CONFIG))
+        assert result.closed and result.returncode == 0 and result.errors == [], result.log[-3000:]
+        assert len(result.images) == S
+        out[kind] = result
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The shared server; its --config-dir holds the shipped configurations and a test one (flair_test.xml)."""
+    config_dir = tmp_path_factory.mktemp("configs")
+    for path in (REPO / "configs_xml").glob("*.xml"):
+        (config_dir / path.name).write_text(path.read_text())
+    (config_dir / "flair_test.xml").write_text(
+        "<configuration><stream><external><connect port='1' address='localhost'/><configuration>"
+        "<property name='series_index' value='7'/><property name='steps' value='zero'/>"
+        "</configuration></external></stream></configuration>")
+    process = ServerProcess("--set", "method=sense", "--max-queue", "4", "--config-dir", str(config_dir))
+    yield process
+    process.kill()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Streams
+
+def test_sequential_streams_match_the_spawned_gadget(server, scan, spawned):
+    header_xml, acquisitions, messages = scan
+    runs = [("acquisitions", server.client(header_xml, copy.deepcopy(acquisitions), config=CONFIG)),
+            ("recon_data", server.client(header_xml, copy.deepcopy(messages), config=CONFIG)),
+            # CONFIG_FILE (client protocol): "dpm_recon" names the server's defaults (--set method=sense)
+            ("acquisitions", server.client(header_xml, copy.deepcopy(acquisitions), config_name="dpm_recon"))]
+    for kind, result in runs:
+        assert result.closed and result.errors == [], server.log[-3000:]
+        assert_same_images(result.images, spawned[kind].images, server.log)
+        print(f"{kind}: server {result.elapsed:.2f} s, spawned {spawned[kind].elapsed:.2f} s")
+    deadline = time.monotonic() + 10
+    while server.log.count(" done: ") < 3 and time.monotonic() < deadline:   # logged just after the CLOSE
+        time.sleep(0.05)
+    log = server.log
+    assert "recon_data input, 2 volume(s), 2 image(s)" in log         # split_slices: one volume per ReconData
+    assert "acquisitions input, 1 volume(s), 2 image(s)" in log
+    assert "CONFIG_FILE 'dpm_recon'" in log
+    assert log.count("built reconstructor") == 1                        # the model/reconstructor is built once
+
+
+def test_concurrent_streams_are_queued_on_one_worker(server, scan, spawned):
+    header_xml, acquisitions, _ = scan
+    results: dict = {}
+
+    def run(name):
+        results[name] = server.client(header_xml, copy.deepcopy(acquisitions), config={**CONFIG, "seed": 0})
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT + 10)
+    assert set(results) == {"a", "b"}
+    for result in results.values():
+        assert result.closed and result.errors == []
+        assert_same_images(result.images, spawned["acquisitions"].images, server.log)
+    log = server.log
+    assert "queue position 1 (1 stream(s) ahead)" in log, log[-3000:]
+    numbers = [int(n) for n in re.findall(r"stream (\d+) from \S+: CONFIG \{\"method\": \"sense\", \"seed\": \"0\"\}",
+                                          log)]
+    assert len(numbers) == 2
+    done = [server.wait_for_log(rf"stream {n} from \S+ done: .*?, ([\d.]+) s \(\+ ([\d.]+) s queued\)", 10)
+            for n in numbers]                          # (the log line follows the CLOSE the client saw)
+    service = [float(match.group(1)) for match in done]
+    queued = [float(match.group(2)) for match in done]
+    # one worker: the second stream waited for (most of) the first one's service time
+    assert max(queued) > 0.5 * min(service), (queued, service)
+
+
+def test_errors_are_answered_and_the_server_keeps_serving(server, scan, spawned):
+    header_xml, acquisitions, messages = scan
+    bad = server.client(header_xml, copy.deepcopy(acquisitions), config={"method": "sense", "steps": "zero"})
+    assert bad.closed and bad.images == []
+    assert len(bad.errors) == 1 and "cannot start" in bad.errors[0] and "'steps'" in bad.errors[0]
+
+    unknown = server.client(header_xml, copy.deepcopy(acquisitions[:5]), config_name="no_such_config")
+    assert unknown.closed and unknown.images == []
+    assert len(unknown.errors) == 1 and "unknown configuration 'no_such_config'" in unknown.errors[0]
+    assert "dpm_recon" in unknown.errors[0] and "dpm_recon_acquisitions" in unknown.errors[0]
+
+    garbage = server.client("<ismrmrdHeader>not a header", [], config=CONFIG)
+    assert garbage.closed and garbage.images == []
+    assert len(garbage.errors) == 1 and "HEADER is not a valid ISMRMRD XML header" in garbage.errors[0]
+
+    good = server.client(header_xml, copy.deepcopy(messages), config=CONFIG)
+    assert good.closed and good.errors == []
+    assert_same_images(good.images, spawned["recon_data"].images, server.log)
+
+
+def test_busy_refusal_and_shutdown_abort_the_waiting_streams(scan):
+    """--max-queue 1: one stream running (held open: no CLOSE), one waiting, a third refused as busy; then SIGTERM:
+    the running one is aborted after --grace with ERROR + CLOSE, the waiting one is refused, exit 0, port closed."""
+    header_xml, acquisitions, _ = scan
+    process = ServerProcess("--set", "method=sense", "--input", "acquisitions", "--max-queue", "1", "--grace", "1")
+    replies: dict = {}
+    sockets = []
+
+    def held(name):
+        conn = socket.create_connection(("127.0.0.1", process.port), timeout=30)
+        sockets.append(conn)
+        replies[name] = wire.exchange(conn, header_xml, copy.deepcopy(acquisitions[:20]), config=config_xml(CONFIG),
+                                      deadline=time.monotonic() + 60, send_close=False)
+        conn.close()                                   # as Gadgetron does after CLOSE/ERROR
+
+    try:
+        running = threading.Thread(target=held, args=("running",))
+        running.start()
+        process.wait_for_log(r"stream 1: reconstructing \(acquisitions input")
+        waiting = threading.Thread(target=held, args=("waiting",))
+        waiting.start()
+        process.wait_for_log(r"stream 2 from \S+: CONFIG .*queue position 1")
+        busy = process.client(header_xml, copy.deepcopy(acquisitions[:5]), config=CONFIG)
+        assert busy.closed and busy.images == []
+        assert len(busy.errors) == 1 and "busy" in busy.errors[0] and "--max-queue 1" in busy.errors[0]
+
+        returncode, seconds = process.terminate(timeout=20)
+        running.join(30)
+        waiting.join(30)
+    finally:
+        for conn in sockets:
+            conn.close()
+        process.kill()
+    assert returncode == 0, process.log[-3000:]
+    assert seconds < 10, seconds
+    assert port_is_closed(process.port)
+    images, errors, _, _, closed, _ = replies["running"]
+    assert closed and images == [] and len(errors) == 1 and "aborted" in errors[0] and "shutting down" in errors[0]
+    images, errors, _, _, closed, _ = replies["waiting"]
+    assert closed and images == [] and len(errors) == 1 and "waited in the queue" in errors[0]
+    assert "stopped after" in process.log
+
+
+def test_cli_refuses_a_bad_default_property():
+    """A bad --set shows at start: exit 2 with the property named, nothing listens."""
+    result = subprocess.run([sys.executable, "-m", "gadgets.server", "--port", "0", "--set", "num_maps=3"],
+                            capture_output=True, text=True, timeout=120, cwd=str(REPO),
+                            env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert result.returncode == 2
+    assert "'num_maps'" in result.stderr and "listening" not in result.stderr
+
+
+def test_config_file_name_selects_a_server_side_configuration(server, scan):
+    """CONFIG_FILE NAME -> the <external><configuration> properties of NAME.xml in --config-dir, over the defaults."""
+    header_xml, acquisitions, _ = scan
+    result = server.client(header_xml, copy.deepcopy(acquisitions[:5]), config_name="flair_test.xml")
+    assert result.closed and len(result.errors) == 1 and "'steps'" in result.errors[0]   # the file's properties
+    assert "CONFIG_FILE 'flair_test.xml' {\"series_index\": \"7\", \"steps\": \"zero\"}" in server.log
+    outside = server.client(header_xml, [], config_name="../etc/passwd")
+    assert outside.closed and len(outside.errors) == 1 and "plain configuration name" in outside.errors[0]
+    assert "flair_test" in outside.errors[0]
+
+
+def test_text_message_after_the_header_is_read(server, scan):
+    """FIRE clients may send TEXT (id 5, JSON parameters) after the header: read and logged, not a protocol failure.
+    (TEXT then CLOSE is an empty stream: ERROR "no k-space", as the spawned gadget answers an empty stream.)"""
+    header_xml, _, _ = scan
+    text = b'{"parameters": {"config": "dpm_recon"}}'
+    result = server.client(header_xml, [struct.pack("<HI", 5, len(text)) + text], config=CONFIG)
+    assert result.closed and result.images == []
+    assert len(result.errors) == 1 and "no k-space received" in result.errors[0]
+    assert "TEXT from the client (not used): {\"parameters\"" in server.log
+
+
+def test_sigterm_stops_the_server_cleanly(server):
+    """Last test of the module (after every test using it): the shared server exits 0 within seconds of SIGTERM and its port is closed."""
+    returncode, seconds = server.terminate(timeout=20)
+    assert returncode == 0, server.log[-3000:]
+    assert seconds < 5, seconds
+    assert port_is_closed(server.port)
+    assert "received SIGTERM" in server.log and "stopped after" in server.log
