@@ -69,9 +69,13 @@ def describe_corpus(index: dict, slices: Sequence) -> dict:
             "target": "MVUE / normalization_scale(fully sampled k-space)"}
 
 
-def prepare_dataset(args, run_dir: Path, index_name: str = "index.json") -> tuple[CachedSlices, dict]:
-    """Rank 0 builds (or reuses) the target cache, the others wait; every rank opens the dataset."""
+def prepare_dataset(args, run_dir: Path, index_name: str | None = None) -> tuple[CachedSlices, dict]:
+    """Rank 0 builds (or reuses) the target cache, the others wait; every rank opens the dataset.
+
+    The selection's index is ``CACHE/index-<run name>.json`` so runs can share one cache directory (and its shards).
+    """
     cache_dir = Path(args.cache) if args.cache else run_dir / "cache"
+    index_name = index_name or f"index-{run_dir.resolve().name}.json"
     if dist_utils.get_rank() == 0:
         cache_from_args(args, cache_dir, index_name=index_name)
     dist_utils.barrier()
