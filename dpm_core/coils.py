@@ -368,11 +368,13 @@ def _refine_eigen(A: torch.Tensor, X: torch.Tensor, iters: int):
     # Closed-form 2 x 2 Hermitian eigen decomposition (a batched LAPACK call per 2 x 2 matrix is slow on the CPU).
     a, d, b = B[..., 0, 0].real, B[..., 1, 1].real, 0.5 * (B[..., 0, 1] + B[..., 1, 0].conj())
     half, radius = 0.5 * (a + d), torch.sqrt((0.5 * (a - d)) ** 2 + b.abs() ** 2)
-    big = torch.stack([b, (half + radius - a).to(b.dtype)], -1)                 # eigenvector of half + radius
-    fallback = torch.where((a >= d)[..., None], torch.tensor([1, 0], dtype=b.dtype, device=b.device),
-                           torch.tensor([0, 1], dtype=b.dtype, device=b.device))
-    norm = torch.linalg.vector_norm(big, dim=-1, keepdim=True)
-    v1 = torch.where(norm > 1e-12 * (radius[..., None] + 1e-30), big / norm.clamp_min(1e-30), fallback)
+    # Eigenvector of half + radius: [lam - d, conj(b)] if a >= d else [b, lam - a] (no cancellation either way).
+    lam = half + radius
+    big = torch.where((a >= d)[..., None], torch.stack([(lam - d).to(b.dtype), b.conj()], -1),
+                      torch.stack([b, (lam - a).to(b.dtype)], -1))
+    v1 = big / torch.linalg.vector_norm(big, dim=-1, keepdim=True).clamp_min(1e-30)
+    v1 = torch.where(torch.linalg.vector_norm(big, dim=-1, keepdim=True) > 0, v1, torch.ones_like(v1) * torch.tensor(
+        [1, 0], dtype=b.dtype, device=b.device))
     v2 = torch.stack([-v1[..., 1].conj(), v1[..., 0].conj()], -1)
     R = torch.stack([v1, v2], -1)                                                # [P, 2, 2], columns
     return torch.stack([half + radius, half - radius], -1), X @ R

@@ -254,3 +254,16 @@ def test_coil_compress_keeps_energy_of_low_rank_data():
     assert 0.3 < float(comp1.norm() / k8.norm()) < 1
     with pytest.raises(ValueError, match="num_virtual"):
         coils.coil_compress(k8, 9)
+
+
+def test_refine_eigen_two_maps_matches_eigh_including_diagonal_cases():
+    g = torch.Generator().manual_seed(4)
+    A = torch.randn(200, 2, 2, dtype=torch.complex64, generator=g)
+    A = A @ A.conj().transpose(1, 2)
+    A[:2] = torch.diag_embed(torch.tensor([[2.0, 1.0], [1.0, 2.0]])).to(A.dtype)    # already diagonal, both orders
+    X = torch.eye(2, dtype=torch.complex64).expand(200, 2, 2).clone()
+    e, v = coils._refine_eigen(A, X, iters=0)                                       # pure Rayleigh-Ritz on A itself
+    e_ref = torch.linalg.eigvalsh(A).flip(-1)
+    assert torch.allclose(e, e_ref, atol=1e-4)
+    assert float((A @ v - v * e[:, None, :]).abs().max()) < 1e-4
+    assert torch.allclose(v.conj().transpose(1, 2) @ v, torch.eye(2, dtype=v.dtype).expand(200, 2, 2), atol=1e-5)
