@@ -1,0 +1,166 @@
+"""Issue acceptance for dpm-replay: one recorded file, three transports, the same images and complete outputs.
+
+Two inputs: a Debian ismrmrd-tools Shepp-Logan dataset (converted with gadgets.mrd_io.convert_ismrmrd_tools_file) and
+a small fully sampled synthetic FLAIR volume (training.synth), the latter undersampled retrospectively so that
+NRMSE/SSIM are scored. Each goes through ``gadgets.replay.replay`` in mode "gadget" (spawned as Gadgetron does: the
+reference), "local" (in this process) and "client" (against a dpm-server subprocess; for the ismrmrd-tools dataset
+through the ``dpm-replay`` command line). method=sense throughout, so no model is needed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import ismrmrd
+import numpy as np
+import pytest
+
+from gadgets import replay
+from gadgets.mrd_io import convert_ismrmrd_tools_file, make_raw_acquisitions, write_mrd_raw
+from tests.test_server import ServerProcess
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = {"method": "sense"}
+TIMEOUT = 150.0
+RETROSPECTIVE_R = 4.0
+
+
+@pytest.fixture(scope="module")
+def server():
+    process = ServerProcess("--set", "method=sense")
+    yield process
+    process.kill()
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """{"shepp_logan": converted ismrmrd-tools file or None, "flair": fully sampled synthetic FLAIR file}."""
+    from training.synth import generate_subject
+
+    folder = tmp_path_factory.mktemp("replay_inputs")
+    files = {"shepp_logan": None}
+    if shutil.which("ismrmrd_generate_cartesian_shepp_logan"):
+        src = folder / "shepp_logan_tools.h5"
+        subprocess.run(["ismrmrd_generate_cartesian_shepp_logan", "-o", str(src), "-m", "64", "-c", "4", "-r", "1",
+                        "-a", "2", "-w", "16", "-C"], check=True, capture_output=True, timeout=60)
+        files["shepp_logan"] = folder / "shepp_logan.h5"
+        convert_ismrmrd_tools_file(str(src), str(files["shepp_logan"]))
+    subject = generate_subject(5, contrast="AXFLAIR", matrix=64, coils=4, slices=2)
+    full = make_raw_acquisitions(subject.kspace.numpy(), np.ones(64, dtype=bool), num_acs=0)
+    files["flair"] = folder / "flair_full.h5"
+    write_mrd_raw(str(files["flair"]), full)
+    return files
+
+
+def read_output_images(out: Path) -> dict[int, np.ndarray]:
+    """images.h5 (read back with ismrmrd) -> {series: [N, H, W] pixels in image_index order}."""
+    dataset = ismrmrd.Dataset(str(out / "images.h5"), "dataset", create_if_needed=False)
+    try:
+        series = {}
+        for group in dataset.list():
+            if not group.startswith("image_"):
+                continue
+            members = [dataset.read_image(group, i) for i in range(dataset.number_of_images(group))]
+            members.sort(key=lambda im: im.image_index)
+            assert all(im.image_series_index == int(group[len("image_"):]) for im in members)
+            series[int(group[len("image_"):])] = np.stack([replay.image_array(im) for im in members])
+        return series
+    finally:
+        dataset.close()
+
+
+def check_outputs(out: Path, summary: dict, mode: str) -> dict[int, np.ndarray]:
+    """Everything a replay promises is there and consistent with the summary; returns the images by series."""
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk["num_images"] == summary["num_images"] > 0 and on_disk["mode"] == mode
+    assert on_disk["errors"] == []
+    images = read_output_images(out)
+    assert sum(len(v) for v in images.values()) == summary["num_images"]
+    assert {str(k): len(v) for k, v in images.items()} == summary["series"]
+    assert len(list((out / "dicom").rglob("*.dcm"))) == summary["num_images"] == summary["num_dicom_files"]
+    pngs = sorted(p.name for p in (out / "png").glob("*.png"))
+    for series, planes in images.items():
+        assert f"series{series:03d}_contact_sheet.png" in pngs
+        assert sum(name.startswith(f"series{series:03d}_image") for name in pngs) == len(planes)
+    assert len(pngs) == summary["num_png_files"]
+    timings = on_disk["timings_s"]
+    assert {"read", "output"} <= set(timings)
+    assert ({"model_load", "assembly", "reconstruction"} if mode == "local" else {"wire_total"}) <= set(timings)
+    assert all(v >= 0 for v in timings.values())
+    return images
+
+
+def assert_same_pixels(got: dict, expected: dict) -> None:
+    assert got.keys() == expected.keys()
+    for series in expected:
+        scale = np.abs(expected[series]).max()
+        np.testing.assert_allclose(got[series], expected[series], rtol=0, atol=1e-4 * scale)
+
+
+def test_ismrmrd_tools_dataset_in_three_modes(inputs, server, tmp_path):
+    if inputs["shepp_logan"] is None:
+        pytest.skip("Debian ismrmrd-tools not installed")
+    path = str(inputs["shepp_logan"])
+    results = {}
+    for mode in ("gadget", "local"):
+        out = tmp_path / mode
+        summary = replay.replay(path, str(out), mode=mode, config=CONFIG, timeout=TIMEOUT)
+        results[mode] = check_outputs(out, summary, mode)
+    # client mode through the command line, against the running dpm-server
+    out = tmp_path / "client"
+    script = Path(sys.executable).with_name("dpm-replay")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "gadgets.replay"]
+    cli = subprocess.run(command + [path, "--out", str(out), "--mode", "client", "--port", str(server.port),
+                                    "--set", "method=sense", "--timeout", str(TIMEOUT)],
+                         capture_output=True, text=True, timeout=TIMEOUT + 60, cwd=str(REPO),
+                         env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    printed = json.loads(cli.stdout[:cli.stdout.index("\n}") + 2])
+    summary = json.loads((out / "summary.json").read_text())
+    assert printed["num_images"] == summary["num_images"] and summary["config"] == CONFIG
+    results["client"] = check_outputs(out, summary, "client")
+    assert_same_pixels(results["local"], results["gadget"])
+    assert_same_pixels(results["client"], results["gadget"])
+
+
+def test_synthetic_flair_retrospective_in_three_modes(inputs, server, tmp_path):
+    """Fully sampled FLAIR, undersampled at R=4 (equispaced + 24 ACS): same images and scores in every mode."""
+    path = str(inputs["flair"])
+    results, scores = {}, {}
+    for mode in ("gadget", "local", "client"):
+        out = tmp_path / mode
+        summary = replay.replay(path, str(out), mode=mode, config=CONFIG, retrospective=RETROSPECTIVE_R,
+                                port=server.port if mode == "client" else None, timeout=TIMEOUT)
+        results[mode] = check_outputs(out, summary, mode)
+        assert summary["retrospective_acceleration"] == RETROSPECTIVE_R
+        assert summary["methods"] == ["sense"]
+        assert "metrics" in json.loads((out / "summary.json").read_text())["timings_s"]
+        scores[mode] = summary["metrics_vs_reference"]["repetition_0"]
+        assert scores[mode]["slices"] == 2
+    assert_same_pixels(results["local"], results["gadget"])
+    assert_same_pixels(results["client"], results["gadget"])
+    for mode in ("local", "client"):
+        for name in ("nrmse", "psnr", "ssim"):
+            assert scores[mode][name] == pytest.approx(scores["gadget"][name], rel=1e-4)
+    # SENSE at R=4 on 4 coils: clearly better than nothing, clearly not perfect (the scores measure something)
+    assert 0.01 < scores["gadget"]["nrmse"] < 0.3
+    assert 0.6 < scores["gadget"]["ssim"] < 0.9999
+
+
+def test_replay_refuses_client_mode_without_a_port(inputs, tmp_path):
+    with pytest.raises(ValueError, match="--port"):
+        replay.replay(str(inputs["flair"]), str(tmp_path), mode="client", config=CONFIG)
+
+
+def test_client_mode_names_an_unreachable_server(inputs, tmp_path):
+    import socket
+
+    with socket.socket() as probe:                      # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(ConnectionError, match=f"127.0.0.1:{port}.*dpm-server"):
+        replay.replay(str(inputs["flair"]), str(tmp_path), mode="client", config=CONFIG, port=port, timeout=10)
