@@ -212,10 +212,7 @@ class Reconstructor:
             if m.ndim != 5 or m.shape[0] != S or m.shape[2:] != (C, H, W):
                 raise ValueError(f"maps must be [S={S}, M, C={C}, H={H}, W={W}]; got {tuple(m.shape)}")
             return m
-        from .coils import estimate_coil_maps, second_map_energy
-        if self.num_maps == "auto":
-            maps2 = estimate_coil_maps(kn, mask_1d, method=self.coil_method, num_maps=2, **self.coil_options)
-            return maps2 if float(second_map_energy(maps2).max()) > SECOND_MAP_ENERGY_THRESHOLD else maps2[:, :1]
+        from .coils import estimate_coil_maps
         return estimate_coil_maps(kn, mask_1d, method=self.coil_method, num_maps=self.num_maps, **self.coil_options)
 
     def _sample(self, kn, mask_1d, maps_t, acceleration):
@@ -248,5 +245,3 @@ class Reconstructor:
         info.update(sampler_info or {})
         return images, std_img, info
 
-
-SECOND_MAP_ENERGY_THRESHOLD = 0.1   # fraction of first-map energy above which the second ESPIRiT map is used
