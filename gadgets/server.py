@@ -485,6 +485,12 @@ class DpmServer:
             log.error("stream %d from %s: refused: %s", number, peer, exc)
             _refuse(sock, f"dpm-server: {exc}")
             return
+        except Exception as exc:               # a bug: answer and log it rather than leave the peer hanging
+            log.exception("stream %d from %s: handshake failed", number, peer)
+            _refuse(sock, f"dpm-server: internal error during the handshake: {type(exc).__name__}: {exc}")
+            return
+        config = (f"CONFIG_FILE {connection.config_name!r}" if connection.config_name is not None
+                  else f"CONFIG {json.dumps(element_properties_or_text(connection), sort_keys=True)}")
         stream = _Stream(number, peer, connection, time.monotonic())
         with self._lock:
             refusal = None
@@ -495,16 +501,13 @@ class DpmServer:
                            f"(--max-queue {self.max_queue}); send the stream again later")
             else:
                 ahead = len(self._waiting) + (self._current is not None)
+                log.info("stream %d from %s: %s, queue position %d (%s)", number, peer, config, ahead,
+                         "served now" if ahead == 0 else f"{ahead} stream(s) ahead")
                 self._waiting.append(stream)
                 self._wakeup.notify()
         if refusal:
-            log.error("stream %d from %s: refused: %s", number, peer, refusal)
+            log.error("stream %d from %s (%s): refused: %s", number, peer, config, refusal)
             _refuse(sock, refusal)
-            return
-        config = (f"CONFIG_FILE {connection.config_name!r}" if connection.config_name is not None
-                  else f"CONFIG {json.dumps(element_properties_or_text(connection), sort_keys=True)}")
-        log.info("stream %d from %s: %s, queue position %d (%s)", number, peer, config, ahead,
-                 "served now" if ahead == 0 else f"{ahead} stream(s) ahead")
 
     def _work(self) -> None:
         while True:

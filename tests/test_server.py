@@ -285,7 +285,8 @@ def test_config_file_name_selects_a_server_side_configuration(server, scan):
     header_xml, acquisitions, _ = scan
     result = server.client(header_xml, copy.deepcopy(acquisitions[:5]), config_name="flair_test.xml")
     assert result.closed and len(result.errors) == 1 and "'steps'" in result.errors[0]   # the file's properties
-    assert "CONFIG_FILE 'flair_test.xml' {\"series_index\": \"7\", \"steps\": \"zero\"}" in server.log
+    server.wait_for_log(re.escape("CONFIG_FILE 'flair_test.xml' {\"series_index\": \"7\", \"steps\": \"zero\"}"),
+                        10)                            # logged just after the CLOSE the client saw
     outside = server.client(header_xml, [], config_name="../etc/passwd")
     assert outside.closed and len(outside.errors) == 1 and "plain configuration name" in outside.errors[0]
     assert "flair_test" in outside.errors[0]
@@ -303,7 +304,8 @@ def test_text_message_after_the_header_is_read(server, scan):
 
 
 def test_sigterm_stops_the_server_cleanly(server):
-    """Last test of the module (after every test using it): the shared server exits 0 within seconds of SIGTERM and its port is closed."""
+    """Last test of the module (after every test using it): the shared server exits 0 within seconds of SIGTERM and
+    its port is closed."""
     returncode, seconds = server.terminate(timeout=20)
     assert returncode == 0, server.log[-3000:]
     assert seconds < 5, seconds
