@@ -123,8 +123,9 @@ def reconstruct_local(raw, config: dict) -> tuple[list, list[str], dict]:
 
 
 def reconstruct_over_wire(raw, config: dict, mode: str, host: str = "127.0.0.1", port: int | None = None,
-                          timeout: float = 600.0) -> tuple[list, list[str], dict]:
-    """``gadget`` mode (spawn the gadget as Gadgetron does) or ``client`` mode (connect to a server)."""
+                          timeout: float = 600.0, config_name: str | None = None) -> tuple[list, list[str], dict]:
+    """``gadget`` mode (spawn the gadget as Gadgetron does) or ``client`` mode (connect to a server; ``config_name``
+    sends CONFIG_FILE, a configuration the server knows by name, instead of ``config`` as CONFIG_TEXT)."""
     from . import wire
 
     t0 = time.perf_counter()
@@ -134,7 +135,8 @@ def reconstruct_over_wire(raw, config: dict, mode: str, host: str = "127.0.0.1",
     else:
         if port is None:
             raise ValueError("client mode needs --port (and --host) of a running Gadgetron or MRD server")
-        reply = wire.run_client(host, port, raw.header_xml, raw.acquisitions, config=config, timeout=timeout)
+        reply = wire.run_client(host, port, raw.header_xml, raw.acquisitions, config=config,
+                                config_name=config_name, timeout=timeout)
     return reply.images, reply.errors, {"wire_total": time.perf_counter() - t0}
 
 
@@ -238,13 +240,18 @@ def reference_metrics(images, reference_raw, config: dict) -> dict:
 
 def replay(input_path: str, out_dir: str, *, mode: str = "local", dataset: str = "dataset", config: dict | None = None,
            reference: str | None = None, retrospective: float | None = None, host: str = "127.0.0.1",
-           port: int | None = None, dicom: bool = True, deidentify: bool = False, timeout: float = 600.0) -> dict:
-    """Replay ``input_path`` and write everything into ``out_dir``. Returns the summary (also in summary.json)."""
+           port: int | None = None, dicom: bool = True, deidentify: bool = False, timeout: float = 600.0,
+           config_name: str | None = None) -> dict:
+    """Replay ``input_path`` and write everything into ``out_dir``. Returns the summary (also in summary.json).
+
+    ``config_name`` (client mode only): send CONFIG_FILE with this name (e.g. "dpm_recon") instead of ``config``."""
     from .dicom import images_to_datasets, write_dicom_series
     from .mrd_io import read_mrd_raw
 
     if mode not in MODES:
         raise ValueError(f"mode {mode!r} is unknown; choose one of {MODES}")
+    if config_name is not None and (mode != "client" or config):
+        raise ValueError("--config-name (CONFIG_FILE) is for --mode client and replaces --set; give one of them")
     if reference and retrospective:
         raise ValueError("give either --reference (a fully sampled file) or --retrospective R, not both")
     config = dict(config or {})
@@ -263,7 +270,7 @@ def replay(input_path: str, out_dir: str, *, mode: str = "local", dataset: str =
     if mode == "local":
         images, errors, stage_timings = reconstruct_local(raw, config)
     else:
-        images, errors, stage_timings = reconstruct_over_wire(raw, config, mode, host, port, timeout)
+        images, errors, stage_timings = reconstruct_over_wire(raw, config, mode, host, port, timeout, config_name)
     timings.update(stage_timings)
     for message in errors:
         log.error("%s", message)
@@ -280,7 +287,7 @@ def replay(input_path: str, out_dir: str, *, mode: str = "local", dataset: str =
     timings["output"] = time.perf_counter() - t0
 
     summary = {
-        "input": str(input_path), "mode": mode, "config": config, "errors": errors,
+        "input": str(input_path), "mode": mode, "config": config, "config_name": config_name, "errors": errors,
         "series": {str(k): len(v) for k, v in group_by_series(images).items()},
         "methods": sorted({im.meta["DPM_Method"] for im in images if "DPM_Method" in im.meta}),
         "num_images": len(images), "num_dicom_files": len(dicom_files), "num_png_files": len(previews),
@@ -320,6 +327,9 @@ def main(argv=None) -> int:
                         help="undersample a fully sampled input at nominal R (equispaced + 24 ACS) and score it")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                         help="gadget property, e.g. --set method=sense --set num_samples=4 (repeatable)")
+    parser.add_argument("--config-name", metavar="NAME",
+                        help="client mode: ask the server for its configuration NAME (CONFIG_FILE, as FIRE and "
+                             "gadgetron_ismrmrd_client -c do; dpm-server: dpm_recon = its defaults) instead of --set")
     parser.add_argument("--no-dicom", action="store_true", help="skip DICOM output")
     parser.add_argument("--deidentify", action="store_true", help="de-identify the DICOM series")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for images over the wire")
@@ -329,7 +339,8 @@ def main(argv=None) -> int:
         summary = replay(args.input, args.out, mode=args.mode, dataset=args.dataset,
                          config=parse_properties(args.set), reference=args.reference,
                          retrospective=args.retrospective, host=args.host, port=args.port,
-                         dicom=not args.no_dicom, deidentify=args.deidentify, timeout=args.timeout)
+                         dicom=not args.no_dicom, deidentify=args.deidentify, timeout=args.timeout,
+                         config_name=args.config_name)
     except (ValueError, RuntimeError, OSError) as exc:
         print(f"dpm-replay: error: {exc}", file=sys.stderr)
         return 1

@@ -128,13 +128,16 @@ def test_ismrmrd_tools_dataset_in_three_modes(inputs, server, tmp_path):
 
 
 def test_synthetic_flair_retrospective_in_three_modes(inputs, server, tmp_path):
-    """Fully sampled FLAIR, undersampled at R=4 (equispaced + 24 ACS): same images and scores in every mode."""
+    """Fully sampled FLAIR, undersampled at R=4 (equispaced + 24 ACS): same images and scores in every mode. The
+    client asks for the server's configuration by name (CONFIG_FILE "dpm_recon" = dpm-server's --set defaults)."""
     path = str(inputs["flair"])
     results, scores = {}, {}
     for mode in ("gadget", "local", "client"):
         out = tmp_path / mode
-        summary = replay.replay(path, str(out), mode=mode, config=CONFIG, retrospective=RETROSPECTIVE_R,
-                                port=server.port if mode == "client" else None, timeout=TIMEOUT)
+        client = mode == "client"
+        summary = replay.replay(path, str(out), mode=mode, config=None if client else CONFIG,
+                                retrospective=RETROSPECTIVE_R, port=server.port if client else None, timeout=TIMEOUT,
+                                config_name="dpm_recon" if client else None)
         results[mode] = check_outputs(out, summary, mode)
         assert summary["retrospective_acceleration"] == RETROSPECTIVE_R
         assert summary["methods"] == ["sense"]
@@ -143,6 +146,7 @@ def test_synthetic_flair_retrospective_in_three_modes(inputs, server, tmp_path):
         assert scores[mode]["slices"] == 2
     assert_same_pixels(results["local"], results["gadget"])
     assert_same_pixels(results["client"], results["gadget"])
+    assert "CONFIG_FILE 'dpm_recon'" in server.log
     for mode in ("local", "client"):
         for name in ("nrmse", "psnr", "ssim"):
             assert scores[mode][name] == pytest.approx(scores["gadget"][name], rel=1e-4)
@@ -154,6 +158,8 @@ def test_synthetic_flair_retrospective_in_three_modes(inputs, server, tmp_path):
 def test_replay_refuses_client_mode_without_a_port(inputs, tmp_path):
     with pytest.raises(ValueError, match="--port"):
         replay.replay(str(inputs["flair"]), str(tmp_path), mode="client", config=CONFIG)
+    with pytest.raises(ValueError, match="--config-name"):
+        replay.replay(str(inputs["flair"]), str(tmp_path), mode="local", config_name="dpm_recon")
 
 
 def test_client_mode_names_an_unreachable_server(inputs, tmp_path):
