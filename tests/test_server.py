@@ -8,6 +8,7 @@ Every socket read has a deadline and every process wait a timeout; the servers a
 from __future__ import annotations
 
 import copy
+import io
 import os
 import re
 import signal
@@ -19,6 +20,7 @@ import threading
 import time
 from pathlib import Path
 
+import ismrmrd
 import numpy as np
 import pytest
 
@@ -222,6 +224,18 @@ def test_errors_are_answered_and_the_server_keeps_serving(server, scan, spawned)
     garbage = server.client("<ismrmrdHeader>not a header", [], config=CONFIG)
     assert garbage.closed and garbage.images == []
     assert len(garbage.errors) == 1 and "HEADER is not a valid ISMRMRD XML header" in garbage.errors[0]
+
+    # a peer that vanishes in the middle of a message: the stream ends (gadgetron-python's own socket wrapper would
+    # spin forever on the closed socket and block the worker)
+    stream = io.BytesIO()
+    serializer = ismrmrd.ProtocolSerializer(stream)
+    for acquisition in acquisitions[:4]:
+        serializer.serialize(acquisition)
+    config, header = config_xml(CONFIG).encode(), header_xml.encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as conn:
+        conn.sendall(struct.pack("<HI", 2, len(config)) + config + struct.pack("<HI", 3, len(header)) + header
+                     + stream.getvalue()[:-100])
+    server.wait_for_log(r"stream \d+ from \S+: ended: ConnectionError: the peer closed the connection", 30)
 
     good = server.client(header_xml, copy.deepcopy(messages), config=CONFIG)
     assert good.closed and good.errors == []
