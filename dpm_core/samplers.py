@@ -39,13 +39,17 @@ from typing import Callable, NamedTuple, Sequence
 
 import torch
 
+from .baselines import conjugate_gradient
 from .gaussian import randn_complex
 from .operators import SenseOp
+from .schedules import CSGM_SIGMA_MIN, geometric_sigmas, karras_sigmas
 
-__all__ = ["ald", "dps", "dds", "SAMPLERS", "get_sampler", "conjugate_gradient", "posterior_samples",
+__all__ = ["ald", "dps", "dds", "SAMPLERS", "get_sampler", "default_sigmas", "num_evaluations", "posterior_samples",
            "PosteriorSamples", "slice_seed", "make_generators", "repeat_operator"]
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+CSGM_EPS = 5e-5          # csgm-mri-langevin step size at their last level sigma_L = 0.0066
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -97,54 +101,12 @@ def _start(sigmas: torch.Tensor, x_init, generators, op: SenseOp, device) -> tor
     return x if x_init is None else x + x_init.to(device=device, dtype=torch.complex64)
 
 
-def conjugate_gradient(normal_op: Callable[[torch.Tensor], torch.Tensor], rhs: torch.Tensor, x0: torch.Tensor,
-                       num_iters: int, tol: float = 0.0) -> torch.Tensor:
-    """Batched conjugate gradient for N x = rhs with N Hermitian positive (semi-)definite, per slice.
-
-    Each slice (first axis) runs its own CG: its own step sizes, and it stops updating once its residual norm is
-    below ``tol`` times its initial residual norm, so a slice's result does not depend on its batch-mates.
-
-    Args:
-        normal_op: x [S, ...] -> N x [S, ...] (slice-separable, e.g. ``lambda x: op.normal(x) + lam * x``).
-        rhs: [S, ...] complex (or real).
-        x0: [S, ...] initial guess.
-        num_iters: maximum iterations, >= 0.
-        tol: relative residual tolerance per slice (0 runs all ``num_iters``).
-    Returns: x [S, ...], same dtype as rhs.
-    """
-    if rhs.shape != x0.shape:
-        raise ValueError(f"conjugate_gradient: rhs {tuple(rhs.shape)} and x0 {tuple(x0.shape)} must have one shape")
-    if num_iters < 0:
-        raise ValueError(f"conjugate_gradient: num_iters={num_iters} must be >= 0")
-    x = x0.clone()
-    r = rhs - normal_op(x)
-    p = r.clone()
-    rr = _slice_dot(r, r)
-    stop = rr.sqrt() * tol
-    tiny = torch.finfo(rr.dtype).tiny
-    for _ in range(num_iters):
-        active = rr.sqrt() > stop
-        if tol > 0 and not bool(active.any()):
-            break
-        Np = normal_op(p)
-        pNp = _slice_dot(p, Np)
-        ok = active & (pNp > tiny) & (rr > tiny)
-        alpha = torch.where(ok, rr / torch.where(ok, pNp, torch.ones_like(pNp)), torch.zeros_like(rr))
-        x = x + alpha * p
-        r = r - alpha * Np
-        rr_new = _slice_dot(r, r)
-        beta = torch.where(ok, rr_new / torch.where(ok, rr, torch.ones_like(rr)), torch.zeros_like(rr))
-        p = torch.where(ok, r + beta * p, p)
-        rr = torch.where(ok, rr_new, rr)
-    return x
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Reference A: annealed Langevin dynamics (Jalal et al. 2021, csgm-mri-langevin).
 
 def ald(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Tensor, generators: Sequence[torch.Generator],
         *, x_init: torch.Tensor | None = None, callback: Callable[[dict], None] | None = None,
-        steps_per_level: int = 3, eps: float = 5e-5, weighting: str = "likelihood", noise_std: float = 0.0,
+        steps_per_level: int = 3, eps: float | None = None, weighting: str = "csgm", noise_std: float = 0.0,
         gamma: float = 1.0, mse_weight: float = 5.0, final_denoise: bool = False) -> torch.Tensor:
     """Annealed Langevin dynamics posterior sampling.
 
@@ -159,7 +121,9 @@ def ald(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Tensor, 
 
     Args (beyond the common ones, see module docstring):
         steps_per_level: Langevin steps per level (csgm: 3).
-        eps: step size at the last level (csgm: 5e-5 with sigma_L = 0.0066). Stable while eps / sigma_L^2 < ~1.
+        eps: step size at the last level. Default: csgm's ratio eps / sigma_L^2 = 5e-5 / 0.0066^2 = 1.15 for "csgm"
+            (5e-5 at sigma_L = 0.0066), 0.5 sigma_L^2 for "likelihood" (stable needs eps / sigma_L^2 < 2 / (1 + 1/gamma^2)).
+        weighting: "csgm" (reference A as published) or "likelihood".
         noise_std: measurement noise std per real channel (k-space units of y), for "likelihood".
         gamma: weight of the annealing term gamma^2 sigma^2 (1: the noise of A x_sigma for ||A|| <= 1).
         mse_weight: csgm's data weight w for "csgm" (5).
@@ -174,11 +138,13 @@ def ald(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Tensor, 
     if weighting == "likelihood" and not (noise_std > 0 or gamma > 0):
         raise ValueError("ald: the likelihood weighting needs noise_std > 0 or gamma > 0 (else the weight is infinite "
                          "at small sigma)")
+    sigma_last = float(sigmas[-1])
+    if eps is None:
+        eps = (CSGM_EPS / CSGM_SIGMA_MIN ** 2 if weighting == "csgm" else 0.5) * sigma_last ** 2
     if steps_per_level < 1 or not eps > 0:
         raise ValueError(f"ald: steps_per_level={steps_per_level} must be >= 1 and eps={eps} > 0")
     device = y.device
     S, M, H, W = op.ishape
-    sigma_last = float(sigmas[-1])
     with torch.no_grad():
         x = _start(sigmas, x_init, generators, op, device)
         D = x
@@ -293,7 +259,7 @@ def dds(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Tensor, 
                 lam = lamda
             else:                                   # noise_std^2 / Var(x_0 | x): 1 / Var = 1 / sigma^2 + 1 / sigma_data^2
                 lam = noise_std ** 2 * (1.0 / sigma ** 2 + (0.0 if sigma_data is None else 1.0 / sigma_data ** 2))
-            x0 = conjugate_gradient(lambda u: op.normal(u) + lam * u, Ahy + lam * D, D, cg_iters)
+            x0 = conjugate_gradient(lambda u: op.normal(u) + lam * u, Ahy + lam * D, D, cg_iters, tol=0.0)
             if sigma_next == 0.0:
                 x = x0
             else:
@@ -307,7 +273,10 @@ def dds(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Tensor, 
     return x
 
 
-SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {"ald": ald, "dps": dps, "dds": dds}
+SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {"ald": ald, "dps": dps, "dds": dds, "fast": dds}
+"""Samplers by name. "fast" is the chosen fast sampler (DDS; see docs/samplers.md for the measurements)."""
+
+_DEFAULT_STEPS = {ald: 1156, dps: 300, dds: 50}    # ALD: csgm's levels 1155..2310; DPS: EDM-DPS 300-500; DDS: <= 50
 
 
 def get_sampler(name: str) -> Callable[..., torch.Tensor]:
@@ -316,6 +285,45 @@ def get_sampler(name: str) -> Callable[..., torch.Tensor]:
         return SAMPLERS[name]
     except KeyError:
         raise ValueError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}") from None
+
+
+def _resolve(sampler) -> Callable[..., torch.Tensor]:
+    return get_sampler(sampler) if isinstance(sampler, str) else sampler
+
+
+def default_sigmas(sampler: str | Callable[..., torch.Tensor], denoiser=None, steps: int | None = None) -> torch.Tensor:
+    """The default schedule of a sampler, over the denoiser's trained range.
+
+    sigma_min / sigma_max come from ``denoiser.sigma_min`` / ``.sigma_max`` (a :class:`ComplexDenoiser` has them) or
+    default to the paper's MRI model, 0.004 / 10.
+        ald: ``steps`` (default 1156, csgm's count) geometric levels sigma_max -> sigma_min.
+        dps: karras_sigmas(steps or 300, sigma_min, sigma_max), ending in 0.
+        dds / fast: karras_sigmas(steps or 50, sigma_min, sigma_max), ending in 0.
+    Returns: float64 [n] (ald) or [n + 1] (dps, dds).
+    """
+    fn = _resolve(sampler)
+    if fn not in _DEFAULT_STEPS:
+        raise ValueError(f"no default schedule for {sampler!r}: pass sigmas explicitly (dpm_core.schedules)")
+    n = _DEFAULT_STEPS[fn] if steps is None else int(steps)
+    sigma_min = float(getattr(denoiser, "sigma_min", 0.004))
+    sigma_max = float(getattr(denoiser, "sigma_max", 10.0))
+    if fn is ald:
+        return geometric_sigmas(sigma_max, sigma_min, n)
+    return karras_sigmas(n, sigma_min, sigma_max)
+
+
+def num_evaluations(sampler: str | Callable[..., torch.Tensor], sigmas: torch.Tensor, **options) -> int:
+    """Denoiser evaluations per slice and sample (per map image) of a sampler on ``sigmas``.
+
+    DPS also backpropagates through each evaluation (roughly 2-3x the cost of a forward pass).
+    """
+    fn = _resolve(sampler)
+    n = int(torch.as_tensor(sigmas).numel())
+    if fn is ald:
+        return n * int(options.get("steps_per_level", 3)) + int(bool(options.get("final_denoise", False)))
+    if fn in (dps, dds):
+        return n - 1
+    raise ValueError(f"num_evaluations: unknown sampler {sampler!r}")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -339,33 +347,35 @@ def repeat_operator(op: SenseOp, repeats: int) -> SenseOp:
 
 
 class PosteriorSamples(NamedTuple):
-    mean: torch.Tensor               # [S, M, H, W] complex64
-    std: torch.Tensor                # [S, M, H, W] float32: per-pixel std sqrt(E|x - mean|^2) (unbiased, K - 1)
-    samples: torch.Tensor | None     # [S, K, M, H, W] complex64 if keep_samples else None
+    mean: torch.Tensor       # [S, M, H, W] complex64
+    std: torch.Tensor        # [S, M, H, W] float32: per-pixel std sqrt(sum_k |x_k - mean|^2 / (K - 1)); 0 for K = 1
+    info: dict               # sampler, num_steps, nfe_per_sample, sigma_max, sigma_min (+ "samples" [S, K, M, H, W])
 
 
 def posterior_samples(sampler: str | Callable[..., torch.Tensor], denoiser: Denoiser, y: torch.Tensor, op: SenseOp,
-                      sigmas: torch.Tensor, *, num_samples: int, seed: int = 0,
+                      sigmas: torch.Tensor | None = None, *, num_samples: int = 1, seed: int = 0,
                       slice_ids: Sequence[int] | None = None, batch_size: int | None = None,
-                      keep_samples: bool = False, x_init: torch.Tensor | None = None,
+                      steps: int | None = None, keep_samples: bool = False, x_init: torch.Tensor | None = None,
                       callback: Callable[[dict], None] | None = None, **options) -> PosteriorSamples:
     """K posterior samples per slice, summarised as mean and per-pixel std.
 
-    Samples are run as extra slices of one batched call (``batch_size`` slices at a time, default all S*K). The
+    Samples run as extra slices of batched sampler calls (``batch_size`` slices per call, default all S*K). The
     generator of sample k of slice s is seeded from (seed, slice_ids[s], k), so results do not depend on how slices are
     batched; pass the slices' stable ids (e.g. their index in the volume) as ``slice_ids`` when reconstructing a subset.
 
     Args:
         sampler: a name of :data:`SAMPLERS` or a sampler callable with the common signature.
-        denoiser, y, op, sigmas, x_init, callback, options: as for the sampler (y [S, C, H, W], op of S slices).
+        denoiser, y, op, x_init, callback, options: as for the sampler (y [S, C, H, W], op of S slices). For DDS,
+            ``sigma_data`` defaults to ``denoiser.sigma_data`` when the denoiser has one.
+        sigmas: the schedule; None takes :func:`default_sigmas` (``steps`` sets its length).
         num_samples: K >= 1.
         seed: base seed.
         slice_ids: stable ids of the S slices (default 0..S-1).
         batch_size: slices per sampler call (memory bound), default S*K.
-        keep_samples: also return every sample.
-    Returns: :class:`PosteriorSamples` (mean complex64 [S, M, H, W], std float32 [S, M, H, W], samples or None).
+        keep_samples: also return every sample, as ``info["samples"]`` [S, K, M, H, W].
+    Returns: :class:`PosteriorSamples` (mean complex64 [S, M, H, W], std float32 [S, M, H, W], info dict).
     """
-    fn = get_sampler(sampler) if isinstance(sampler, str) else sampler
+    fn = _resolve(sampler)
     S, M, H, W = op.ishape
     K = int(num_samples)
     if K < 1:
@@ -373,6 +383,12 @@ def posterior_samples(sampler: str | Callable[..., torch.Tensor], denoiser: Deno
     if tuple(y.shape) != op.oshape:
         raise ValueError(f"posterior_samples: y must have the operator's k-space shape {op.oshape}; got "
                          f"{tuple(y.shape)}")
+    if sigmas is None:
+        sigmas = default_sigmas(fn, denoiser, steps)
+    elif steps is not None:
+        raise ValueError("posterior_samples: give either sigmas or steps, not both")
+    if fn is dds and "sigma_data" not in options and hasattr(denoiser, "sigma_data"):
+        options["sigma_data"] = float(denoiser.sigma_data)
     slice_ids = list(range(S)) if slice_ids is None else [int(s) for s in slice_ids]
     if len(slice_ids) != S:
         raise ValueError(f"posterior_samples: slice_ids has {len(slice_ids)} entries for {S} slices")
@@ -380,24 +396,30 @@ def posterior_samples(sampler: str | Callable[..., torch.Tensor], denoiser: Deno
     batch_size = total if batch_size is None else int(batch_size)
     if batch_size < 1:
         raise ValueError(f"posterior_samples: batch_size={batch_size} must be >= 1")
-    gen_device = y.device if y.device.type == "cuda" else "cpu"
+    gen_device = y.device if y.device.type == "cuda" else torch.device("cpu")
     big_op = repeat_operator(op, K)
     big_y = y.repeat_interleave(K, dim=0)
     big_init = None if x_init is None else x_init.repeat_interleave(K, dim=0)
     out = []
     for start in range(0, total, batch_size):
-        idx = list(range(start, min(start + batch_size, total)))
+        stop = min(start + batch_size, total)
         gens = [torch.Generator(device=gen_device).manual_seed(slice_seed(seed, slice_ids[j // K], j % K))
-                for j in idx]
-        sub_op = SenseOp(big_op.maps[idx[0]:idx[-1] + 1],
-                         None if big_op.mask is None else big_op.mask[idx[0]:idx[-1] + 1])
-        sub_init = None if big_init is None else big_init[idx[0]:idx[-1] + 1]
-        out.append(fn(denoiser, big_y[idx[0]:idx[-1] + 1], sub_op, sigmas, gens, x_init=sub_init,
-                      callback=callback, **options).detach())
+                for j in range(start, stop)]
+        sub_op = SenseOp(big_op.maps[start:stop], None if big_op.mask is None else big_op.mask[start:stop])
+        sub_init = None if big_init is None else big_init[start:stop]
+        out.append(fn(denoiser, big_y[start:stop], sub_op, sigmas, gens, x_init=sub_init, callback=callback,
+                      **options).detach())
     samples = torch.cat(out).reshape(S, K, M, H, W)
     mean = samples.mean(dim=1)
     if K > 1:
         std = torch.sqrt(((samples - mean.unsqueeze(1)).abs() ** 2).sum(dim=1) / (K - 1)).to(torch.float32)
     else:
         std = torch.zeros(S, M, H, W, dtype=torch.float32, device=samples.device)
-    return PosteriorSamples(mean, std, samples if keep_samples else None)
+    sig = torch.as_tensor(sigmas, dtype=torch.float64)
+    name = next((k for k, v in SAMPLERS.items() if v is fn), getattr(fn, "__name__", "custom"))
+    info = {"sampler_algorithm": name, "num_steps": int(sig.numel() - (0 if fn is ald else 1)),
+            "nfe_per_sample": num_evaluations(fn, sig, **options) if fn in _DEFAULT_STEPS else None,
+            "sigma_max": float(sig.max()), "sigma_min": float(sig[sig > 0].min())}
+    if keep_samples:
+        info["samples"] = samples
+    return PosteriorSamples(mean, std, info)
