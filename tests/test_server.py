@@ -285,13 +285,13 @@ def test_busy_refusal_and_shutdown_abort_the_waiting_streams(scan):
     assert "stopped after" in process.log
 
 
-def test_cli_refuses_a_bad_default_property():
+def test_cli_refuses_a_bad_default_property(capsys):
     """A bad --set shows at start: exit 2 with the property named, nothing listens."""
-    result = subprocess.run([sys.executable, "-m", "gadgets.server", "--port", "0", "--set", "num_maps=3"],
-                            capture_output=True, text=True, timeout=120, cwd=str(REPO),
-                            env=dict(os.environ, PYTHONPATH=str(REPO)))
-    assert result.returncode == 2
-    assert "'num_maps'" in result.stderr and "listening" not in result.stderr
+    from gadgets.server import main
+
+    assert main(["--port", "0", "--set", "num_maps=3"]) == 2
+    stderr = capsys.readouterr().err
+    assert "'num_maps'" in stderr and "listening" not in stderr
 
 
 def test_config_file_name_selects_a_server_side_configuration(server, scan):
