@@ -279,7 +279,7 @@ def test_finetune_validates_through_reconstructor(corpus, tiny_init, tmp_path):
     sampler = "fast" if "fast" in SAMPLERS else "dds"
     export = tmp_path / "exported" / "flair"
     args = _finetune_args(tiny_init, root, val, tmp_path / "ft", epochs=1,
-                          extra=["--val-slices", "2", "--zetas", "0.5", "2", "--sampler", sampler,
+                          extra=["--val-slices", "2", "--zetas", "0.5", "2", "--sampler", sampler, "--sampler-options", "{\"steps\": 10}",
                                  "--export", str(export)])
     summary = finetune_mod.finetune(args)
     card = json.loads(export.with_suffix(".json").read_text())

@@ -117,13 +117,21 @@ def _key(R: float) -> str:
 
 def zeta_sweep(precond: EDMPrecond, valset: ValidationSet, accelerations: Sequence[float], zetas: Sequence[float],
                **kwargs) -> tuple[dict, dict, dict]:
-    """NRMSE for every (R, ζ); returns (table {R: {ζ: NRMSE}}, best ζ per R, card zeta table keyed by effective R)."""
-    table, eff = {}, {}
+    """NRMSE for every (R, ζ); returns (table {R: {ζ: NRMSE}}, best ζ per R, card zeta table keyed by effective R).
+
+    Ties go to the ζ closest to 1 (the paper's default). When the first two ζ give bit-identical results the sampler
+    ignores ζ and the sweep stops there (the table then lists only the ζ evaluated).
+    """
+    table, eff, results = {}, {}, []
     for z in zetas:
         res = validate(precond, valset, accelerations, zeta=float(z), **kwargs)
         for R, v in res["nrmse"].items():
             table.setdefault(R, {})[_key(z)] = v
         eff.update(res["effective_acceleration"])
+        results.append(res["nrmse"])
+        if len(results) == 2 and results[0] == results[1] and len(zetas) > 2:
+            # Bit-identical results for two ζ: this sampler does not use ζ (e.g. DDS); the rest would repeat them.
+            break
     best = {R: float(min(row, key=lambda k: (row[k], abs(math.log(float(k)))))) for R, row in table.items()}
     card_zeta = {f"{eff[R]:g}": best[R] for R in best}
     return table, best, card_zeta
