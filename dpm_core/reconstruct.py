@@ -24,9 +24,27 @@ from .masks import effective_acceleration, find_acs_lines
 from .normalize import normalization_scale
 from .operators import combine_map_images
 
-__all__ = ["Reconstructor", "ReconResult", "ReconstructionError", "METHODS", "resolve_device"]
+__all__ = ["Reconstructor", "ReconResult", "ReconstructionError", "METHODS", "resolve_device", "estimate_noise_std"]
 
 METHODS = ("dpm", "sense", "l1_wavelet", "zero_filled")
+
+
+def estimate_noise_std(kspace: torch.Tensor, mask_1d: np.ndarray, edge_fraction: float = 0.125) -> torch.Tensor:
+    """Measurement noise std per real channel, per slice, from the k-space corners. [S] float32.
+
+    Uses the measured lines in the outer ``edge_fraction`` of ky on each side (all measured lines if there are none)
+    and the outer ``edge_fraction`` of the readout on each side: the corners hold the least signal. For complex
+    Gaussian noise with std σ per real channel |k|² is exponential with mean 2σ², so σ = sqrt(median|k|² / (2 ln 2));
+    the median keeps residual signal from inflating it.
+    """
+    S, C, H, W = kspace.shape
+    edge_x, edge_y = max(int(W * edge_fraction), 1), max(int(H * edge_fraction), 1)
+    measured = np.flatnonzero(mask_1d)
+    outer = measured[(measured < edge_y) | (measured >= H - edge_y)]
+    lines = torch.from_numpy(outer if outer.size else measured).to(kspace.device)
+    samples = torch.cat([kspace[:, :, lines, :edge_x], kspace[:, :, lines, -edge_x:]], dim=-1)
+    power = (samples.abs() ** 2).flatten(1).float()
+    return torch.sqrt(power.median(dim=1).values / (2 * np.log(2)))
 
 
 class ReconstructionError(RuntimeError):
@@ -144,7 +162,7 @@ class Reconstructor:
         return self._denoiser
 
     # -- main entry ------------------------------------------------------------------------------------------------
-    def reconstruct(self, kspace, mask, maps=None, method: str | None = None) -> ReconResult:
+    def reconstruct(self, kspace, mask, maps=None, method: str | None = None, slice_ids=None) -> ReconResult:
         """Reconstruct one volume.
 
         Args:
@@ -152,6 +170,8 @@ class Reconstructor:
             mask: [H] bool, the measured phase-encode lines (the ACS block is the run around H // 2), or [S, 1, H, 1].
             maps: optional coil maps [S, M, C, H, W] or [S, C, H, W]; estimated from the ACS block when None.
             method: overrides ``self.method`` for this call (the gadget's SENSE fallback uses it).
+            slice_ids: stable ids of the S slices (e.g. ISMRMRD ``idx.slice``); the random stream of slice s is seeded
+                from (seed, slice_ids[s], sample), so a slice gets the same result alone or in any batch. Default 0..S-1.
         Returns: :class:`ReconResult`.
         Raises: ValueError for unusable input; ReconstructionError when the DPM stage fails.
         """
@@ -189,7 +209,10 @@ class Reconstructor:
         elif method == "l1_wavelet":
             images = combine_map_images(baselines.l1_wavelet(kn, mask_1d, maps_t, self.l1_lamda, self.l1_iters))
         else:
-            images, std, dpm_info = self._sample(kn, mask_1d, maps_t, info["effective_acceleration"])
+            ids = list(range(S)) if slice_ids is None else [int(i) for i in slice_ids]
+            if len(ids) != S:
+                raise ValueError(f"slice_ids has {len(ids)} entries for {S} slices")
+            images, std, dpm_info = self._sample(kn, mask_1d, maps_t, info["effective_acceleration"], ids)
             info.update(dpm_info)
         timings["sampling"] = time.perf_counter() - t0
 
@@ -215,7 +238,7 @@ class Reconstructor:
         from .coils import estimate_coil_maps
         return estimate_coil_maps(kn, mask_1d, method=self.coil_method, num_maps=self.num_maps, **self.coil_options)
 
-    def _sample(self, kn, mask_1d, maps_t, acceleration):
+    def _sample(self, kn, mask_1d, maps_t, acceleration, slice_ids):
         from .operators import SenseOp
         from .samplers import SAMPLERS, posterior_samples
 
@@ -227,11 +250,15 @@ class Reconstructor:
             zeta = zeta_for_acceleration(card, acceleration) if card else 1.0
         op = SenseOp(maps_t, mask_1d)
         options = dict(self.sampler_options)
-        if self.sampler == "dps":
+        sampler_fn = SAMPLERS[self.sampler]
+        noise_std = None
+        if sampler_fn in (SAMPLERS["dps"], SAMPLERS["dds"]):
             options.setdefault("zeta", zeta)
+        if sampler_fn is SAMPLERS["dds"]:                 # DDS weighs the data term by the measured noise, per slice
+            noise_std = options.setdefault("noise_std", estimate_noise_std(kn, mask_1d))
         try:
-            mean, std, sampler_info = posterior_samples(SAMPLERS[self.sampler], denoiser, kn, op,
-                                                        num_samples=self.num_samples, seed=self.seed, **options)
+            mean, std, sampler_info = posterior_samples(sampler_fn, denoiser, kn, op, num_samples=self.num_samples,
+                                                        seed=self.seed, slice_ids=slice_ids, **options)
         except torch.cuda.OutOfMemoryError as exc:
             raise ReconstructionError(f"out of GPU memory while sampling {kn.shape[0]} slices: {exc}") from exc
         if not bool(torch.isfinite(mean).all()):
@@ -242,6 +269,8 @@ class Reconstructor:
         if self.num_samples > 1:
             std_img = torch.sqrt((std.float() ** 2).sum(dim=1))     # map sets add in quadrature
         info = {"zeta": float(zeta), "sampler": self.sampler, "num_samples": self.num_samples}
+        if noise_std is not None:
+            info["noise_std"] = torch.as_tensor(noise_std).cpu().tolist()
         info.update(sampler_info or {})
         return images, std_img, info
 

@@ -85,6 +85,16 @@ def _denoise(denoiser: Denoiser, x: torch.Tensor, sigma: float) -> torch.Tensor:
     return denoiser(x.reshape(S * M, H, W), sig).reshape(S, M, H, W)
 
 
+def _per_slice(value, batch: int, device):
+    """A sampler option that is a float (same for every slice) or a tensor [B] (one value per slice) -> a float or a
+    [B, 1, 1, 1] tensor that broadcasts over image batches [B, M, H, W]."""
+    if isinstance(value, torch.Tensor):
+        if value.shape != (batch,):
+            raise ValueError(f"a per-slice sampler option must have shape [{batch}]; got {tuple(value.shape)}")
+        return value.to(device=device, dtype=torch.float32).view(batch, 1, 1, 1)
+    return value
+
+
 def _slice_norm(x: torch.Tensor) -> torch.Tensor:
     """Per-slice l2 norm, shaped to broadcast over [S, ...]: [S, 1, 1, 1] float32."""
     return torch.linalg.vector_norm(x.reshape(x.shape[0], -1), dim=1).view(-1, *([1] * (x.ndim - 1)))
@@ -124,7 +134,8 @@ def ald(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Tensor, 
         eps: step size at the last level. Default: csgm's ratio eps / sigma_L^2 = 5e-5 / 0.0066^2 = 1.15 for "csgm"
             (5e-5 at sigma_L = 0.0066), 0.5 sigma_L^2 for "likelihood" (stable needs eps / sigma_L^2 < 2 / (1 + 1/gamma^2)).
         weighting: "csgm" (reference A as published) or "likelihood".
-        noise_std: measurement noise std per real channel (k-space units of y), for "likelihood".
+        noise_std: measurement noise std per real channel (k-space units of y), for "likelihood"; a float or a
+            tensor [S] (one per slice).
         gamma: weight of the annealing term gamma^2 sigma^2 (1: the noise of A x_sigma for ||A|| <= 1).
         mse_weight: csgm's data weight w for "csgm" (5).
         final_denoise: return D(x, sigma_L) instead of the last Langevin iterate (off in csgm).
@@ -135,7 +146,7 @@ def ald(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Tensor, 
         raise ValueError("ald: every level must be > 0; use geometric_sigmas (not karras_sigmas, which ends in 0)")
     if weighting not in ("likelihood", "csgm"):
         raise ValueError(f"ald: weighting={weighting!r} must be 'likelihood' or 'csgm'")
-    if weighting == "likelihood" and not (noise_std > 0 or gamma > 0):
+    if weighting == "likelihood" and not (bool(torch.all(torch.as_tensor(noise_std) > 0)) or gamma > 0):
         raise ValueError("ald: the likelihood weighting needs noise_std > 0 or gamma > 0 (else the weight is infinite "
                          "at small sigma)")
     sigma_last = float(sigmas[-1])
@@ -145,6 +156,7 @@ def ald(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Tensor, 
         raise ValueError(f"ald: steps_per_level={steps_per_level} must be >= 1 and eps={eps} > 0")
     device = y.device
     S, M, H, W = op.ishape
+    noise_std = _per_slice(noise_std, S, device)
     with torch.no_grad():
         x = _start(sigmas, x_init, generators, op, device)
         D = x
@@ -218,7 +230,7 @@ def dps(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Tensor, 
 def dds(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Tensor, generators: Sequence[torch.Generator],
         *, x_init: torch.Tensor | None = None, callback: Callable[[dict], None] | None = None,
         cg_iters: int = 5, noise_std: float | None = None, sigma_data: float | None = 0.5, lamda: float = 0.0,
-        eta: float = 1.0) -> torch.Tensor:
+        eta: float = 1.0, zeta: float = 1.0) -> torch.Tensor:
     """Decomposed diffusion sampling: Tweedie denoise, a few CG steps on the data term, re-noise (DDIM with eta).
 
     For i = 0..N-1 on a Karras schedule (sigmas[N] = 0), with no backprop through the denoiser:
@@ -235,9 +247,13 @@ def dds(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Tensor, 
 
     Args (beyond the common ones):
         cg_iters: CG iterations per step (DDS: 5).
-        noise_std: measurement noise std per real channel; switches to the annealed weight lam_i.
+        noise_std: measurement noise std per real channel, a float or a tensor [S] (one per slice); switches to the
+            annealed weight lam_i.
         lamda: constant proximal weight when ``noise_std`` is None.
         eta: stochasticity in [0, 1].
+        zeta: data-consistency weight ζ: the data term is weighted ζ times the Gaussian-consistent weight, i.e. lam_i
+            is divided by ζ (ζ = 1 exact for a Gaussian prior; larger ζ trusts the measured lines more, as the paper's
+            ζ does for DPS). No effect when lam_i = 0.
     Returns: [S, M, H, W] complex64. Network evaluations per slice: N (* M map images); default schedules use N <= 50.
     """
     sigmas = _check_inputs("dds", y, op, sigmas, generators, x_init)
@@ -245,10 +261,13 @@ def dds(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Tensor, 
         raise ValueError("dds: sigmas must be > 0 and end in 0 (use karras_sigmas)")
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"dds: eta={eta} must be in [0, 1]")
-    if cg_iters < 0 or lamda < 0 or (noise_std is not None and noise_std < 0):
+    if cg_iters < 0 or lamda < 0 or (noise_std is not None and bool(torch.any(torch.as_tensor(noise_std) < 0))):
         raise ValueError(f"dds: cg_iters={cg_iters}, lamda={lamda}, noise_std={noise_std} must be >= 0")
+    if not zeta > 0:
+        raise ValueError(f"dds: zeta={zeta} must be > 0")
     device = y.device
     S, M, H, W = op.ishape
+    noise_std = None if noise_std is None else _per_slice(noise_std, S, device)
     with torch.no_grad():
         x = _start(sigmas, x_init, generators, op, device)
         Ahy = op.adjoint(y)
@@ -259,6 +278,7 @@ def dds(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Tensor, 
                 lam = lamda
             else:                                   # noise_std^2 / Var(x_0 | x): 1 / Var = 1 / sigma^2 + 1 / sigma_data^2
                 lam = noise_std ** 2 * (1.0 / sigma ** 2 + (0.0 if sigma_data is None else 1.0 / sigma_data ** 2))
+            lam = lam / zeta
             x0 = conjugate_gradient(lambda u: op.normal(u) + lam * u, Ahy + lam * D, D, cg_iters, tol=0.0)
             if sigma_next == 0.0:
                 x = x0
@@ -366,7 +386,8 @@ def posterior_samples(sampler: str | Callable[..., torch.Tensor], denoiser: Deno
     Args:
         sampler: a name of :data:`SAMPLERS` or a sampler callable with the common signature.
         denoiser, y, op, x_init, callback, options: as for the sampler (y [S, C, H, W], op of S slices). For DDS,
-            ``sigma_data`` defaults to ``denoiser.sigma_data`` when the denoiser has one.
+            ``sigma_data`` defaults to ``denoiser.sigma_data`` when the denoiser has one. A tensor option of shape
+            [S] (e.g. ``noise_std``) is per slice and follows its slice into every sample and batch.
         sigmas: the schedule; None takes :func:`default_sigmas` (``steps`` sets its length).
         num_samples: K >= 1.
         seed: base seed.
@@ -400,6 +421,11 @@ def posterior_samples(sampler: str | Callable[..., torch.Tensor], denoiser: Deno
     big_op = repeat_operator(op, K)
     big_y = y.repeat_interleave(K, dim=0)
     big_init = None if x_init is None else x_init.repeat_interleave(K, dim=0)
+    # Options given per slice (tensors [S], e.g. noise_std) follow their slice into every sample and batch.
+    per_slice = {k: v.repeat_interleave(K, dim=0) for k, v in options.items() if isinstance(v, torch.Tensor)}
+    if any(v.shape[0] != total for v in per_slice.values()):
+        raise ValueError(f"posterior_samples: per-slice options must have {S} entries: "
+                         f"{ {k: tuple(v.shape) for k, v in options.items() if isinstance(v, torch.Tensor)} }")
     out = []
     for start in range(0, total, batch_size):
         stop = min(start + batch_size, total)
@@ -407,8 +433,9 @@ def posterior_samples(sampler: str | Callable[..., torch.Tensor], denoiser: Deno
                 for j in range(start, stop)]
         sub_op = SenseOp(big_op.maps[start:stop], None if big_op.mask is None else big_op.mask[start:stop])
         sub_init = None if big_init is None else big_init[start:stop]
+        sub_options = {**options, **{k: v[start:stop] for k, v in per_slice.items()}}
         out.append(fn(denoiser, big_y[start:stop], sub_op, sigmas, gens, x_init=sub_init, callback=callback,
-                      **options).detach())
+                      **sub_options).detach())
     samples = torch.cat(out).reshape(S, K, M, H, W)
     mean = samples.mean(dim=1)
     if K > 1:

@@ -282,7 +282,7 @@ class DpmGadget:
         try:
             if self.dpm_unavailable is not None:
                 raise ReconstructionError(self.dpm_unavailable)
-            result = self.reconstructor.reconstruct(buffer.kspace, buffer.mask)
+            result = self.reconstructor.reconstruct(buffer.kspace, buffer.mask, slice_ids=buffer.slices)
             if self.injected is not None and cfg.method == "dpm":
                 result = self.injected.apply(result)
             if not np.isfinite(result.images).all():
