@@ -279,7 +279,8 @@ def test_finetune_validates_through_reconstructor(corpus, tiny_init, tmp_path):
     sampler = "fast" if "fast" in SAMPLERS else "dds"
     export = tmp_path / "exported" / "flair"
     args = _finetune_args(tiny_init, root, val, tmp_path / "ft", epochs=1,
-                          extra=["--val-slices", "2", "--zetas", "0.5", "2", "--sampler", sampler, "--sampler-options", "{\"steps\": 10}",
+                          extra=["--val-slices", "2", "--zetas", "0.5", "2", "--sampler", sampler,
+                                 "--sampler-options", '{"steps": 10}',
                                  "--export", str(export)])
     summary = finetune_mod.finetune(args)
     card = json.loads(export.with_suffix(".json").read_text())
@@ -287,6 +288,7 @@ def test_finetune_validates_through_reconstructor(corpus, tiny_init, tmp_path):
     assert [e["epoch"] for e in per_epoch] == [0, 1]
     for e in per_epoch:
         assert 0 < e["nrmse_R2"] < 10 and 0 < e["nrmse_R4"] < 10
+        assert 0 < e["nrmse_support_R2"] < 10 and 0 < e["nrmse_support_R4"] < 10
         assert e["score"] == pytest.approx((e["nrmse_R2"] + e["nrmse_R4"]) / 2)
     sweep = card["training"]["zeta_sweep"]
     assert set(sweep["nrmse"]) == {"2", "4"} and set(sweep["nrmse"]["2"]) == {"0.5", "2"}

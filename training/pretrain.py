@@ -42,7 +42,7 @@ def add_training_arguments(parser: argparse.ArgumentParser, lr: float, batch: in
     g.add_argument("--no-bf16", action="store_true", help="disable bf16 autocast on CUDA")
     g.add_argument("--workers", type=int, default=0, help="DataLoader workers per process")
     g.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads per process (1 is fastest on a shared or oversubscribed CPU; 0: torch default)")
+                   help="torch CPU threads per process (1 is fastest on a shared, oversubscribed CPU; 0: default)")
     g.add_argument("--tick", type=int, default=50, help="log every this many steps")
     g.add_argument("--snapshot-ticks", type=int, default=4, help="save the resumable state every this many ticks")
     g.add_argument("--resume", action="store_true", help="continue RUN from its training state")
