@@ -106,6 +106,7 @@ def l1_wavelet(kspace: torch.Tensor, mask, maps: torch.Tensor, lamda: float = 1e
     Returns: [S, M, H, W] complex64.
     """
     import sigpy as sp
+    import sigpy.mri  # noqa: F401  (registers sp.mri)
 
     op = SenseOp(maps, mask)
     S, M, C, H, W = op.maps.shape

@@ -264,10 +264,14 @@ class Reconstructor:
         if not bool(torch.isfinite(mean).all()):
             raise ReconstructionError("the DPM sampler produced non-finite pixels (NaN/Inf); check the model and "
                                       "sampler settings")
+        # The measurements say nothing outside the coil maps' support (ESPIRiT crops there); SENSE returns 0 there, and
+        # so must the DPM, whose prior would otherwise paint unconstrained anatomy into the background.
+        support = (maps_t.abs().sum(dim=2) > 0)                      # [S, M, H, W]
+        mean = mean * support
         images = combine_map_images(mean)
         std_img = None
         if self.num_samples > 1:
-            std_img = torch.sqrt((std.float() ** 2).sum(dim=1))     # map sets add in quadrature
+            std_img = torch.sqrt(((std.float() * support) ** 2).sum(dim=1))     # map sets add in quadrature
         info = {"zeta": float(zeta), "sampler": self.sampler, "num_samples": self.num_samples}
         if noise_std is not None:
             info["noise_std"] = torch.as_tensor(noise_std).cpu().tolist()
