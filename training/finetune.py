@@ -27,7 +27,7 @@ import torch
 
 from dpm_core.checkpoints import load_checkpoint, save_checkpoint
 from dpm_core.masks import DEFAULT_NUM_ACS, effective_acceleration, equispaced_mask
-from dpm_core.metrics import nrmse
+from dpm_core.metrics import nrmse, ssim
 from dpm_core.networks import ComplexDenoiser, EDMPrecond
 
 from . import distributed as dist_utils
@@ -90,14 +90,15 @@ def validate(precond: EDMPrecond, valset: ValidationSet, accelerations: Sequence
         accelerations: nominal R of equispaced masks with ``num_acs`` ACS lines.
         zeta: ζ for all accelerations, or a dict R -> ζ.
     Returns: {"nrmse": {R: mean NRMSE}, "nrmse_support": {R: mean NRMSE with the reconstruction zeroed outside its
-        coil-map support (a reported variant)}, "effective_acceleration": {R: value}, "score": mean NRMSE over R}.
+        coil-map support (a reported variant)}, "effective_acceleration": {R: value}, "score": mean NRMSE over R,
+        "per_slice": {"ids": slice ids, "nrmse": {R: [per slice]}, "ssim": {R: [per slice]}} (for error bars)}.
     """
     from dpm_core.reconstruct import Reconstructor
 
     was_training = precond.training
     denoiser = ComplexDenoiser(precond).eval()
     H = valset.kspace.shape[2]
-    out, eff, in_support = {}, {}, {}
+    out, eff, in_support, slice_nrmse, slice_ssim = {}, {}, {}, {}, {}
     with torch.no_grad():
         for R in accelerations:
             mask = equispaced_mask(H, R, num_acs)
@@ -106,6 +107,8 @@ def validate(precond: EDMPrecond, valset: ValidationSet, accelerations: Sequence
                                   zeta=z, seed=seed, device=device)
             result = recon.reconstruct(valset.kspace * torch.from_numpy(mask).view(1, 1, H, 1), mask)
             per_slice = [nrmse(result.images[i], valset.reference[i]) for i in range(len(valset.ids))]
+            slice_ssim[_key(R)] = [ssim(result.images[i], valset.reference[i]) for i in range(len(valset.ids))]
+            slice_nrmse[_key(R)] = per_slice
             value = float(np.mean(per_slice))
             out[_key(R)] = value if math.isfinite(value) else math.inf
             eff[_key(R)] = round(effective_acceleration(mask), 4)
@@ -116,7 +119,8 @@ def validate(precond: EDMPrecond, valset: ValidationSet, accelerations: Sequence
             in_support[_key(R)] = float(np.mean(masked))
     precond.train(was_training)
     return {"nrmse": out, "nrmse_support": in_support, "effective_acceleration": eff,
-            "score": float(np.mean(list(out.values())))}
+            "score": float(np.mean(list(out.values()))),
+            "per_slice": {"ids": list(valset.ids), "nrmse": slice_nrmse, "ssim": slice_ssim}}
 
 
 def _key(R: float) -> str:
