@@ -467,8 +467,8 @@ def methods(exp: Experiment) -> dict:
     """Methods 1-6 of docs/experiments.md with one network, one sampler and the budget rules of the config."""
     cfg = exp.config["methods"]
     sweep = finetune_sweep(exp)
-    sweep_best = exp.results.records.get("finetune-sweep/best") or {}
-    ft_lr = cfg.get("finetune_lr") or sweep_best.get("lr") or exp.config["finetune"]["lrs"][0]
+    sweep_best = exp.results.records.get("finetune-sweep/best") or {}       # known on rank 0
+    ft_lr = _broadcast(cfg.get("finetune_lr") or sweep_best.get("lr") or exp.config["finetune"]["lrs"][0])
     pretrained = exp.pretrained()
     spe_few = len(exp.dataset("target_few")) // exp.train["batch"]
     ft_steps = exp.config["finetune"]["epochs"] * spe_few
@@ -512,6 +512,15 @@ def methods(exp: Experiment) -> dict:
     _plot_methods(out / "methods.png", rows)
     _write_methods_md(out / "methods.md", rows, exp, ft_lr)
     return {"rows": rows, "finetune_lr": ft_lr, "sweep": sweep.get("best")}
+
+
+def _broadcast(value):
+    """Rank 0's ``value`` on every rank (torchrun); the value itself without a process group."""
+    if not dist_utils.is_distributed():
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _plot_methods(path: Path, rows: list[dict]) -> None:
@@ -565,7 +574,7 @@ def zeta(exp: Experiment) -> dict:
         return {}
     best = exp.results.records["finetune-sweep/best"]
     card_path = Path(best["model"])
-    precond, card = load_checkpoint(card_path, device="cpu")
+    precond, card = load_checkpoint(card_path, device=exp.device)
     zetas = [float(z) for z in exp.config["zeta"]["values"]]
     Rs = [float(R) for R in exp.ev["accelerations"]]
     exp.progress_bar(len(Rs) * len(zetas), "zeta")
