@@ -148,6 +148,22 @@ def summarize(res: dict) -> dict:
     return {"score": res["score"], "per_R": per_R, "slices": res["per_slice"]["ids"]}
 
 
+def _merge(parts: list[dict]) -> dict:
+    """:func:`training.finetune.validate` outputs of consecutive slice chunks -> one output over all slices."""
+    if len(parts) == 1:
+        return parts[0]
+    n = [len(p["per_slice"]["ids"]) for p in parts]
+    first = parts[0]
+    nrmse = {R: [v for p in parts for v in p["per_slice"]["nrmse"][R]] for R in first["nrmse"]}
+    return {"nrmse": {R: float(np.mean(v)) for R, v in nrmse.items()},
+            "nrmse_support": {R: float(np.average([p["nrmse_support"][R] for p in parts], weights=n))
+                              for R in first["nrmse"]},
+            "effective_acceleration": first["effective_acceleration"],
+            "score": float(np.mean([np.mean(v) for v in nrmse.values()])),
+            "per_slice": {"ids": [i for p in parts for i in p["per_slice"]["ids"]], "nrmse": nrmse,
+                          "ssim": {R: [v for p in parts for v in p["per_slice"]["ssim"][R]] for R in first["nrmse"]}}}
+
+
 def _se(values) -> float:
     values = np.asarray(values, dtype=np.float64)
     return float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else 0.0
@@ -250,11 +266,15 @@ class Experiment:
         record = self.results.get(key)
         if record is None:
             t0 = time.time()
-            res = validate(precond, self.valset(), accelerations or self.ev["accelerations"],
-                           zeta=self.ev.get("zeta", 1.0) if zeta is None else zeta, sampler=self.ev["sampler"],
-                           sampler_options=self.ev.get("sampler_options"), device=self.device,
-                           seed=self.ev.get("seed", 0), num_acs=self.ev.get("num_acs", DEFAULT_NUM_ACS))
-            record = self.results.put(key, {**summarize(res), "seconds": time.time() - t0})
+            valset = self.valset()
+            chunk = self.ev.get("batch_slices") or len(valset.ids)      # slices per Reconstructor call (memory)
+            parts = [validate(precond, ValidationSet(*(v[i:i + chunk] for v in valset)),
+                              accelerations or self.ev["accelerations"],
+                              zeta=self.ev.get("zeta", 1.0) if zeta is None else zeta, sampler=self.ev["sampler"],
+                              sampler_options=self.ev.get("sampler_options"), device=self.device,
+                              seed=self.ev.get("seed", 0), num_acs=self.ev.get("num_acs", DEFAULT_NUM_ACS))
+                     for i in range(0, len(valset.ids), chunk)]
+            record = self.results.put(key, {**summarize(_merge(parts)), "seconds": time.time() - t0})
         return record
 
     # -- training --------------------------------------------------------------------------------------------------
