@@ -61,7 +61,8 @@ def tiny_run(tmp_path_factory):
 
 def test_finetune_sweep_outputs(tiny_run):
     out, sweep_lines, _ = tiny_run
-    rows, table = check_outputs(out / "finetune-sweep", "finetune_sweep", ["lr", "epoch", "step", "R"] + METRIC_COLUMNS,
+    rows, table = check_outputs(out / "finetune-sweep", "finetune_sweep", ["lr", "epoch", "step", "R"] + METRIC_COLUMNS
+                                + ["delta_vs_pretrained", "delta_vs_pretrained_se"],
                                 n_rows=2 * 3 * 2)                       # 2 LRs x epochs {0, 1, 2} x R {2, 4}
     assert {float(r["lr"]) for r in rows} == {1e-4, 1e-5}
     assert {float(r["epoch"]) for r in rows} == {0.0, 1.0, 2.0}
@@ -73,19 +74,22 @@ def test_finetune_sweep_outputs(tiny_run):
     # Epoch 0 is the same (pre-trained) model for every LR.
     e0 = {(r["R"], r["nrmse"]) for r in rows if float(r["epoch"]) == 0}
     assert len(e0) == 2
+    assert all(float(r["delta_vs_pretrained"]) == 0 for r in rows if float(r["epoch"]) == 0)
 
 
 def test_methods_outputs_and_reuse(tiny_run):
     out, sweep_lines, summaries = tiny_run
     rows, table = check_outputs(out / "methods", "methods",
-                                ["method", "label", "R"] + METRIC_COLUMNS +
-                                ["selected_step", "train_steps", "train_subjects", "train_slices", "lr", "run"],
+                                ["method", "label", "R"] + METRIC_COLUMNS + ["delta_vs_m4", "delta_vs_m4_se",
+                                                                              "selected_step", "train_steps", "train_subjects", "train_slices", "lr", "run"],
                                 n_rows=6 * 2)
     assert len(table) == 2 + 6
     by = {int(r["method"]): r for r in rows if float(r["R"]) == 2}
     assert [int(by[m]["train_subjects"]) for m in range(1, 7)] == [3, 3, 5, 2, 4, 2]     # all=3, few=2, external=2
     assert by[4]["run"].startswith("finetune-sweep/lr=") and by[2]["run"] == "methods/m2"   # M4: the sweep's run
     assert int(by[2]["train_steps"]) == int(by[4]["train_steps"])        # same fine-tuning step budget
+    assert float(by[4]["delta_vs_m4"]) == 0
+    assert float(by[1]["delta_vs_m4"]) == pytest.approx(float(by[1]["nrmse"]) - float(by[4]["nrmse"]), abs=1e-12)
     # The methods run trained 5 new models and reused the sweep (no sweep cell recomputed).
     new = [json.loads(line)["key"] for line in
            (out / experiments.RESULTS_NAME).read_text().splitlines()[len(sweep_lines):]]

@@ -394,11 +394,13 @@ def finetune_sweep(exp: Experiment) -> dict:
             exp._bar.update(1)
         if exp.rank != 0:
             continue
+        base = exp.results.records["pretrained/eval"]["per_R"]
         for step in checkpoints:
             key = "pretrained/eval" if step == 0 else f"{name}/step={step}"
             record = exp.results.records[key]
             for R, m in record["per_R"].items():
-                rows.append({"lr": lr, "epoch": step / spe, "step": step, "R": float(R), **_metric_cols(m)})
+                rows.append({"lr": lr, "epoch": step / spe, "step": step, "R": float(R), **_metric_cols(m),
+                             **_paired(m, base[R], "pretrained")})
     exp.close_bar()
     if exp.rank != 0:
         return {}
@@ -421,6 +423,12 @@ def _metric_cols(m: dict) -> dict:
             "ssim_se": m["ssim_se"], "nrmse_support": m["nrmse_support"], "n_slices": m["n"]}
 
 
+def _paired(m: dict, ref: dict, name: str) -> dict:
+    """Mean and standard error of the per-slice NRMSE difference to ``ref`` (the same slices: a paired comparison)."""
+    d = np.asarray(m["nrmse_slices"]) - np.asarray(ref["nrmse_slices"])
+    return {f"delta_vs_{name}": float(d.mean()), f"delta_vs_{name}_se": _se(d)}
+
+
 def _write_csv(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
@@ -438,16 +446,21 @@ def _plot_sweep(path: Path, rows: list[dict], accelerations) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     Rs = sorted({r["R"] for r in rows})
-    fig, axes = plt.subplots(1, len(Rs), figsize=(4.2 * len(Rs), 3.4), squeeze=False)
-    for ax, R in zip(axes[0], Rs):
+    fig, axes = plt.subplots(2, len(Rs), figsize=(4.2 * len(Rs), 6.4), squeeze=False, sharex=True)
+    for j, R in enumerate(Rs):
         for lr in sorted({r["lr"] for r in rows}, reverse=True):
-            pts = sorted((r["epoch"], r["nrmse"], r["nrmse_se"]) for r in rows if r["R"] == R and r["lr"] == lr)
-            e, v, s = map(np.asarray, zip(*pts))
-            ax.errorbar(e, v, yerr=s, marker="o", ms=3, capsize=2, label=f"lr {lr:g}")
-        ax.set_title(f"R = {R:g}")
-        ax.set_xlabel("fine-tuning epochs")
-        ax.set_ylabel("NRMSE (mean ± SE)")
-        ax.grid(alpha=0.3)
+            pts = sorted((r["epoch"], r["nrmse"], r["nrmse_se"], r["delta_vs_pretrained"],
+                          r["delta_vs_pretrained_se"]) for r in rows if r["R"] == R and r["lr"] == lr)
+            e, v, s, d, ds = map(np.asarray, zip(*pts))
+            axes[0][j].errorbar(e, v, yerr=s, marker="o", ms=3, capsize=2, label=f"lr {lr:g}")
+            axes[1][j].errorbar(e, d, yerr=ds, marker="o", ms=3, capsize=2, label=f"lr {lr:g}")
+        axes[0][j].set_title(f"R = {R:g}")
+        axes[0][j].set_ylabel("NRMSE (mean ± SE)")
+        axes[1][j].axhline(0.0, color="k", lw=0.8)
+        axes[1][j].set_ylabel("NRMSE − pre-trained (paired SE)")
+        axes[1][j].set_xlabel("fine-tuning epochs")
+        for ax in axes[:, j]:
+            ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.suptitle("Fine-tuning duration and learning rate (epoch 0 = pre-trained model)")
     fig.tight_layout()
@@ -463,18 +476,22 @@ def _write_sweep_md(path: Path, rows: list[dict], best: dict, exp: Experiment) -
              f"NRMSE (mean ± standard error over {rows[0]['n_slices']} fixed validation slices), equispaced + "
              f"{exp.ev.get('num_acs', DEFAULT_NUM_ACS)} ACS; sampler {exp.ev['sampler']} "
              f"{json.dumps(exp.ev.get('sampler_options') or {})}, ζ = {exp.ev.get('zeta', 1.0)}. "
-             f"Epoch 0 is the pre-trained model. **Bold**: lowest mean over R.", "",
+             f"Epoch 0 is the pre-trained model; Δ = per-slice NRMSE difference to it, mean ± paired SE (same "
+             f"slices). **Bold**: lowest mean over R.", "",
              "| lr | epoch | " + " | ".join(f"NRMSE R={R:g} (eff {by[next(k for k in by if k[2] == R)]['R_eff']:.2f})"
-                                          for R in Rs) + " | mean | " + " | ".join(f"SSIM R={R:g}" for R in Rs) + " |",
-             "|---|---|" + "---|" * (2 * len(Rs) + 1)]
+                                          for R in Rs) + " | mean | " + " | ".join(f"Δ vs pre-trained R={R:g}"
+                                                                                 for R in Rs)
+             + " | " + " | ".join(f"SSIM R={R:g}" for R in Rs) + " |",
+             "|---|---|" + "---|" * (3 * len(Rs) + 1)]
     for lr in sorted({r["lr"] for r in rows}, reverse=True):
         for epoch in sorted({r["epoch"] for r in rows if r["lr"] == lr}):
             cells = [by[(lr, epoch, R)] for R in Rs]
             mean = float(np.mean([c["nrmse"] for c in cells]))
             b = "**" if (lr, epoch) == (best["lr"], best["epoch"]) else ""
             lines.append(f"| {lr:g} | {epoch:g} | " + " | ".join(_pm(c["nrmse"], c["nrmse_se"]) for c in cells)
-                         + f" | {b}{mean:.4f}{b} | " + " | ".join(_pm(c["ssim"], c["ssim_se"], 3) for c in cells)
-                         + " |")
+                         + f" | {b}{mean:.4f}{b} | "
+                         + " | ".join(_pm(c["delta_vs_pretrained"], c["delta_vs_pretrained_se"]) for c in cells)
+                         + " | " + " | ".join(_pm(c["ssim"], c["ssim_se"], 3) for c in cells) + " |")
     lines += ["", f"Best: lr {best['lr']:g}, epoch {best['epoch']:g} (mean NRMSE {best['mean_nrmse']:.4f}); model "
                   f"`{best['model']}`.", ""]
     path.write_text("\n".join(lines))
@@ -516,15 +533,19 @@ def methods(exp: Experiment) -> dict:
     exp.close_bar()
     if exp.rank != 0:
         return {}
-    rows = []
+    rows, selected = [], {}
     for number, (name, done) in runs.items():
         cells = {int(k.rsplit("=", 1)[1]): v for k, v in exp.results.records.items()
                  if k.startswith(f"{name}/step=")}
         if METHODS[number][1] == "pretrained" and "pretrained/eval" in exp.results.records:
             cells[0] = exp.results.records["pretrained/eval"]
         step = min(cells, key=lambda s: (cells[s]["score"], s))       # the training loop's selection rule
-        for R, m in cells[step]["per_R"].items():
+        selected[number] = (step, cells[step])
+    for number, (name, done) in runs.items():
+        step, record = selected[number]
+        for R, m in record["per_R"].items():
             rows.append({"method": number, "label": METHODS[number][0], "R": float(R), **_metric_cols(m),
+                         **_paired(m, selected[4][1]["per_R"][R], "m4"),
                          "selected_step": step, "train_steps": done["steps"], "train_subjects": done["num_subjects"],
                          "train_slices": done["num_slices"], "lr": done["lr"], "run": name})
     out = exp.out / "methods"
@@ -570,15 +591,18 @@ def _write_methods_md(path: Path, rows: list[dict], exp: Experiment, ft_lr: floa
     Rs = sorted({r["R"] for r in rows})
     lines = [f"# Methods ({exp.config['name']})", "",
              f"NRMSE / SSIM (mean ± SE over {rows[0]['n_slices']} fixed validation slices) of the selected checkpoint "
-             f"of each method; fine-tuning LR {ft_lr:g}.", "",
+             f"of each method; Δ = per-slice NRMSE difference to method 4, mean ± paired SE; fine-tuning LR {ft_lr:g}.",
+             "",
              "| method | recipe | subjects | steps (selected) | " + " | ".join(f"NRMSE R={R:g}" for R in Rs)
-             + " | " + " | ".join(f"SSIM R={R:g}" for R in Rs) + " |",
-             "|---|---|---|---|" + "---|" * (2 * len(Rs))]
+             + " | " + " | ".join(f"Δ vs M4 R={R:g}" for R in Rs) + " | " + " | ".join(f"SSIM R={R:g}" for R in Rs)
+             + " |",
+             "|---|---|---|---|" + "---|" * (3 * len(Rs))]
     for n in sorted({r["method"] for r in rows}):
         cells = [next(r for r in rows if r["method"] == n and r["R"] == R) for R in Rs]
         c = cells[0]
         lines.append(f"| {n} | {c['label']} | {c['train_subjects']} | {c['train_steps']} ({c['selected_step']}) | "
                      + " | ".join(_pm(x["nrmse"], x["nrmse_se"]) for x in cells) + " | "
+                     + " | ".join(_pm(x["delta_vs_m4"], x["delta_vs_m4_se"]) for x in cells) + " | "
                      + " | ".join(_pm(x["ssim"], x["ssim_se"], 3) for x in cells) + " |")
     lines.append("")
     path.write_text("\n".join(lines))
@@ -661,6 +685,9 @@ def _plot_zeta(path: Path, rows: list[dict], best_zeta: dict) -> None:
         ax.plot([zb], v[z == zb], "*", color="green", ms=11)
         del line
     ax.set_xscale("log")
+    zetas = sorted({r["zeta"] for r in rows})
+    ax.set_xticks(zetas, [f"{z:g}" for z in zetas])
+    ax.minorticks_off()
     ax.set_xlabel("data-consistency weight ζ")
     ax.set_ylabel("NRMSE (mean ± SE)")
     ax.set_title("ζ per acceleration (red: ζ = 1, green: best)")
