@@ -47,6 +47,9 @@ case "$command" in
     test)
         install_debian
         install_python
+        # The tests run gadget and server processes beside pytest: one OpenMP thread each keeps 2 cores from being
+        # oversubscribed (two torch threads on a busy core ran 30x slower here) and keeps numerics identical across them.
+        export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
         exec .venv/bin/python -m pytest -q "$@" tests
         ;;
     *)

@@ -38,7 +38,7 @@ class GadgetronSide:
     def __init__(self, module: str = "gadgets.gadget", target: str = "dpm_recon", timeout: float = 120.0,
                  env: dict | None = None):
         self.module, self.target, self.timeout = module, target, timeout
-        self.env = {"OMP_NUM_THREADS": "2", **(env or {})}
+        self.env = dict(env or {})           # the child inherits this process's environment (thread counts too)
 
     def run(self, header_xml: str, items: list, config: str | None = None, send_close: bool = True) -> StreamResult:
         """Send CONFIG, HEADER, ``items`` (Acquisition / ReconData / raw bytes) and CLOSE; collect the replies."""
