@@ -495,22 +495,28 @@ def needs_second_map(maps: torch.Tensor, threshold: float = SECOND_MAP_ENERGY_TH
 # ---------------------------------------------------------------------------------------------------------------------
 # Preprocessing.
 
-def remove_readout_oversampling(kspace: torch.Tensor, factor: int = 2) -> torch.Tensor:
-    """Keep the central 1/``factor`` of the readout FOV. [..., W] complex -> [..., W // factor] complex.
+def remove_readout_oversampling(kspace: torch.Tensor, factor: int = 2, size: int | None = None) -> torch.Tensor:
+    """Keep the central 1/``factor`` of the readout FOV (or its central ``size`` pixels).
+    [..., W] complex -> [..., W // factor] (or [..., size]) complex.
 
-    Centred orthonormal 1-D inverse FFT along the readout (last axis), crop the centre W // factor pixels (start
+    Centred orthonormal 1-D inverse FFT along the readout (last axis), crop the centre Wn pixels (start
     W//2 - Wn//2, the :mod:`dpm_core.fft` centring), forward FFT. Image pixel values are preserved (orthonormal both
     ways), so images from the result equal the centre of the images from the input.
     """
     kspace = torch.as_tensor(kspace)
     if not kspace.is_complex():
         raise ValueError(f"kspace must be complex; got {kspace.dtype}")
-    if int(factor) != factor or factor < 1:
-        raise ValueError(f"factor must be a positive integer; got {factor}")
     W = kspace.shape[-1]
-    if W % factor:
-        raise ValueError(f"readout length W={W} is not divisible by the oversampling factor {factor}")
-    Wn = W // factor
+    if size is None:
+        if int(factor) != factor or factor < 1:
+            raise ValueError(f"factor must be a positive integer; got {factor}")
+        if W % factor:
+            raise ValueError(f"readout length W={W} is not divisible by the oversampling factor {factor}")
+        Wn = W // factor
+    else:
+        if not 0 < size <= W:
+            raise ValueError(f"size {size} must be within 1..{W} (the readout length of kspace)")
+        Wn = int(size)
     x = torch.fft.fftshift(torch.fft.ifft(torch.fft.ifftshift(kspace, dim=-1), dim=-1, norm="ortho"), dim=-1)
     x = x[..., W // 2 - Wn // 2: W // 2 - Wn // 2 + Wn]
     return torch.fft.fftshift(torch.fft.fft(torch.fft.ifftshift(x, dim=-1), dim=-1, norm="ortho"), dim=-1)

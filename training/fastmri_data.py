@@ -26,7 +26,7 @@ import h5py
 import numpy as np
 import torch
 
-from dpm_core.fft import fft2c, ifft2c
+from dpm_core import coils
 
 __all__ = ["remove_readout_oversampling", "parse_header", "VolumeInfo", "FastMRIVolumeIndex", "FastMRISample",
            "FastMRISliceDataset"]
@@ -35,7 +35,8 @@ _NS = {"m": "http://www.ismrm.org/ISMRMRD"}
 
 
 def remove_readout_oversampling(kspace: torch.Tensor, readout_size: int) -> torch.Tensor:
-    """Keep the central ``readout_size`` samples of the readout FOV.
+    """Keep the central ``readout_size`` samples of the readout FOV (:func:`dpm_core.coils.remove_readout_oversampling`,
+    the same operation the gadget applies to scanner data).
 
     Args:
         kspace: complex [..., H, W_os] k-space, readout on the last axis (project convention).
@@ -47,11 +48,7 @@ def remove_readout_oversampling(kspace: torch.Tensor, readout_size: int) -> torc
     w_os = kspace.shape[-1]
     if not 0 < readout_size <= w_os:
         raise ValueError(f"readout_size {readout_size} must be within 1..{w_os} (the readout length of kspace)")
-    if readout_size == w_os:
-        return kspace.to(torch.complex64)
-    start = w_os // 2 - readout_size // 2          # keeps the image centre index W_os // 2 at W // 2
-    img = ifft2c(kspace.to(torch.complex64))
-    return fft2c(img[..., start:start + readout_size].contiguous())
+    return coils.remove_readout_oversampling(kspace.to(torch.complex64), size=readout_size)
 
 
 def _find(root: ET.Element, path: str) -> ET.Element | None:
