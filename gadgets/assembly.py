@@ -408,6 +408,37 @@ def buffers_from_recon_data(recon_data, header) -> list[KspaceBuffer]:
     return buffers
 
 
+def group_volumes(buffers: Iterable[KspaceBuffer], num_slices: int) -> Iterator[KspaceBuffer]:
+    """Merge consecutive buffers of one volume (Gadgetron's BucketToBuffer with ``split_slices`` sends one ReconData
+    per slice) so the Reconstructor batches the slices of a volume.
+
+    A volume is complete when ``num_slices`` distinct slices with the same counters and sampling mask have arrived; a
+    buffer with other counters or another mask, or the end of the stream, flushes what is pending (so a volume is
+    never held back). Slices come out in slice order.
+    """
+    pending: list[KspaceBuffer] = []
+
+    def flush() -> Iterator[KspaceBuffer]:
+        if not pending:
+            return
+        rows = sorted(((s, b.kspace[i], b.reference_headers[i]) for b in pending for i, s in enumerate(b.slices)),
+                      key=lambda row: row[0])
+        yield KspaceBuffer(kspace=np.stack([r[1] for r in rows]), mask=pending[0].mask.copy(),
+                           calibration=np.logical_or.reduce([b.calibration for b in pending]),
+                           reference_headers=[r[2] for r in rows], slices=[r[0] for r in rows],
+                           counters=dict(pending[0].counters), complete=all(b.complete for b in pending))
+        pending.clear()
+
+    for buffer in buffers:
+        if pending and (buffer.counters != pending[0].counters or not np.array_equal(buffer.mask, pending[0].mask)
+                        or set(buffer.slices) & {s for b in pending for s in b.slices}):
+            yield from flush()
+        pending.append(buffer)
+        if len({s for b in pending for s in b.slices}) >= num_slices:
+            yield from flush()
+    yield from flush()
+
+
 def _add_recon_buffer_slice(volumes, info: EncodingInfo, data: np.ndarray, headers: np.ndarray, is_ref: bool,
                             bit: int) -> None:
     """data: [RO, E1, CHA] of one (n, s, loc); headers: [E1] AcquisitionHeader objects."""

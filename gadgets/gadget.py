@@ -350,7 +350,8 @@ class DpmGadget:
             from gadgetron.types import ReconData
             connection.filter(ReconData)
             items = iter(connection)
-            buffers = _recon_data_buffers(items, header, errors)
+            buffers = assembly.group_volumes(_recon_data_buffers(items, header, errors),
+                                             assembly.encoding_info(header).num_slices)
         elif input_kind == "acquisitions":
             connection.filter(ismrmrd.Acquisition)
             items = iter(connection)

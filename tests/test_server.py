@@ -175,7 +175,7 @@ def test_sequential_streams_match_the_spawned_gadget(server, scan, spawned):
     while server.log.count(" done: ") < 3 and time.monotonic() < deadline:   # logged just after the CLOSE
         time.sleep(0.05)
     log = server.log
-    assert "recon_data input, 2 volume(s), 2 image(s)" in log         # split_slices: one volume per ReconData
+    assert "recon_data input, 1 volume(s), 2 image(s)" in log         # per-slice ReconData grouped into the volume
     assert "acquisitions input, 1 volume(s), 2 image(s)" in log
     assert "CONFIG_FILE 'dpm_recon'" in log
     assert log.count("built reconstructor") == 1                        # the model/reconstructor is built once
