@@ -4,7 +4,7 @@ weights: time is what matters), plus each sampler's exact-posterior error on the
 Wall times are measured over a few steps (``--timed-steps``) and extrapolated to the sampler's full step count
 (the per-step cost is constant); both counts are written. Writes benchmarks/results/samplers.json and .md.
 
-    .venv/bin/python benchmarks/bench_samplers.py [--timed-steps 3] [--threads 2]
+    .venv/bin/python benchmarks/bench_samplers.py [--timed-steps 3] [--threads 1]
 """
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--timed-steps", type=int, default=3)
     ap.add_argument("--samples", type=int, default=96)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)   # 2 threads on a shared 2-core CPU ran up to 30x slower
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     res = {"device": "cpu", "threads": args.threads, "unet": "small preset, random weights, 128x128, 8 coils, R=4",
