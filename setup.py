@@ -27,12 +27,13 @@ setup(
         "tqdm>=4.60",
         "pillow>=9",
         "matplotlib>=3.7",
+        "scikit-image>=0.21",        # SSIM (dpm_core.metrics)
         "nibabel>=5",
+        "nilearn>=0.10",             # ships the MNI152 templates the synthetic corpus (and the demo) are built from
         "tensorboard>=2.14",
     ],
     extras_require={
-        "test": ["pytest>=7", "nilearn>=0.10"],
-        "atlas": ["nilearn>=0.10"],
+        "test": ["pytest>=7"],
     },
     entry_points={
         "console_scripts": [
