@@ -510,9 +510,11 @@ def methods(exp: Experiment) -> dict:
     spe_few = len(exp.dataset("target_few")) // exp.train["batch"]
     ft_steps = exp.config["finetune"]["epochs"] * spe_few
     ft_every = exp.config["finetune"]["eval_every"] * spe_few
-    exp.progress_bar(6, "methods")
+    numbers = sorted(set(cfg.get("include") or METHODS) | {4})          # M4 is the reference of the comparison
+    exp.progress_bar(len(numbers), "methods")
     runs = {}
-    for number, (label, init, selection) in METHODS.items():
+    for number in numbers:
+        label, init, selection = METHODS[number]
         if number == 4:                                       # the sweep's run at the chosen LR: the paper's recipe
             name = f"finetune-sweep/lr={_fmt(ft_lr)}"
             runs[number] = (name, exp.train_run(name, selection, steps=ft_steps, lr=ft_lr, eval_every=ft_every,
