@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# GPU checks and benchmarks on a lent accelerator machine (run from the repository root there):
+#   bash benchmarks/gpu_check.sh OUTDIR
+# Installs the pure-Python dependencies the machine's image lacks from ./.whl (wheels downloaded beforehand with
+# `pip download --python-version 3.12 ...`), runs the CUDA tests, then the shipped-model evaluation, the sampler
+# timings and the gadget latency on the GPU. Results land in OUTDIR.
+set -uo pipefail
+OUT="${1:?usage: gpu_check.sh OUTDIR}"
+mkdir -p "$OUT"
+python3 -m pip install -q --no-deps --no-index --target /tmp/dpm_deps .whl/*.whl 2>&1 | tail -2
+export PYTHONPATH="$PWD:/tmp/dpm_deps"
+python3 - <<'PY' 2>&1 | tee "$OUT/env.txt"
+import torch; print(torch.__version__, torch.cuda.get_device_name(0))
+PY
+# Gadgetron spawns `python`; make sure the one with torch answers.
+mkdir -p /tmp/dpm_bin && ln -sf "$(command -v python3)" /tmp/dpm_bin/python && export PATH="/tmp/dpm_bin:$PATH"
+python3 -m pytest -q -x tests/test_samplers.py tests/test_reconstruct.py tests/test_networks.py \
+    tests/test_checkpoints.py tests/test_default_model.py -p no:cacheprovider 2>&1 | tail -5 | tee "$OUT/tests.txt"
+timeout 240 python3 benchmarks/eval_default_model.py --name default_model_gpu 2>&1 | tail -20 | tee "$OUT/eval.txt"
+timeout 120 python3 benchmarks/bench_gadget.py --methods dpm --slices 8 2>&1 | tail -4 | tee "$OUT/gadget.txt"
+cp benchmarks/results/default_model_gpu.* benchmarks/results/gadget.* "$OUT/" 2>/dev/null
+exit 0
