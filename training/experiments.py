@@ -680,12 +680,11 @@ def _plot_zeta(path: Path, rows: list[dict], best_zeta: dict) -> None:
     for R in sorted({r["R"] for r in rows}):
         pts = sorted((r["zeta"], r["nrmse"], r["nrmse_se"]) for r in rows if r["R"] == R)
         z, v, s = map(np.asarray, zip(*pts))
-        line = ax.errorbar(z, v, yerr=s, marker="o", ms=3, capsize=2, label=f"R = {R:g}")
+        ax.errorbar(z, v, yerr=s, marker="o", ms=3, capsize=2, label=f"R = {R:g}")
         if np.any(z == 1.0):
             ax.plot([1.0], v[z == 1.0], "s", color="red", ms=7, mfc="none")
         zb = best_zeta[R][0]
         ax.plot([zb], v[z == zb], "*", color="green", ms=11)
-        del line
     ax.set_xscale("log")
     zetas = sorted({r["zeta"] for r in rows})
     ax.set_xticks(zetas, [f"{z:g}" for z in zetas])
