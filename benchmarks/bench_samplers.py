@@ -30,20 +30,29 @@ FULL = {"ald": dict(steps=1156, options=dict(steps_per_level=3)),
         "dds": dict(steps=50, options=dict(cg_iters=5))}
 
 
-def time_unet(timed_steps: int) -> dict:
-    net = ComplexDenoiser(build_network("unet", {"preset": "small"}, sigma_min=0.004, sigma_max=10.0)).eval()
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_unet(timed_steps: int, device: torch.device = torch.device("cpu")) -> dict:
+    net = ComplexDenoiser(build_network("unet", {"preset": "small"}, sigma_min=0.004, sigma_max=10.0).to(device)).eval()
     H = W = 128
-    maps = synthetic_coil_maps(8, H, W)
+    maps = synthetic_coil_maps(8, H, W).to(device)
     op = SenseOp(maps, torch.as_tensor(equispaced_mask(H, 4, num_acs=24)))
-    y = op.forward(randn_complex((1, 1, H, W), torch.Generator().manual_seed(0))) 
+    y = op.forward(randn_complex((1, 1, H, W), torch.Generator().manual_seed(0)).to(device))
     out = {}
     for name, cfg in FULL.items():
         full = default_sigmas(name, net, cfg["steps"])
-        short = full[:timed_steps] if name == "ald" else torch.cat([full[:timed_steps], full.new_zeros(1)])
+        steps = min(timed_steps, full.numel() - (0 if name == "ald" else 1))       # never past the full schedule
+        short = full[:steps] if name == "ald" else torch.cat([full[:steps], full.new_zeros(1)])
+        gens = lambda: make_generators(0, [0], device=device)                                  # noqa: E731
         SAMPLERS[name](net, y, op, short[:2] if name == "ald" else torch.tensor([full[0], 0.0]),
-                       make_generators(0, [0]), **cfg["options"])                               # warm-up
+                       gens(), **cfg["options"])                                                # warm-up
+        _sync(device)
         t = time.perf_counter()
-        SAMPLERS[name](net, y, op, short, make_generators(0, [0]), **cfg["options"])
+        SAMPLERS[name](net, y, op, short, gens(), **cfg["options"])
+        _sync(device)
         dt = time.perf_counter() - t
         n_short, n_full = num_evaluations(name, short, **cfg["options"]), num_evaluations(name, full, **cfg["options"])
         out[name] = {"nfe_full": n_full, "nfe_timed": n_short, "seconds_timed": dt,
@@ -78,13 +87,17 @@ def main() -> None:
     ap.add_argument("--timed-steps", type=int, default=3)
     ap.add_argument("--samples", type=int, default=96)
     ap.add_argument("--threads", type=int, default=1)   # 2 threads on a shared 2-core CPU ran up to 30x slower
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (timing only; the Gaussian proof runs on the CPU)")
+    ap.add_argument("--name", default="samplers", help="results file stem [samplers]")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    res = {"device": "cpu", "threads": args.threads, "unet": "small preset, random weights, 128x128, 8 coils, R=4",
-           "timing": time_unet(args.timed_steps), "gaussian": gaussian_errors(args.samples)}
+    device = torch.device(args.device)
+    where = (f"GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else f"CPU, {args.threads} threads")
+    res = {"device": str(device), "threads": args.threads, "unet": "small preset, random weights, 128x128, 8 coils, R=4",
+           "timing": time_unet(args.timed_steps, device), "gaussian": gaussian_errors(args.samples)}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "samplers.json").write_text(json.dumps(res, indent=2))
-    lines = ["# Sampler benchmark", "", f"CPU, {args.threads} threads; {res['unet']}. Wall time measured over "
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(res, indent=2))
+    lines = ["# Sampler benchmark", "", f"{where}; {res['unet']}. Wall time measured over "
              f"{args.timed_steps} steps and extrapolated to the full count.", "",
              "| sampler | NFE/slice (full) | s/NFE | s/slice (full, extrapolated) | backprop |", "|---|---|---|---|---|"]
     for n, t in res["timing"].items():
@@ -96,7 +109,7 @@ def main() -> None:
     for n, g in res["gaussian"].items():
         lines.append(f"| {n} | {g['problem']} | {g['nfe']} | {g['rel_mean_error']:.4f} | {g['mc_standard_error']:.4f} | "
                      f"{g['zero_filled_rel_error']:.3f} | {g['variance_ratio_mean']:.3f} |")
-    (RESULTS / "samplers.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
