@@ -40,7 +40,7 @@ import math
 import numpy as np
 import torch
 
-from .masks import DEFAULT_NUM_ACS, find_acs_lines
+from .masks import DEFAULT_NUM_ACS, find_acs_lines, phase_encode_mask
 
 __all__ = [
     "MAX_CALIB_WIDTH", "SECOND_MAP_ENERGY_THRESHOLD",
@@ -64,19 +64,6 @@ def _as_kspace(kspace, name: str = "kspace") -> torch.Tensor:
     return k.to(torch.complex64)
 
 
-def _mask_to_1d(mask, height: int) -> np.ndarray:
-    """A 1-D bool phase-encode mask [H] from [H], [1, 1, H, 1] or [S, 1, H, 1] (slices must share the ACS block)."""
-    m = np.asarray(torch.as_tensor(mask).detach().cpu()).astype(bool)
-    if m.ndim == 1:
-        if m.size != height:
-            raise ValueError(f"mask has {m.size} entries but k-space has H={height} phase-encode lines")
-        return m
-    if m.ndim == 4 and m.shape[1] == 1 and m.shape[2] == height and m.shape[3] == 1:
-        # Lines measured in every slice: the common ACS block.
-        return m.all(axis=0).reshape(height)
-    raise ValueError(f"coil calibration needs a 1-D phase-encode mask [H={height}] or [S, 1, H, 1]; got shape {m.shape}")
-
-
 def calibration_width(kspace_shape, mask=None, num_acs: int | None = None) -> int:
     """Width n of the square, centred calibration block used by both ESPIRiT implementations.
 
@@ -92,7 +79,7 @@ def calibration_width(kspace_shape, mask=None, num_acs: int | None = None) -> in
     if mask is None:
         n = int(num_acs or DEFAULT_NUM_ACS)
     else:
-        rows = find_acs_lines(_mask_to_1d(mask, H))
+        rows = find_acs_lines(phase_encode_mask(mask, H, common=True))
         # Centred block [H//2 - n//2, H//2 - n//2 + n) must fit in [rows.start, rows.stop).
         n = rows.stop - rows.start
         while n > 0 and not (H // 2 - n // 2 >= rows.start and H // 2 - n // 2 + n <= rows.stop):
@@ -588,7 +575,7 @@ def coil_compress(kspace: torch.Tensor, num_virtual: int, mask=None):
     S, C, H, W = k.shape
     if not 1 <= num_virtual <= C:
         raise ValueError(f"num_virtual must be between 1 and the number of coils {C}; got {num_virtual}")
-    rows = slice(None) if mask is None else torch.as_tensor(_mask_to_1d(mask, H), device=k.device)
+    rows = slice(None) if mask is None else torch.as_tensor(phase_encode_mask(mask, H, common=True), device=k.device)
     x = k[:, :, rows].reshape(S, C, -1).to(torch.complex128)
     _, vecs = torch.linalg.eigh(x @ x.conj().transpose(1, 2))                 # ascending
     A = vecs.flip(-1)[..., :num_virtual].conj().transpose(1, 2)               # [S, V, C]

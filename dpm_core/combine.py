@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import torch
 
-from .fft import ifft2c
 from .operators import SenseOp, combine_map_images
 
 __all__ = ["rss", "mvue"]
@@ -34,7 +33,3 @@ def mvue(kspace: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
     x = torch.where(energy > 0, x / energy.clamp_min(1e-12), torch.zeros_like(x))
     return combine_map_images(x)
 
-
-def coil_images(kspace: torch.Tensor) -> torch.Tensor:
-    """[S, C, H, W] k-space -> [S, C, H, W] coil images (centred orthonormal inverse FFT)."""
-    return ifft2c(kspace)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["acs_slice", "equispaced_mask", "random_mask", "effective_acceleration", "find_acs_lines", "make_mask"]
+__all__ = ["phase_encode_mask", "acs_slice", "equispaced_mask", "random_mask", "effective_acceleration", "find_acs_lines", "make_mask"]
 
 DEFAULT_NUM_ACS = 24   # fastMRI / EDM practice (DESIGN.md §2)
 
@@ -96,6 +96,25 @@ def effective_acceleration(mask: np.ndarray) -> float:
     if count == 0:
         raise ValueError("mask samples no line")
     return mask.size / count
+
+
+def phase_encode_mask(mask, height: int, common: bool = False) -> np.ndarray:
+    """The 1-D bool phase-encode mask [H] of a mask given as [H] or [S, 1, H, 1] (numpy or torch, bool or real).
+
+    A per-slice mask [S, 1, H, 1] must be the same for every slice, unless ``common`` is True: then the lines
+    measured in every slice are returned (what coil calibration can use).
+    """
+    m = np.asarray(mask.detach().cpu() if hasattr(mask, "detach") else mask).astype(bool)
+    if m.ndim == 4 and m.shape[1] == 1 and m.shape[2] == height and m.shape[3] == 1:
+        if common:
+            return m.all(axis=0).reshape(height)
+        if not np.all(m == m[:1]):
+            raise ValueError("mask differs between slices; reconstruct slices with different sampling separately")
+        m = m[0, 0, :, 0]
+    if m.ndim != 1 or m.shape[0] != height:
+        raise ValueError(f"mask must be [H={height}] (measured phase-encode lines) or [S, 1, H, 1]; "
+                         f"got shape {m.shape}")
+    return m
 
 
 def find_acs_lines(mask: np.ndarray) -> slice:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from . import baselines
-from .masks import effective_acceleration, find_acs_lines
+from .masks import effective_acceleration, find_acs_lines, phase_encode_mask
 from .normalize import normalization_scale
 from .operators import combine_map_images
 
@@ -78,19 +78,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device} requested but CUDA is not available here; use device='auto' or 'cpu'")
     return device
-
-
-def _as_1d_mask(mask, num_slices: int, height: int) -> np.ndarray:
-    """Accept [H] or [S, 1, H, 1] (identical for every slice) -> bool [H]."""
-    m = np.asarray(mask.detach().cpu() if isinstance(mask, torch.Tensor) else mask)
-    if m.ndim == 4 and m.shape[1] == 1 and m.shape[3] == 1 and m.shape[2] == height:
-        if not np.all(m == m[:1]):
-            raise ValueError("mask differs between slices; reconstruct slices with different sampling separately")
-        m = m[0, 0, :, 0]
-    if m.ndim != 1 or m.shape[0] != height:
-        raise ValueError(f"mask must be [H={height}] (measured phase-encode lines) or [S, 1, H, 1]; "
-                         f"got shape {m.shape}")
-    return m.astype(bool)
 
 
 class Reconstructor:
@@ -187,7 +174,7 @@ class Reconstructor:
             raise ValueError("kspace contains NaN or Inf samples; check the acquisition (corrupt lines) before "
                              "reconstructing")
         S, C, H, W = k.shape
-        mask_1d = _as_1d_mask(mask, S, H)
+        mask_1d = phase_encode_mask(mask, H)
         find_acs_lines(mask_1d)                                     # raises with a clear message when no ACS
         k = k.to(self.device, torch.complex64) * torch.from_numpy(mask_1d).to(self.device).view(1, 1, H, 1)
 

@@ -22,6 +22,15 @@ def load_real_brain() -> torch.Tensor:
     return torch.from_numpy(kspace)[None]
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: on a shared 2-core machine more threads only add contention."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def real_brain_kspace() -> torch.Tensor:
     return load_real_brain()

@@ -18,12 +18,7 @@ from training.finetune import load_validation_set
 METRIC_COLUMNS = ["R_eff", "nrmse", "nrmse_se", "ssim", "ssim_se", "nrmse_support", "n_slices"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 
 def read_csv(path):
