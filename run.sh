@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-DEBIAN_PACKAGES=(python3-venv ismrmrd-tools dicom3tools orthanc dcmtk)
+DEBIAN_PACKAGES=(python3-venv ismrmrd-tools dicom3tools orthanc dcmtk bart)
 TORCH_SPEC="torch==2.13.0"   # the CPU build on our CI disk; any torch in setup.py's range works
 
 install_debian() {
