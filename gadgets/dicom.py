@@ -65,7 +65,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
-SOFTWARE_VERSION = "dpm-flair 0.1.0"
+PRODUCT_NAME = "dpm-flair"                              # Manufacturer when the header names no vendor
+PRODUCT_MODEL_NAME = f"{PRODUCT_NAME} DPM reconstruction"  # ManufacturerModelName then
+SOFTWARE_VERSION = f"{PRODUCT_NAME} 0.1.0"
+ACQUISITION_TICK_S = 0.0025                             # ISMRMRD acquisition_time_stamp: 2.5 ms ticks since midnight
 DEID_PROFILE_NAME = "dpm-flair de-identification profile v1"
 STORED_MAX = 4095                       # 12-bit stored range for float/complex inputs
 BITS_STORED_SCALED = 12
@@ -134,6 +137,15 @@ def _tm(value) -> str:
         return ""
     m = re.match(r"(\d{2}):?(\d{2}):?(\d{2})(\.\d{1,6})?", str(value))
     return "".join(g for g in m.groups() if g) if m else ""
+
+
+def _tm_from_stamp(ticks: int) -> str:
+    """ISMRMRD acquisition_time_stamp (2.5 ms ticks since midnight) -> 'HHMMSS.fff' ('' past 24 h: not a time of day)."""
+    milliseconds = int(round(int(ticks) * ACQUISITION_TICK_S * 1000))
+    if not 0 <= milliseconds < 86_400_000:
+        return ""
+    seconds, ms = divmod(milliseconds, 1000)
+    return f"{seconds // 3600:02d}{seconds // 60 % 60:02d}{seconds % 60:02d}.{ms:03d}"
 
 
 def _valid_uid(uid) -> str | None:
@@ -458,7 +470,12 @@ def images_to_datasets(header, images: Sequence, *, deidentify: bool | Deidentif
         rescale: write RescaleSlope/Intercept/Type (a Modality LUT back to the float intensities). Off by default:
             the classic MR IOD has no Modality LUT and viewers that ignore it would misapply the window; the
             scaling is then stated in ImageComments instead.
-        now: creation time stamp (default: current local time).
+        now: creation time stamp (default: current local time); also the StudyDate of a header without
+            studyDate and seriesDate.
+
+    StudyDate/StudyTime and Manufacturer/ManufacturerModelName follow the rules of :func:`_study_level`: the
+    header's values, else the images' earliest acquisition time stamp (time) and ``now`` (date), else the
+    product's name.
 
     Returns:
         Datasets sorted by (SeriesNumber, InstanceNumber), each with file_meta ready for :func:`write_dicom_series`.
@@ -491,7 +508,9 @@ def images_to_datasets(header, images: Sequence, *, deidentify: bool | Deidentif
         by_series.setdefault(int(head.image_series_index), []).append(
             (image, image_geometry(head, where), _image_values(image, where)))
 
-    base_ds = _study_level(hdr, subj, study, meas, system, seq, enc, study_uid, for_uid, body_part, now)
+    first_stamp = min(int(image.getHead().acquisition_time_stamp) for image in images)
+    base_ds = _study_level(hdr, subj, study, meas, system, seq, enc, study_uid, for_uid, body_part, now,
+                           first_stamp)
     out: list[Dataset] = []
     for series_number in sorted(by_series):
         entries = by_series[series_number]
@@ -504,8 +523,17 @@ def images_to_datasets(header, images: Sequence, *, deidentify: bool | Deidentif
     return out
 
 
-def _study_level(hdr, subj, study, meas, system, seq, enc, study_uid, for_uid, body_part, now) -> Dataset:
-    """Attributes shared by every image of the exam."""
+def _study_level(hdr, subj, study, meas, system, seq, enc, study_uid, for_uid, body_part, now,
+                 first_stamp: int) -> Dataset:
+    """Attributes shared by every image of the exam.
+
+    StudyDate: studyInformation/studyDate, else measurementInformation/seriesDate, else the date of ``now``.
+    StudyTime: studyInformation/studyTime, else ``first_stamp`` (the earliest acquisition_time_stamp of the images,
+    i.e. of their reference acquisitions; 2.5 ms ticks since midnight).
+    Manufacturer / ManufacturerModelName: acquisitionSystemInformation systemVendor / systemModel when the header
+    names a vendor (the model is then omitted if the header has none); else :data:`PRODUCT_NAME` /
+    :data:`PRODUCT_MODEL_NAME`, so that a scanner's model is never paired with another vendor.
+    """
     ds = Dataset()
     ds.SpecificCharacterSet = "ISO_IR 192"        # UTF-8: names from the scanner may be non-ASCII
     ds.SOPClassUID = MR_IMAGE_STORAGE
@@ -525,8 +553,9 @@ def _study_level(hdr, subj, study, meas, system, seq, enc, study_uid, for_uid, b
         ds.PatientSize = format_ds(height)
     # General Study
     ds.StudyInstanceUID = study_uid
-    ds.StudyDate = _da(getattr(study, "studyDate", None))
-    ds.StudyTime = _tm(getattr(study, "studyTime", None))
+    ds.StudyDate = (_da(getattr(study, "studyDate", None)) or _da(getattr(meas, "seriesDate", None))
+                    or now.strftime("%Y%m%d"))
+    ds.StudyTime = _tm(getattr(study, "studyTime", None)) or _tm_from_stamp(first_stamp)
     ds.ReferringPhysicianName = _pn(getattr(study, "referringPhysicianName", None))
     ds.StudyID = _text(getattr(study, "studyID", None), 16)
     acc = getattr(study, "accessionNumber", None)
@@ -542,9 +571,14 @@ def _study_level(hdr, subj, study, meas, system, seq, enc, study_uid, for_uid, b
     ds.BodyPartExamined = _text(getattr(study, "bodyPartExamined", None) or body_part, 16).upper()
     ds.FrameOfReferenceUID = for_uid
     ds.PositionReferenceIndicator = ""
-    ds.Manufacturer = _text(getattr(system, "systemVendor", None), 64)
-    if getattr(system, "systemModel", None):
-        ds.ManufacturerModelName = _text(system.systemModel, 64)
+    vendor = _text(getattr(system, "systemVendor", None), 64)
+    if vendor:
+        ds.Manufacturer = vendor
+        if getattr(system, "systemModel", None):
+            ds.ManufacturerModelName = _text(system.systemModel, 64)
+    else:
+        ds.Manufacturer = PRODUCT_NAME
+        ds.ManufacturerModelName = PRODUCT_MODEL_NAME
     if getattr(system, "institutionName", None):
         ds.InstitutionName = _text(system.institutionName, 64)
     if getattr(system, "stationName", None):

@@ -364,3 +364,78 @@ def test_marking_follows_the_gadget_meta(tmp_path):
     if shutil.which("dciodvfy"):
         paths = write_dicom_series(list(by_series.values()), tmp_path)
         assert not [e for p in paths for e in dciodvfy_errors(p)]
+
+
+def dciodvfy_report(path) -> list[str]:
+    """Every Error and Warning line of dciodvfy's report on one file."""
+    out = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    return [ln for ln in (out.stdout + out.stderr).splitlines() if ln.startswith(("Error", "Warning"))]
+
+
+STUDY_AND_EQUIPMENT = ("Study Date", "Study Time", "Manufacturer")
+
+
+def test_study_date_time_and_manufacturer_from_the_header(tmp_path):
+    """Header with studyInformation and acquisitionSystemInformation: its values, nothing made up."""
+    require_tool("dciodvfy")
+    images = make_images(2, 3)
+    for im in images:
+        im.acquisition_time_stamp = 14_695_000                       # 10:12:17.5, ignored: the header has a time
+    datasets = images_to_datasets(HEADER, images)
+    for ds in datasets:
+        assert (ds.StudyDate, ds.StudyTime, ds.SeriesDate, ds.SeriesTime) == ("20240506", "101112", "20240506",
+                                                                              "101112")
+        assert ds.Manufacturer == "SIEMENS" and ds.ManufacturerModelName == "Prisma"
+    for path in write_dicom_series(datasets, tmp_path):
+        report = dciodvfy_report(path)
+        assert not [ln for ln in report if ln.startswith("Error")], report
+        assert not [ln for ln in report if any(name in ln for name in STUDY_AND_EQUIPMENT)], report
+
+
+def test_study_date_time_and_manufacturer_without_them_in_the_header(tmp_path):
+    """ismrmrd_generate_cartesian_shepp_logan's header has neither studyInformation, measurementInformation nor a
+    vendor: StudyTime from the earliest acquisition time stamp, StudyDate from ``now``, the product as equipment."""
+    require_tool("dciodvfy")
+    if shutil.which("ismrmrd_generate_cartesian_shepp_logan") is None:
+        pytest.skip("Debian ismrmrd-tools not installed")
+    import datetime
+
+    from gadgets.dicom import PRODUCT_MODEL_NAME, PRODUCT_NAME
+
+    src = tmp_path / "shepp_logan_tools.h5"
+    subprocess.run(["ismrmrd_generate_cartesian_shepp_logan", "-o", str(src), "-m", "64", "-c", "4", "-r", "1"],
+                   check=True, capture_output=True, timeout=60)
+    dataset = ismrmrd.Dataset(str(src), "dataset", create_if_needed=False)
+    header = dataset.read_xml_header()
+    dataset.close()
+    images = make_images(2, 3, shape=(64, 64), fov=(300.0, 300.0, 6.0))
+    images[0].acquisition_time_stamp = 14_695_001                 # 10:12:17.5025 -> rounded to the millisecond
+    images[1].acquisition_time_stamp = 14_695_000                 # the earlier one is the study's time
+    now = datetime.datetime(2025, 1, 2, 3, 4, 5)
+    datasets = images_to_datasets(header, images, now=now)
+    assert PRODUCT_NAME == "dpm-flair" and PRODUCT_MODEL_NAME == "dpm-flair DPM reconstruction"
+    for ds in datasets:
+        assert (ds.StudyDate, ds.StudyTime, ds.SeriesDate, ds.SeriesTime) == ("20250102", "101217.500", "20250102",
+                                                                              "101217.500")
+        assert ds.Manufacturer == "dpm-flair" and ds.ManufacturerModelName == "dpm-flair DPM reconstruction"
+        assert ds.InstitutionName == "ISMRM Synthetic Imaging Lab"  # what the header does carry is still used
+    for path in write_dicom_series(datasets, tmp_path / "dicom"):
+        report = dciodvfy_report(path)
+        assert not [ln for ln in report if ln.startswith("Error")], report
+        assert not [ln for ln in report if any(name in ln for name in STUDY_AND_EQUIPMENT)], report
+
+
+def test_study_date_from_the_series_date_and_vendor_without_model():
+    """No studyInformation but a seriesDate: the date is the series'; a vendor without a model keeps the vendor and
+    writes no model (never another product's model under the scanner's vendor)."""
+    header = MINIMAL_HEADER.replace(
+        "<experimentalConditions>",
+        "<measurementInformation><seriesDate>2023-07-08</seriesDate><patientPosition>HFS</patientPosition>"
+        "</measurementInformation>"
+        "<acquisitionSystemInformation><systemVendor>GE</systemVendor></acquisitionSystemInformation>"
+        "<experimentalConditions>")
+    images = make_images(1, 4, shape=(48, 64), fov=(200.0, 150.0, 4.0))
+    images[0].acquisition_time_stamp = 0                           # midnight
+    ds = images_to_datasets(header, images)[0]
+    assert (ds.StudyDate, ds.StudyTime) == ("20230708", "000000.000")
+    assert ds.Manufacturer == "GE" and "ManufacturerModelName" not in ds
