@@ -315,9 +315,9 @@ class DpmGadget:
         std_series = cfg.std_series_index if (cfg.send_std and cfg.num_samples > 1 and not fallback_reason) else None
         out = images_mod.images_from_result(result, buffer, header, series_index=series,
                                             std_series_index=std_series, fallback_reason=fallback_reason)
-        log.info("%s: %s in %.2f s (coil maps %.2f s, sampling %.2f s), %d images", where, result.method,
+        log.info("%s: %s in %.2f s (coil maps %.2f s, sampling %.2f s), %d images; %s", where, result.method,
                  time.perf_counter() - t0, result.timings.get("coil_maps", 0.0), result.timings.get("sampling", 0.0),
-                 len(out))
+                 len(out), images_mod.parameters_text(images_mod.recorded_parameters(result.info)))
         return out
 
     # -- streams ---------------------------------------------------------------------------------------------------

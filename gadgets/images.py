@@ -13,16 +13,72 @@ posterior-std series (float32 magnitude) uses ``std_series_index + r``.
 
 Meta: GADGETRON_DataRole=Image, encoding, GADGETRON_ImageComment, GADGETRON_SeqDescription,
 GADGETRON_ImageProcessingHistory, plus the Siemens FIRE keys DataRole, ImageComment, SeriesDescription,
-Keep_image_geometry=1, ImageRowDir / ImageColumnDir, and DPM_* keys describing the reconstruction.
+Keep_image_geometry=1, ImageRowDir / ImageColumnDir, and DPM_* keys describing the reconstruction: DPM_Method,
+DPM_ReconSeconds and the parameters of :func:`recorded_parameters` (ζ, λ, map sets, model, ...), whose short form
+(:func:`parameters_text`) is also part of the image comment, so it reaches the DICOM ImageComments and the logs.
 """
 from __future__ import annotations
 
 import ismrmrd
 import numpy as np
 
-__all__ = ["images_from_result", "image_meta", "field_of_view", "FALLBACK_TAG"]
+__all__ = ["images_from_result", "image_meta", "field_of_view", "recorded_parameters", "parameters_text",
+           "FALLBACK_TAG"]
 
 FALLBACK_TAG = "SENSE_FALLBACK"
+
+# ReconResult.info key -> meta key. Every info key is optional (which are present depends on the method).
+RECORDED_INFO_KEYS = {
+    "effective_acceleration": "DPM_EffectiveAcceleration",
+    "num_maps": "DPM_NumMaps",
+    "second_map_energy": "DPM_SecondMapEnergy",        # per slice
+    "zeta": "DPM_Zeta",
+    "zeta_rule": "DPM_ZetaRule",
+    "l1_lamda": "DPM_Lambda",                          # one value or one per slice
+    "lamda_rule": "DPM_LambdaRule",
+    "model": "DPM_Model",
+    "model_sha256": "DPM_ModelSHA256",
+    "sampler": "DPM_Sampler",
+    "nfe_per_sample": "DPM_NFEPerSample",
+    "num_samples": "DPM_NumSamples",
+}
+
+
+def _value_text(value) -> str:
+    """A number, a string or a sequence of numbers (one per slice) -> text; numbers to 6 significant digits."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return " ".join(_value_text(v) for v in value)
+    if isinstance(value, (bool, str)):
+        return str(value)
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    return f"{float(value):.6g}"
+
+
+def recorded_parameters(info: dict) -> dict[str, str]:
+    """The reconstruction parameters recorded with every image: ``ReconResult.info`` -> {meta key: text}.
+
+    Keys as in :data:`RECORDED_INFO_KEYS` (DPM_Zeta, DPM_ZetaRule, DPM_Lambda, DPM_NumMaps, DPM_Model,
+    DPM_ModelSHA256, ...); an info key that is absent or None gives no entry. Per-slice values are space-separated.
+    """
+    return {meta_key: _value_text(info[key]) for key, meta_key in RECORDED_INFO_KEYS.items()
+            if info.get(key) is not None}
+
+
+def parameters_text(parameters: dict[str, str]) -> str:
+    """Short human-readable form of :func:`recorded_parameters`, e.g.
+    ``"zeta=8 (card), maps=2, model=flair_default sha256 1a2b3c4d"`` ('' when none is known)."""
+    parts = []
+    for value_key, rule_key, name in (("DPM_Zeta", "DPM_ZetaRule", "zeta"), ("DPM_Lambda", "DPM_LambdaRule", "lambda")):
+        if value_key in parameters:
+            rule = parameters.get(rule_key)
+            parts.append(f"{name}={parameters[value_key]}" + (f" ({rule})" if rule else ""))
+    if "DPM_NumMaps" in parameters:
+        parts.append(f"maps={parameters['DPM_NumMaps']}")
+    if "DPM_Model" in parameters:
+        sha = parameters.get("DPM_ModelSHA256")
+        parts.append(f"model={parameters['DPM_Model']}" + (f" sha256 {sha[:8]}" if sha else ""))
+    return ", ".join(parts)
 
 
 def field_of_view(header, num_lines: int) -> tuple[float, float, float]:
@@ -95,20 +151,18 @@ def images_from_result(result, buffer, header, *, series_index: int = 1, std_ser
     method = result.method
     acceleration = result.info.get("effective_acceleration")
     accel_text = f" R={acceleration:.2f}" if isinstance(acceleration, (int, float)) else ""
+    parameters = recorded_parameters(result.info)
+    summary = parameters_text(parameters)
+    summary_text = f"; {summary}" if summary else ""
     if fallback_reason:
-        comment = f"{FALLBACK_TAG} ({method}){accel_text}: DPM failed: {fallback_reason}"[:200]
+        comment = f"{FALLBACK_TAG} ({method}){accel_text}{summary_text}: DPM failed: {fallback_reason}"[:200]
         description = f"{protocol} {FALLBACK_TAG}"
         history = ["GADGETRON", "DPM_FAILED", method.upper()]
     else:
-        comment = f"{method.upper()}{accel_text}"
+        comment = f"{method.upper()}{accel_text}{summary_text}"
         description = f"{protocol} {method.split(':')[0].upper()}"
         history = ["GADGETRON", method.upper()]
-    extra = {"DPM_Method": method}
-    if acceleration is not None:
-        extra["DPM_EffectiveAcceleration"] = f"{float(acceleration):.4f}"
-    for key in ("zeta", "nfe", "num_samples"):
-        if key in result.info:
-            extra[f"DPM_{key}"] = result.info[key]
+    extra = {"DPM_Method": method, **parameters}
     if "total" in result.timings:
         extra["DPM_ReconSeconds"] = f"{float(result.timings['total']):.3f}"
     extra.update(extra_meta or {})
@@ -124,9 +178,9 @@ def images_from_result(result, buffer, header, *, series_index: int = 1, std_ser
     if std_series_index is not None and result.std is not None:
         std = np.asarray(result.std, dtype=np.float32)
         for s, reference in enumerate(buffer.reference_headers):
-            meta = image_meta(comment=f"posterior std ({method})", series_description=f"{protocol} DPM_STD",
-                              history=history + ["STD"], read_dir=reference.read_dir,
-                              phase_dir=reference.phase_dir, extra=extra)
+            meta = image_meta(comment=f"posterior std ({method}){summary_text}",
+                              series_description=f"{protocol} DPM_STD", history=history + ["STD"],
+                              read_dir=reference.read_dir, phase_dir=reference.phase_dir, extra=extra)
             out.append(_make_image(std[s], reference, header=header, image_type=ismrmrd.IMTYPE_MAGNITUDE,
                                    series=std_series_index + repetition, index=buffer.slices[s], meta=meta))
     return out

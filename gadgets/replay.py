@@ -13,7 +13,8 @@ Modes (one reconstruction path, three transports):
 
 Outputs in DIR: ``images.h5`` (ISMRMRD images, one group per series), ``dicom/`` (MR Image Storage series),
 ``png/`` (a preview per image and a contact sheet per series), ``summary.json`` (timings per stage, reconstruction
-settings, NRMSE/PSNR/SSIM against a fully sampled reference when one is given or made retrospectively).
+settings, the parameters each series was reconstructed with ("reconstruction": ζ, λ, map sets, model, ... from the
+images' DPM_* meta), NRMSE/PSNR/SSIM against a fully sampled reference when one is given or made retrospectively).
 """
 from __future__ import annotations
 
@@ -157,6 +158,13 @@ def group_by_series(images) -> dict[int, list]:
     return {k: sorted(v, key=lambda im: int(im.image_index)) for k, v in sorted(series.items())}
 
 
+def reconstruction_parameters(images) -> dict[str, dict[str, str]]:
+    """{series: the DPM_* meta of its first image} - method, ζ, λ, map sets, model, ... as the gadget recorded them
+    (:func:`gadgets.images.recorded_parameters`); one series is one volume (repetition) of one image kind."""
+    return {str(series): {key: str(value) for key, value in members[0].meta.items() if key.startswith("DPM_")}
+            for series, members in group_by_series(images).items()}
+
+
 def write_ismrmrd_images(images, path: Path, header_xml: str) -> None:
     """All images into one ISMRMRD file, group ``image_<series>`` per series."""
     import ismrmrd
@@ -290,6 +298,7 @@ def replay(input_path: str, out_dir: str, *, mode: str = "local", dataset: str =
         "input": str(input_path), "mode": mode, "config": config, "config_name": config_name, "errors": errors,
         "series": {str(k): len(v) for k, v in group_by_series(images).items()},
         "methods": sorted({im.meta["DPM_Method"] for im in images if "DPM_Method" in im.meta}),
+        "reconstruction": reconstruction_parameters(images),
         "num_images": len(images), "num_dicom_files": len(dicom_files), "num_png_files": len(previews),
         "timings_s": timings,
     }

@@ -245,6 +245,57 @@ def test_images_from_result_headers_and_meta(scan):
     assert len(fallback) == S
 
 
+
+DPM_INFO = {"effective_acceleration": 3.2307692, "num_maps": 2, "second_map_energy": [0.31, 0.2875], "zeta": 8.0,
+            "zeta_rule": "card", "model": "flair_default", "model_sha256": "1a2b3c4d" + "e" * 56, "sampler": "fast",
+            "nfe_per_sample": 40, "num_samples": 1, "scale": [1.0, 2.0]}
+
+
+def test_recorded_parameters_from_a_hand_made_info():
+    from dpm_core.reconstruct import ReconResult
+
+    result = ReconResult(images=np.zeros((2, 4, 4), np.complex64), std=None, maps=np.zeros((2, 2, 1, 4, 4)),
+                         method="dpm:fast", info=dict(DPM_INFO))
+    params = images_mod.recorded_parameters(result.info)
+    assert params == {"DPM_EffectiveAcceleration": "3.23077", "DPM_NumMaps": "2", "DPM_SecondMapEnergy": "0.31 0.2875",
+                      "DPM_Zeta": "8", "DPM_ZetaRule": "card", "DPM_Model": "flair_default",
+                      "DPM_ModelSHA256": "1a2b3c4d" + "e" * 56, "DPM_Sampler": "fast", "DPM_NFEPerSample": "40",
+                      "DPM_NumSamples": "1"}
+    assert images_mod.parameters_text(params) == "zeta=8 (card), maps=2, model=flair_default sha256 1a2b3c4d"
+    # L1 with a λ per slice chosen by a rule; None and absent keys give no entry
+    l1 = images_mod.recorded_parameters({"num_maps": 1, "l1_lamda": [1e-4, 2.5e-4], "lamda_rule": "auto:discrepancy",
+                                         "nfe_per_sample": None})
+    assert l1 == {"DPM_NumMaps": "1", "DPM_Lambda": "0.0001 0.00025", "DPM_LambdaRule": "auto:discrepancy"}
+    assert images_mod.parameters_text(l1) == "lambda=0.0001 0.00025 (auto:discrepancy), maps=1"
+    assert images_mod.recorded_parameters({}) == {} and images_mod.parameters_text({}) == ""
+
+
+def test_recorded_parameters_reach_meta_comment_and_dicom(scan):
+    from gadgets.dicom import images_to_datasets
+
+    kos, _, _, mask = scan
+    raw = make_raw_acquisitions(kos, mask, num_acs=NUM_ACS)
+    header = raw.header
+    buffer = list(assembly.buffers_from_acquisitions(copy.deepcopy(raw.acquisitions), header))[0]
+    result = Reconstructor(method="zero_filled", device="cpu").reconstruct(buffer.kspace, buffer.mask)
+    result.method, result.info = "dpm:fast", dict(DPM_INFO)          # as a DPM reconstruction reports it
+    text = "zeta=8 (card), maps=2, model=flair_default sha256 1a2b3c4d"
+    dpm = images_mod.images_from_result(result, buffer, header)
+    fallback = images_mod.images_from_result(result, buffer, header, series_index=2,
+                                             fallback_reason="ReconstructionError: boom")
+    for image in dpm + fallback:
+        assert image.meta["DPM_Zeta"] == "8" and image.meta["DPM_ZetaRule"] == "card"
+        assert image.meta["DPM_NumMaps"] == "2" and image.meta["DPM_Model"] == "flair_default"
+        assert image.meta["DPM_ModelSHA256"] == DPM_INFO["model_sha256"]
+    assert dpm[0].meta["GADGETRON_ImageComment"] == dpm[0].meta["ImageComment"] == f"DPM:FAST R=3.23; {text}"
+    assert fallback[0].meta["ImageComment"] == f"SENSE_FALLBACK (dpm:fast) R=3.23; {text}: DPM failed: " \
+                                               "ReconstructionError: boom"
+    by_series = {int(d.SeriesNumber): d for d in images_to_datasets(header, dpm + fallback)}
+    assert text in by_series[1].ImageComments and list(by_series[1].ImageType)[3] == "DPM"
+    assert text in by_series[2].ImageComments and list(by_series[2].ImageType)[3] == "SENSE_FALLBACK"
+    assert "boom" in by_series[2].ImageComments
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # configuration
 

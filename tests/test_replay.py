@@ -87,6 +87,8 @@ def check_outputs(out: Path, summary: dict, mode: str) -> dict[int, np.ndarray]:
         assert f"series{series:03d}_contact_sheet.png" in pngs
         assert sum(name.startswith(f"series{series:03d}_image") for name in pngs) == len(planes)
     assert len(pngs) == summary["num_png_files"]
+    assert on_disk["reconstruction"].keys() == on_disk["series"].keys()
+    assert all(params["DPM_NumMaps"] == "1" for params in on_disk["reconstruction"].values())
     timings = on_disk["timings_s"]
     assert {"read", "output"} <= set(timings)
     assert ({"model_load", "assembly", "reconstruction"} if mode == "local" else {"wire_total"}) <= set(timings)
@@ -170,3 +172,35 @@ def test_client_mode_names_an_unreachable_server(inputs, tmp_path):
         port = probe.getsockname()[1]
     with pytest.raises(ConnectionError, match=f"127.0.0.1:{port}.*dpm-server"):
         replay.replay(str(inputs["flair"]), str(tmp_path), mode="client", config=CONFIG, port=port, timeout=10)
+
+
+def test_local_replay_records_the_reconstruction_parameters(inputs, tmp_path, caplog):
+    """The recorded parameters (gadgets.images.recorded_parameters) are in every image's meta, in the DICOM
+    ImageComments, in summary.json per series and in one log line per volume."""
+    import logging
+
+    import pydicom
+
+    out = tmp_path / "local"
+    with caplog.at_level(logging.INFO, logger="gadgets.gadget"):
+        summary = replay.replay(str(inputs["flair"]), str(out), mode="local", config={"method": "sense"},
+                                retrospective=RETROSPECTIVE_R)
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk["reconstruction"] == summary["reconstruction"]
+    params = on_disk["reconstruction"]["1"]
+    assert params["DPM_Method"] == "sense" and params["DPM_NumMaps"] == "1"
+    assert 1.5 < float(params["DPM_EffectiveAcceleration"]) < RETROSPECTIVE_R      # 24 ACS of 64 lines
+    assert "DPM_Zeta" not in params and "DPM_Model" not in params          # SENSE uses neither
+    dataset = ismrmrd.Dataset(str(out / "images.h5"), "dataset", create_if_needed=False)
+    try:
+        images = [dataset.read_image("image_1", i) for i in range(dataset.number_of_images("image_1"))]
+    finally:
+        dataset.close()
+    assert len(images) == 2
+    for image in images:
+        assert {key: image.meta[key] for key in params} == params
+        assert image.meta["ImageComment"].endswith("; maps=1")
+    comments = [str(pydicom.dcmread(path).ImageComments) for path in (out / "dicom").rglob("*.dcm")]
+    assert len(comments) == 2 and all("; maps=1]" in comment for comment in comments)
+    logged = [r.getMessage() for r in caplog.records if r.name == "gadgets.gadget" and "images; " in r.getMessage()]
+    assert len(logged) == 1 and logged[0].endswith("2 images; maps=1")             # one volume, one line

@@ -179,6 +179,8 @@ def test_sequential_streams_match_the_spawned_gadget(server, scan, spawned):
     assert "acquisitions input, 1 volume(s), 2 image(s)" in log
     assert "CONFIG_FILE 'dpm_recon'" in log
     assert log.count("built reconstructor") == 1                        # the model/reconstructor is built once
+    assert log.count("2 images; maps=1") == 3                           # one line per volume with its parameters
+    assert all("2 images; maps=1" in spawned[kind].log for kind in spawned)     # as the spawned gadget logs it
 
 
 def test_concurrent_streams_are_queued_on_one_worker(server, scan, spawned):
