@@ -51,6 +51,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
+from .mrd_io import TICK_MS
+
 __all__ = [
     "MR_IMAGE_STORAGE",
     "DeidentifyOptions",
@@ -68,7 +70,6 @@ MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 PRODUCT_NAME = "dpm-flair"                              # Manufacturer when the header names no vendor
 PRODUCT_MODEL_NAME = f"{PRODUCT_NAME} DPM reconstruction"  # ManufacturerModelName then
 SOFTWARE_VERSION = f"{PRODUCT_NAME} 0.1.0"
-ACQUISITION_TICK_S = 0.0025                             # ISMRMRD acquisition_time_stamp: 2.5 ms ticks since midnight
 DEID_PROFILE_NAME = "dpm-flair de-identification profile v1"
 STORED_MAX = 4095                       # 12-bit stored range for float/complex inputs
 BITS_STORED_SCALED = 12
@@ -140,8 +141,8 @@ def _tm(value) -> str:
 
 
 def _tm_from_stamp(ticks: int) -> str:
-    """ISMRMRD acquisition_time_stamp (2.5 ms ticks since midnight) -> 'HHMMSS.fff' ('' past 24 h: not a time of day)."""
-    milliseconds = int(round(int(ticks) * ACQUISITION_TICK_S * 1000))
+    """ISMRMRD acquisition_time_stamp (2.5 ms ticks since midnight) -> 'HHMMSS.fff' ('' past 24 h: no time of day)."""
+    milliseconds = int(round(int(ticks) * TICK_MS))
     if not 0 <= milliseconds < 86_400_000:
         return ""
     seconds, ms = divmod(milliseconds, 1000)

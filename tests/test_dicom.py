@@ -439,3 +439,5 @@ def test_study_date_from_the_series_date_and_vendor_without_model():
     ds = images_to_datasets(header, images)[0]
     assert (ds.StudyDate, ds.StudyTime) == ("20230708", "000000.000")
     assert ds.Manufacturer == "GE" and "ManufacturerModelName" not in ds
+    images[0].acquisition_time_stamp = 24 * 3600 * 400            # 24 h of 2.5 ms ticks: not a time of day
+    assert images_to_datasets(header, images)[0].StudyTime == ""
