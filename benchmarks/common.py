@@ -38,23 +38,29 @@ def median_time(fn, repeats: int = 3, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
-def write_results(name: str, rows: list[dict], columns: list[str], title: str, notes: str = "") -> Path:
-    """Write results/<name>.json (rows + machine) and results/<name>.md (a table)."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    meta = machine()
-    (RESULTS / f"{name}.json").write_text(json.dumps({"machine": meta, "rows": rows}, indent=2))
-    lines = [f"# {title}", "", f"Machine: {meta['platform']}, {meta['cpu_count']} CPUs, torch {meta['torch']}"
-             + (f", GPU {meta['gpu']}" if "gpu" in meta else ", no GPU") + f", load {meta['loadavg_1min']:.1f}", ""]
-    if notes:
-        lines += [notes, ""]
-    lines.append("| " + " | ".join(columns) + " |")
-    lines.append("|" + "---|" * len(columns))
+def markdown_table(rows: list[dict], columns: list[str]) -> list[str]:
+    """Lines of a markdown table: one column per key in ``columns``, floats as 4 significant digits."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         cells = []
         for c in columns:
             v = row.get(c, "")
             cells.append(f"{v:.4g}" if isinstance(v, float) else str(v))
         lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_results(name: str, rows: list[dict], columns: list[str], title: str, notes: str = "",
+                  extra: dict | None = None) -> Path:
+    """Write results/<name>.json (rows + machine + ``extra``) and results/<name>.md (notes, then a table)."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    meta = machine()
+    (RESULTS / f"{name}.json").write_text(json.dumps({"machine": meta, **(extra or {}), "rows": rows}, indent=2))
+    lines = [f"# {title}", "", f"Machine: {meta['platform']}, {meta['cpu_count']} CPUs, torch {meta['torch']}"
+             + (f", GPU {meta['gpu']}" if "gpu" in meta else ", no GPU") + f", load {meta['loadavg_1min']:.1f}", ""]
+    if notes:
+        lines += [notes, ""]
+    lines += markdown_table(rows, columns)
     path = RESULTS / f"{name}.md"
     path.write_text("\n".join(lines) + "\n")
     print(path.read_text())
