@@ -90,24 +90,32 @@ class Reconstructor:
         sampler: sampler name in :data:`dpm_core.samplers.SAMPLERS` (e.g. "fast", "dps", "ald").
         sampler_options: extra keyword arguments for the sampler (steps, …).
         num_samples: posterior samples per slice; > 1 also returns a per-pixel standard-deviation map.
-        zeta: data-consistency step ζ; None takes the model card's value for the effective acceleration.
+        zeta: data-consistency weight ζ: a number; "auto" (chosen per scan from the measured data by the discrepancy
+            principle, :meth:`_auto_zeta`); or None: the model card's ζ table (interpolated in the scan's effective R,
+            its nearest entry outside it). What was used and why is in ``info["zeta"]`` / ``info["zeta_rule"]``.
         seed: base seed; slice s, sample k uses a generator derived from (seed, s, k).
         device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
         coil_method: "fast" (torch ESPIRiT) or "sigpy" (reference ESPIRiT).
-        num_maps: ESPIRiT map sets, 1 or 2, or "auto" (2 when the second eigenvalue map carries energy, i.e. the FOV is
-            smaller than the head).
-        cg_iters, l2_weight: SENSE-CG settings. l1_lamda, l1_iters: L1-wavelet settings.
+        num_maps: ESPIRiT map sets, 1 or 2, or "auto" (default: 2 when the second map holds signal, i.e. the phase FOV
+            is smaller than the head; :func:`dpm_core.coils.choose_map_sets`).
+        cg_iters, cg_tol, l2_weight: SENSE-CG: Tikhonov weight λ₂ on normalized k-space (1e-3 keeps the normal
+            equations well posed at high R), CG until ‖r‖ <= cg_tol·‖Aᴴy‖ or cg_iters iterations.
+        l1_lamda, l1_iters: L1-wavelet: λ (None: per scan, :data:`dpm_core.baselines.L1_LAMDA_PER_NOISE` times the
+            measured noise level) and the FISTA iteration limit.
         coil_options: extra keyword arguments for the coil-map estimator.
     """
 
     def __init__(self, method: str = "dpm", model=None, sampler: str = "fast", sampler_options: dict | None = None,
                  num_samples: int = 1, zeta: float | None = None, seed: int = 0, device="auto",
-                 coil_method: str = "fast", num_maps: int | str = 1, cg_iters: int = 30, l2_weight: float = 1e-3,
-                 l1_lamda: float = 1e-4, l1_iters: int = 100, coil_options: dict | None = None):
+                 coil_method: str = "fast", num_maps: int | str = "auto", cg_iters: int = 100, cg_tol: float = 1e-4,
+                 l2_weight: float = 1e-3, l1_lamda: float | None = None, l1_iters: int = 200,
+                 coil_options: dict | None = None):
         if method not in METHODS:
             raise ValueError(f"method {method!r} is unknown; choose one of {METHODS}")
         if num_maps not in (1, 2, "auto"):
             raise ValueError(f"num_maps must be 1, 2 or 'auto'; got {num_maps!r}")
+        if not (zeta is None or zeta == "auto" or (isinstance(zeta, (int, float)) and zeta > 0)):
+            raise ValueError(f"zeta must be a positive number, 'auto' or None (the model card's table); got {zeta!r}")
         if int(num_samples) < 1:
             raise ValueError(f"num_samples must be >= 1; got {num_samples}")
         self.method = method
@@ -121,6 +129,7 @@ class Reconstructor:
         self.coil_method = coil_method
         self.num_maps = num_maps
         self.cg_iters = cg_iters
+        self.cg_tol = cg_tol
         self.l2_weight = l2_weight
         self.l1_lamda = l1_lamda
         self.l1_iters = l1_iters
@@ -142,6 +151,7 @@ class Reconstructor:
                 precond, card = load_checkpoint(path, device=self.device)
                 self._denoiser = ComplexDenoiser(precond)
                 self._denoiser.card = card
+                self._denoiser.name = path.stem
             else:
                 self._denoiser = self.model
             if hasattr(self._denoiser, "eval"):
@@ -182,19 +192,29 @@ class Reconstructor:
         kn = k / scale.view(S, 1, 1, 1)
 
         t0 = time.perf_counter()
-        maps_t = self._coil_maps(kn, mask_1d, maps)
+        maps_t, map_energy = self._coil_maps(kn, mask_1d, maps)
         timings["coil_maps"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
         std = None
         info = {"effective_acceleration": effective_acceleration(mask_1d), "num_maps": int(maps_t.shape[1]),
                 "scale": scale.cpu().tolist()}
+        if map_energy is not None:
+            info["second_map_energy"] = map_energy.cpu().tolist()
         if method == "zero_filled":
             images = baselines.zero_filled(kn, mask_1d, maps_t)
         elif method == "sense":
-            images = combine_map_images(baselines.sense_cg(kn, mask_1d, maps_t, self.cg_iters, self.l2_weight))
+            images = combine_map_images(baselines.sense_cg(kn, mask_1d, maps_t, self.cg_iters, self.l2_weight,
+                                                           tol=self.cg_tol))
+            info["l2_weight"] = self.l2_weight
         elif method == "l1_wavelet":
-            images = combine_map_images(baselines.l1_wavelet(kn, mask_1d, maps_t, self.l1_lamda, self.l1_iters))
+            x, l1_info = baselines.l1_wavelet(kn, mask_1d, maps_t, lamda=self.l1_lamda,
+                                              noise_std=estimate_noise_std(kn, mask_1d), max_iter=self.l1_iters,
+                                              return_info=True)
+            images = combine_map_images(x)
+            info.update({"l1_lamda": l1_info["lamda"], "l1_iterations": l1_info["iterations"],
+                         "lamda_rule": "given" if self.l1_lamda is not None else
+                         f"noise:{baselines.L1_LAMDA_PER_NOISE:g}*sigma"})
         else:
             ids = list(range(S)) if slice_ids is None else [int(i) for i in slice_ids]
             if len(ids) != S:
@@ -213,7 +233,9 @@ class Reconstructor:
                            maps=maps_t.detach().cpu().numpy(), method=name, timings=timings, info=info)
 
     # -- stages ------------------------------------------------------------------------------------------------------
-    def _coil_maps(self, kn: torch.Tensor, mask_1d: np.ndarray, maps) -> torch.Tensor:
+    def _coil_maps(self, kn: torch.Tensor, mask_1d: np.ndarray, maps):
+        """Maps [S, M, C, H, W] and, when two map sets were estimated, the second map's energy [S] (else None)."""
+        from .coils import choose_map_sets, estimate_coil_maps, second_map_energy
         S, C, H, W = kn.shape
         if maps is not None:
             m = torch.as_tensor(maps).to(self.device, torch.complex64)
@@ -221,9 +243,14 @@ class Reconstructor:
                 m = m.unsqueeze(1)
             if m.ndim != 5 or m.shape[0] != S or m.shape[2:] != (C, H, W):
                 raise ValueError(f"maps must be [S={S}, M, C={C}, H={H}, W={W}]; got {tuple(m.shape)}")
-            return m
-        from .coils import estimate_coil_maps
-        return estimate_coil_maps(kn, mask_1d, method=self.coil_method, num_maps=self.num_maps, **self.coil_options)
+            return m, (second_map_energy(m, kn, mask_1d) if m.shape[1] > 1 else None)
+        estimated = 2 if self.num_maps == "auto" else self.num_maps
+        m = estimate_coil_maps(kn, mask_1d, method=self.coil_method, num_maps=estimated, **self.coil_options)
+        if estimated == 1:
+            return m, None
+        if self.num_maps == "auto":
+            return choose_map_sets(m, kn, mask_1d)
+        return m, second_map_energy(m, kn, mask_1d)
 
     def _sample(self, kn, mask_1d, maps_t, acceleration, slice_ids):
         from .operators import SenseOp
@@ -231,18 +258,18 @@ class Reconstructor:
 
         denoiser = self.denoiser()
         card = getattr(denoiser, "card", {}) or {}
-        zeta = self.zeta
-        if zeta is None:
-            from .checkpoints import zeta_for_acceleration
-            zeta = zeta_for_acceleration(card, acceleration) if card else 1.0
         op = SenseOp(maps_t, mask_1d)
         options = dict(self.sampler_options)
         sampler_fn = SAMPLERS[self.sampler]
-        noise_std = None
-        if sampler_fn in (SAMPLERS["dps"], SAMPLERS["dds"]):
-            options.setdefault("zeta", zeta)
+        noise_std = estimate_noise_std(kn, mask_1d)
         if sampler_fn is SAMPLERS["dds"]:                 # DDS weighs the data term by the measured noise, per slice
-            noise_std = options.setdefault("noise_std", estimate_noise_std(kn, mask_1d))
+            noise_std = options.setdefault("noise_std", noise_std)
+        zeta, zeta_rule, zeta_info = None, "n/a (sampler has no ζ)", {}
+        if sampler_fn in (SAMPLERS["dps"], SAMPLERS["dds"]):
+            zeta, zeta_rule = self._zeta_rule(card, acceleration)
+            if zeta == "auto":
+                zeta, zeta_info = self._auto_zeta(sampler_fn, denoiser, kn, op, noise_std, options, slice_ids)
+            options["zeta"] = zeta
         try:
             mean, std, sampler_info = posterior_samples(sampler_fn, denoiser, kn, op, num_samples=self.num_samples,
                                                         seed=self.seed, slice_ids=slice_ids, **options)
@@ -259,9 +286,57 @@ class Reconstructor:
         std_img = None
         if self.num_samples > 1:
             std_img = torch.sqrt(((std.float() * support) ** 2).sum(dim=1))     # map sets add in quadrature
-        info = {"zeta": float(zeta), "sampler": self.sampler, "num_samples": self.num_samples}
-        if noise_std is not None:
-            info["noise_std"] = torch.as_tensor(noise_std).cpu().tolist()
+        info = {"sampler": self.sampler, "num_samples": self.num_samples, "zeta_rule": zeta_rule,
+                "noise_std": torch.as_tensor(noise_std).cpu().tolist(), **zeta_info,
+                "model": getattr(denoiser, "name", None) or card.get("name"), "model_sha256": card.get("sha256")}
+        if zeta is not None:
+            z = torch.as_tensor(zeta).cpu()
+            info["zeta"] = float(z) if z.numel() == 1 else z.tolist()
         info.update(sampler_info or {})
         return images, std_img, info
 
+
+    def _zeta_rule(self, card: dict, acceleration: float):
+        """(ζ or "auto", the rule's name): a given number; "auto"; or the card's table where it brackets the scan's R."""
+        if self.zeta == "auto":
+            return "auto", "auto:discrepancy"
+        if self.zeta is not None:
+            return float(self.zeta), "given"
+        from .checkpoints import zeta_for_acceleration
+        table = sorted(float(r) for r in (card.get("zeta") or {}))
+        if table and table[0] <= acceleration <= table[-1]:
+            return zeta_for_acceleration(card, acceleration), "card"
+        # Outside the table the nearest entry, not "auto": on the real development slice the discrepancy rule picked
+        # zeta = 1 at every R (the corner noise estimate is ~1.5x the true noise, so the residual never reaches it),
+        # worse than the card's edge value (nominal R = 6: NRMSE 0.063 vs 0.054). See docs/samplers.md.
+        return zeta_for_acceleration(card, acceleration) if table else 1.0, "card (nearest entry: R outside the table)"
+
+    def _auto_zeta(self, sampler_fn, denoiser, kn, op, noise_std, options, slice_ids):
+        """ζ per slice by the discrepancy principle, from the measured data alone.
+
+        For every ζ of :data:`ZETA_GRID` the sampler runs a short schedule (:data:`AUTO_ZETA_STEPS` steps, the slice's
+        own seed, so every candidate sees the same noise); ρ(ζ) = ‖A x̂ − y‖² / (2 σ̂² m) is the data residual in units
+        of the measurement noise it should leave (m measured complex samples, σ̂ per real channel). ρ falls as ζ
+        grows; the smallest ζ with ρ <= 1 trusts the prior as much as the noise level allows (Morozov's discrepancy
+        principle). No slice reaches ρ <= 1: the largest ζ. Returns (ζ [S] tensor, info with the ρ table).
+        """
+        from .samplers import posterior_samples
+        S = kn.shape[0]
+        sigma = torch.as_tensor(noise_std, dtype=torch.float32, device=kn.device).reshape(-1).expand(S)
+        measured = (op.mask.expand(S, 1, *kn.shape[2:]).flatten(1).sum(1) * kn.shape[1]).to(torch.float32)
+        rho = []
+        for zeta in ZETA_GRID:
+            trial = {**options, "zeta": float(zeta)}
+            mean, _, _ = posterior_samples(sampler_fn, denoiser, kn, op, num_samples=1, seed=self.seed,
+                                           slice_ids=slice_ids, steps=AUTO_ZETA_STEPS, **trial)
+            residual = (op.forward(mean) - kn).abs().pow(2).flatten(1).sum(1)
+            rho.append(residual / (2 * sigma ** 2 * measured))
+        rho = torch.stack(rho, dim=1)                                                 # [S, len(ZETA_GRID)]
+        grid = torch.tensor(ZETA_GRID, dtype=torch.float32, device=kn.device)
+        ok = rho <= 1.0
+        first = torch.where(ok.any(1), ok.float().argmax(1), torch.full((S,), len(ZETA_GRID) - 1, device=kn.device))
+        return grid[first], {"zeta_grid": list(ZETA_GRID), "zeta_discrepancy": rho.cpu().tolist()}
+
+
+ZETA_GRID = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0)   # candidates of zeta="auto" (Fig 5's range)
+AUTO_ZETA_STEPS = 10    # sampler steps per candidate: the residual settles long before the image does

@@ -198,13 +198,15 @@ def dps(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Tensor, 
     DPS is an approximation of posterior sampling (its step size is not the likelihood's): on a Gaussian prior its
     mean is close to, but not equal to, the posterior mean (see tests/test_samplers.py for what it reaches).
 
-    Args (beyond the common ones): zeta: data-consistency step (1 by default; larger for higher acceleration).
+    Args (beyond the common ones): zeta: data-consistency step (1 by default; larger for higher acceleration), a float
+        or a tensor [S] (one per slice).
     Returns: [S, M, H, W] complex64. Network evaluations per slice: N forward + N backward (* M map images).
     """
     sigmas = _check_inputs("dps", y, op, sigmas, generators, x_init)
     if sigmas.numel() < 2 or float(sigmas[-1]) != 0.0 or torch.any(sigmas[:-1] <= 0):
         raise ValueError("dps: sigmas must be > 0 and end in 0 (use karras_sigmas)")
     device = y.device
+    zeta = _per_slice(zeta, op.ishape[0], device)
     with torch.no_grad():
         x = _start(sigmas, x_init, generators, op, device)
     for i in range(sigmas.numel() - 1):
@@ -253,7 +255,7 @@ def dds(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Tensor, 
         eta: stochasticity in [0, 1].
         zeta: data-consistency weight ζ: the data term is weighted ζ times the Gaussian-consistent weight, i.e. lam_i
             is divided by ζ (ζ = 1 exact for a Gaussian prior; larger ζ trusts the measured lines more, as the paper's
-            ζ does for DPS). No effect when lam_i = 0.
+            ζ does for DPS). No effect when lam_i = 0. A float or a tensor [S] (one per slice).
     Returns: [S, M, H, W] complex64. Network evaluations per slice: N (* M map images); default schedules use N <= 50.
     """
     sigmas = _check_inputs("dds", y, op, sigmas, generators, x_init)
@@ -263,11 +265,12 @@ def dds(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Tensor, 
         raise ValueError(f"dds: eta={eta} must be in [0, 1]")
     if cg_iters < 0 or lamda < 0 or (noise_std is not None and bool(torch.any(torch.as_tensor(noise_std) < 0))):
         raise ValueError(f"dds: cg_iters={cg_iters}, lamda={lamda}, noise_std={noise_std} must be >= 0")
-    if not zeta > 0:
+    if not bool(torch.all(torch.as_tensor(zeta) > 0)):
         raise ValueError(f"dds: zeta={zeta} must be > 0")
     device = y.device
     S, M, H, W = op.ishape
     noise_std = None if noise_std is None else _per_slice(noise_std, S, device)
+    zeta = _per_slice(zeta, S, device)
     with torch.no_grad():
         x = _start(sigmas, x_init, generators, op, device)
         Ahy = op.adjoint(y)

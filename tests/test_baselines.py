@@ -11,7 +11,7 @@ from dpm_core.fft import ifft2c
 from dpm_core.masks import equispaced_mask
 from dpm_core.normalize import normalization_scale
 from dpm_core.operators import combine_map_images
-from dpm_core.reconstruct import Reconstructor
+from dpm_core.reconstruct import Reconstructor, estimate_noise_std
 from tests.conftest import birdcage_phantom
 
 
@@ -41,7 +41,8 @@ def test_sense_cg_halves_zero_filled_error_at_R2_on_real_brain(real_brain_kspace
 def test_l1_wavelet_beats_sense_at_R4_on_real_brain(real_brain_kspace, real_maps):
     _, ref, mask, under = _real_problem(real_brain_kspace, 4)
     sense = metrics.nrmse(combine_map_images(baselines.sense_cg(under, mask, real_maps["sigpy"])), ref)
-    l1 = metrics.nrmse(combine_map_images(baselines.l1_wavelet(under, mask, real_maps["sigpy"])), ref)
+    noise = estimate_noise_std(under, mask)                                          # the per-scan λ rule's input
+    l1 = metrics.nrmse(combine_map_images(baselines.l1_wavelet(under, mask, real_maps["sigpy"], noise_std=noise)), ref)
     print(f"real slice R=4: SENSE-CG NRMSE {sense:.4f}, L1-wavelet {l1:.4f}")
     assert l1 < sense
 
@@ -76,7 +77,8 @@ def test_reconstructor_sense_matches_direct_call_and_is_scale_equivariant():
     rec = Reconstructor(method="sense", device="cpu")
     res = rec.reconstruct(under, mask, maps=maps)
     scale = normalization_scale(under, mask).view(-1, 1, 1)
-    direct = combine_map_images(baselines.sense_cg(under / scale.unsqueeze(1), mask, maps)) * scale
+    direct = combine_map_images(baselines.sense_cg(under / scale.unsqueeze(1), mask, maps, rec.cg_iters,
+                                                   rec.l2_weight, tol=rec.cg_tol)) * scale
     np.testing.assert_allclose(res.images, direct.numpy(), rtol=1e-4, atol=1e-6)
     assert metrics.nrmse(res.images, image) < 0.05
     res_big = rec.reconstruct(under * 1000, mask, maps=maps)

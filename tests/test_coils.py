@@ -61,7 +61,9 @@ def _folded_phantom(height=64, width=64, coils_=8, extent=1.2):
 
 def test_calibration_width_from_mask_and_errors():
     mask = equispaced_mask(96, 4, num_acs=24)                                    # line 60 extends the block to 36..60
-    assert coils.calibration_width((1, 8, 96, 80), mask) == 25
+    assert coils.MAX_CALIB_WIDTH == 24                                            # BART ecalib's -r 24
+    assert coils.calibration_width((1, 8, 96, 80), mask) == 24                    # the 25-line run, capped
+    assert coils.calibration_width((1, 8, 96, 80), mask, num_acs=30) == 25        # the run itself
     assert coils.calibration_width((1, 8, 96, 80), mask, num_acs=16) == 16
     assert coils.calibration_width((1, 8, 96, 80), None) == 24
     assert coils.calibration_width((1, 8, 96, 80), None, num_acs=20) == 20
@@ -146,8 +148,8 @@ def test_second_map_detects_folding_and_fixes_sense():
     for method in ("fast", "sigpy"):
         maps = coils.estimate_coil_maps(normal * mask_t, mask, method=method, num_maps=2, num_acs=16)
         assert maps.shape[1] == 2
-        assert float(coils.second_map_energy(maps)) < 0.2 * coils.SECOND_MAP_ENERGY_THRESHOLD
-        assert not bool(coils.needs_second_map(maps).any())
+        assert float(coils.second_map_energy(maps, normal * mask_t, mask)) < 0.2 * coils.SECOND_MAP_ENERGY_THRESHOLD
+        assert not bool(coils.needs_second_map(maps, normal * mask_t, mask).any())
     auto = coils.estimate_coil_maps(normal * mask_t, mask, num_maps="auto", num_acs=16)
     assert auto.shape[1] == 1
     # FOV 1/1.2 of the object in the phase direction: anatomy folds in, the second map carries it.
@@ -156,8 +158,8 @@ def test_second_map_detects_folding_and_fixes_sense():
     m2_fast, e_fast = coils.espirit_fast(ku, mask, num_acs=16, num_maps=2, grid_size=32, return_eigenvalues=True)
     m2_ref, e_ref = coils.espirit_sigpy(ku, mask, num_acs=16, num_maps=2, return_eigenvalues=True)
     for maps in (m2_fast, m2_ref):
-        assert float(coils.second_map_energy(maps)) > 2 * coils.SECOND_MAP_ENERGY_THRESHOLD
-        assert bool(coils.needs_second_map(maps).all())
+        assert float(coils.second_map_energy(maps, ku, mask)) > 2 * coils.SECOND_MAP_ENERGY_THRESHOLD
+        assert bool(coils.needs_second_map(maps, ku, mask).all())
     assert coils.estimate_coil_maps(ku, mask, num_maps="auto", num_acs=16).shape[1] == 2
     # Same soft-SENSE subspace per pixel: projectors P = sum_m S_m S_m^H agree where both supports agree.
     proj = lambda m: torch.einsum("smchw,smdhw->shwcd", m, m.conj())
