@@ -83,6 +83,19 @@ def _num_maps(text: str):
     return value
 
 
+def _zeta(text: str):
+    """ζ: a positive number, "auto" (chosen per scan from the data), or empty/none/default (the model card's table)."""
+    word = text.strip().lower()
+    if word in ("", "none", "default"):
+        return None
+    if word == "auto":
+        return "auto"
+    value = float(text)
+    if not value > 0:
+        raise ValueError(f"expected a positive number, auto or default, got {text!r}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -102,9 +115,9 @@ class GadgetConfig:
     """Gadget settings (``<property name="..." value="..."/>``; defaults in brackets).
 
     method: dpm | sense | l1_wavelet | zero_filled [dpm].  model: path to a model card .json [shipped default].
-    sampler: sampler name [fast].  steps: sampler steps [sampler default].  zeta: data-consistency ζ [model card].
+    sampler: sampler name [fast].  steps: sampler steps [sampler default].  zeta: data-consistency ζ, a number | auto | default [default: model card].
     seed [0].  device: auto | cpu | cuda | cuda:N [auto].  num_samples: posterior samples [1].
-    coil_method: fast | sigpy [fast].  num_maps: 1 | 2 | auto [1].
+    coil_method: fast | sigpy [fast].  num_maps: 1 | 2 | auto [auto].
     series_index: series of repetition 0 [1].  std_series_index: series of the posterior-std maps [1001].
     send_std: send std maps when num_samples > 1 [true].  fallback: SENSE fallback when DPM fails [true].
     fallback_series_index: series for fallback images [series_index].
@@ -115,12 +128,12 @@ class GadgetConfig:
     model: str | None = None
     sampler: str = "fast"
     steps: int | None = None
-    zeta: float | None = None
+    zeta: float | str | None = None
     seed: int = 0
     device: str = "auto"
     num_samples: int = 1
     coil_method: str = "fast"
-    num_maps: int | str = 1
+    num_maps: int | str = "auto"
     series_index: int = 1
     std_series_index: int = 1001
     send_std: bool = True
@@ -142,7 +155,7 @@ _PARSERS: dict[str, Callable] = {
     "model": _optional(str),
     "sampler": str,
     "steps": _optional(_positive_int),
-    "zeta": _optional(float),
+    "zeta": _zeta,
     "seed": int,
     "device": str,
     "num_samples": _positive_int,
