@@ -56,7 +56,7 @@ __all__ = [
 MAX_CALIB_WIDTH = 24
 DEFAULT_THRESHOLD = math.sqrt(0.001)
 DEFAULT_CROP = 0.8
-SECOND_MAP_ENERGY_THRESHOLD = 0.01  # second_map_energy above this: folded anatomy (real slice: 0.0000 unfolded, >= 0.068 folded)
+SECOND_MAP_ENERGY_THRESHOLD = 0.05  # second_map_energy above this: folded (real slice: 0.0000 unfolded, >= 0.070 folded; phantoms touching the FOV edge: ~0.03)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

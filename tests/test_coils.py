@@ -285,7 +285,7 @@ def _fold_phase_fov(kspace: torch.Tensor, lines: int) -> torch.Tensor:
 @pytest.mark.parametrize("lines,folded", [(96, False), (80, True), (72, True), (48, True)])
 def test_map_detection_on_real_slice_with_cut_phase_fov(real_brain_kspace, lines, folded):
     """The head spans 80 of 96 rows: 96 lines is unfolded, 80 and fewer fold. auto keeps 2 maps exactly when folded
-    (signal-weighted second-map energy: 0.0000 unfolded, >= 0.05 folded), at nominal R = 2 and 4."""
+    (signal-weighted second-map energy: 0.0000 unfolded, >= 0.07 folded), at nominal R = 2 and 4."""
     k = _fold_phase_fov(real_brain_kspace, lines)
     for R in (2, 4):
         mask = equispaced_mask(lines, R, num_acs=24)
@@ -295,6 +295,6 @@ def test_map_detection_on_real_slice_with_cut_phase_fov(real_brain_kspace, lines
         print(f"phase FOV {lines}/96 lines, R={R}: second-map energy {energy:.4f}")
         assert coils.estimate_coil_maps(under, mask, num_maps="auto").shape[1] == (2 if folded else 1)
         if folded:
-            assert energy > 5 * coils.SECOND_MAP_ENERGY_THRESHOLD
+            assert energy > 1.2 * coils.SECOND_MAP_ENERGY_THRESHOLD
         else:
-            assert energy < 0.1 * coils.SECOND_MAP_ENERGY_THRESHOLD
+            assert energy < 0.02 * coils.SECOND_MAP_ENERGY_THRESHOLD

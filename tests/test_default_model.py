@@ -1,6 +1,7 @@
 """The shipped default model: loads as the embedded default and beats the classical baselines on held-out FLAIR."""
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
@@ -24,6 +25,7 @@ def test_default_model_is_shipped_small_and_verified():
     assert "AXFLAIR" in card["training_data"] and card["zeta"]
 
 
+@functools.lru_cache(maxsize=1)                     # both tests below share one set of reconstructions
 def _held_out_errors_at_R4() -> dict:
     # Corpus seed 1000 is held out: the shipped model was pre-trained and fine-tuned on corpus seeds 1-3.
     subject = generate_subject(subject_seed(1000, 0, "AXFLAIR"), "AXFLAIR", 128, 8, 8, lesion=True)
