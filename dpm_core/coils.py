@@ -467,7 +467,7 @@ def choose_map_sets(maps: torch.Tensor, kspace, mask=None) -> tuple[torch.Tensor
     return (maps if keep else maps[:, :1].contiguous()), energy
 
 
-def second_map_energy(maps: torch.Tensor, kspace, mask=None) -> torch.Tensor:
+def second_map_energy(maps: torch.Tensor, kspace, mask=None, kernel_width: int = 6) -> torch.Tensor:
     """Fraction of the calibration image's energy inside the second ESPIRiT map's support, per slice: [S] float32.
 
     The second map set is non-zero where its eigenvalue exceeds the crop, i.e. where the calibration data need two
@@ -481,6 +481,7 @@ def second_map_energy(maps: torch.Tensor, kspace, mask=None) -> torch.Tensor:
         maps: [S, M, C, H, W].
         kspace: [S, C, H, W] the maps were estimated from (zero-filled).
         mask: its 1-D phase-encode mask [H]; None: fully sampled (the central 24 lines are used).
+        kernel_width: the ESPIRiT kernel size the maps were estimated with (sets the readout-edge margin).
     """
     if maps.ndim != 5:
         raise ValueError(f"maps must be [S, M, C, H, W]; got shape {tuple(maps.shape)}")
@@ -496,6 +497,13 @@ def second_map_energy(maps: torch.Tensor, kspace, mask=None) -> torch.Tensor:
     acs_only[:, :, rows] = k[:, :, rows]
     energy = (ifft2c(acs_only).abs() ** 2).sum(dim=1)                          # [S, H, W]
     second = (maps[:, 1].abs().sum(dim=1) > 0).to(energy.dtype)                # [S, H, W]
+    # Readout never folds (it is oversampled and cropped), but a head cut by the readout FOV wraps around in
+    # ESPIRiT's periodic model and gets a second map within half a kernel footprint of the readout edges
+    # (W * kernel_width / (2 * calibration width) columns: 16 of 128 on a synthetic head cut at the edge). Those
+    # columns do not count.
+    margin = math.ceil(W * kernel_width / (2 * calibration_width(k.shape, mask)))
+    second[..., :margin] = 0
+    second[..., W - margin:] = 0
     return ((energy * second).flatten(1).sum(1) / energy.flatten(1).sum(1).clamp_min(1e-30)).float()
 
 
