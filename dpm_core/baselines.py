@@ -174,7 +174,7 @@ def l1_wavelet(kspace: torch.Tensor, mask, maps: torch.Tensor, lamda=None, noise
     view = (S, 1, 1, 1)
     for _ in range(max_iter):
         v = z - step.view(view) * (op.normal(z) - Ahy)
-        shift = tuple(int(t) for t in torch.randint(0, 1 << 16, (2,), generator=shifts) % torch.tensor([H, W])) \
+        shift = (int(torch.randint(H, (), generator=shifts)), int(torch.randint(W, (), generator=shifts))) \
             if cycle_spinning else (0, 0)
         c = psi.forward(v, shift)
         x_new = psi.adjoint(soft_threshold(c, tau), shift)
