@@ -297,7 +297,6 @@ class Reconstructor:
         info.update(sampler_info or {})
         return images, std_img, info
 
-
     def _zeta_rule(self, card: dict, acceleration: float):
         """(ζ or "auto", the rule's name): a given number; "auto"; or the card's table where it brackets the scan's R."""
         if self.zeta == "auto":
@@ -309,6 +308,12 @@ class Reconstructor:
         if table and table[0] <= acceleration <= table[-1]:
             return zeta_for_acceleration(card, acceleration), "card"
         return "auto", "auto:gcv (the card's table does not bracket R)"
+
+
+ZETA_GRID = (1.0, 4.0, 16.0, 64.0, 256.0)   # candidates of zeta="auto" (Fig 5's range, factors of 4)
+AUTO_ZETA_STEPS = 10    # sampler steps per candidate run (2 runs per candidate: y and y + ε b)
+GCV_PROBE_SAMPLE = 1 << 20   # sample index of the GCV probe's seed: disjoint from the posterior samples' 0..K-1
+
 
 def gcv_zeta(sampler_fn, denoiser, kn, op, noise_std, *, seed: int, slice_ids, options: dict | None = None):
     """ζ per slice by generalized cross-validation (GCV), from the measured data alone; no noise level needed.
@@ -357,8 +362,3 @@ def gcv_zeta(sampler_fn, denoiser, kn, op, noise_std, *, seed: int, slice_ids, o
     grid = torch.tensor(ZETA_GRID, dtype=torch.float32, device=kn.device)
     return grid[gcv.argmin(dim=1)], {"zeta_grid": list(ZETA_GRID), "zeta_gcv": gcv.cpu().tolist(),
                                       "zeta_dof_fraction": torch.stack(dof, 1).cpu().tolist()}
-
-
-ZETA_GRID = (1.0, 4.0, 16.0, 64.0, 256.0)   # candidates of zeta="auto" (Fig 5's range, factors of 4)
-AUTO_ZETA_STEPS = 10    # sampler steps per candidate run (2 runs per candidate: y and y + ε b)
-GCV_PROBE_SAMPLE = 1 << 20   # sample index of the GCV probe's seed: disjoint from the posterior samples' 0..K-1
