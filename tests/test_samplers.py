@@ -13,6 +13,7 @@ import math
 import pytest
 import torch
 
+from dpm_core.baselines import operator_norm_sq
 from dpm_core.gaussian import GaussianPrior, gaussian_problem, randn_complex, _dense_forward
 from dpm_core.samplers import (SAMPLERS, default_sigmas, make_generators, num_evaluations, posterior_samples,
                                slice_seed)
@@ -215,6 +216,29 @@ def test_two_map_sets(name):
     assert res.std.shape == (2, 2, 16, 16) and res.std.dtype == torch.float32
     assert res.info["samples"].shape == (2, 2, 2, 16, 16)
     assert torch.isfinite(res.mean).all() and (res.std > 0).all()
+
+
+def test_two_map_sets_sample_the_exact_soft_sense_posterior():
+    """Soft-SENSE (M = 2) forward model in the samplers: the prior acts on each map-set image and the data term on
+    their sum. ALD (likelihood weighting, as in the M = 1 proof above) reproduces the exact 2-map posterior mean and
+    variance; DDS on a white prior its mean, within the same Monte-Carlo bounds as for one map set."""
+    noisy2 = gaussian_problem(noise_std=0.2, num_maps=2)
+    K = 96
+    # The synthetic second map set is not orthogonal to the first (‖AᴴA‖ = 1.25, not 1): the Langevin step that is
+    # stable for ‖A‖ <= 1 (eps = sigma_L^2) is divided by it, as any step size must be.
+    lipschitz = float(operator_norm_sq(noisy2.op, num_iters=50))
+    res = posterior_samples("ald", noisy2.prior.denoiser(), noisy2.y, noisy2.op, geometric_sigmas(5.0, 0.02, 300),
+                            num_samples=K, steps_per_level=3, eps=0.02 ** 2 / lipschitz, weighting="likelihood",
+                            noise_std=noisy2.noise_std)
+    st = _mc_stats(noisy2, res, K)
+    assert st["z2"] < 1.45 and st["zmax"] < 5.0, st
+    assert st["rel"] < 2.0 * st["rel_se"], st
+    assert 0.93 < st["ratio_mean"] < 1.10 and st["ratio_q95"] < 0.30, st
+    white2 = gaussian_problem(noise_std=0.05, length_scale=1e6, num_maps=2)
+    res = posterior_samples("dds", white2.prior.denoiser(), white2.y, white2.op, karras_sigmas(20, 0.004, 10.0),
+                            num_samples=K, cg_iters=25, noise_std=0.05, sigma_data=math.sqrt(0.5))
+    st = _mc_stats(white2, res, K)
+    assert st["z2"] < 1.35 and st["zmax"] < 5.0 and st["rel"] < 2.0 * st["rel_se"], st
 
 
 def test_callback_nfe_and_errors(three_slices):
