@@ -245,7 +245,6 @@ def test_images_from_result_headers_and_meta(scan):
     assert len(fallback) == S
 
 
-
 DPM_INFO = {"effective_acceleration": 3.2307692, "num_maps": 2, "second_map_energy": [0.31, 0.2875], "zeta": 8.0,
             "zeta_rule": "card", "model": "flair_default", "model_sha256": "1a2b3c4d" + "e" * 56, "sampler": "fast",
             "nfe_per_sample": 40, "num_samples": 1, "scale": [1.0, 2.0]}
@@ -263,10 +262,10 @@ def test_recorded_parameters_from_a_hand_made_info():
                       "DPM_NumSamples": "1"}
     assert images_mod.parameters_text(params) == "zeta=8 (card), maps=2, model=flair_default sha256 1a2b3c4d"
     # L1 with a λ per slice chosen by a rule; None and absent keys give no entry
-    l1 = images_mod.recorded_parameters({"num_maps": 1, "l1_lamda": [1e-4, 2.5e-4], "lamda_rule": "auto:discrepancy",
+    l1 = images_mod.recorded_parameters({"num_maps": 1, "l1_lamda": [1e-4, 2.5e-4], "lamda_rule": "noise:0.16*sigma",
                                          "nfe_per_sample": None})
-    assert l1 == {"DPM_NumMaps": "1", "DPM_Lambda": "0.0001 0.00025", "DPM_LambdaRule": "auto:discrepancy"}
-    assert images_mod.parameters_text(l1) == "lambda=0.0001 0.00025 (auto:discrepancy), maps=1"
+    assert l1 == {"DPM_NumMaps": "1", "DPM_Lambda": "0.0001 0.00025", "DPM_LambdaRule": "noise:0.16*sigma"}
+    assert images_mod.parameters_text(l1) == "lambda=0.0001 0.00025 (noise:0.16*sigma), maps=1"
     assert images_mod.recorded_parameters({}) == {} and images_mod.parameters_text({}) == ""
 
 
