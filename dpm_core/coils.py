@@ -56,7 +56,8 @@ __all__ = [
 MAX_CALIB_WIDTH = 24
 DEFAULT_THRESHOLD = math.sqrt(0.001)
 DEFAULT_CROP = 0.8
-SECOND_MAP_ENERGY_THRESHOLD = 0.05  # second_map_energy above this: folded (real slice: 0.0000 unfolded, >= 0.070 folded; phantoms touching the FOV edge: ~0.03)
+# second_map_energy above this: folded (real slice: 0.0000 unfolded, >= 0.070 folded; unfolded phantoms up to 0.032)
+SECOND_MAP_ENERGY_THRESHOLD = 0.05
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -137,7 +138,8 @@ def normalize_map_phase(maps: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 # Reference: sigpy.
 
 def espirit_sigpy(kspace, mask=None, num_acs: int | None = None, kernel_width: int = 6,
-                  threshold: float = DEFAULT_THRESHOLD, crop: float = DEFAULT_CROP, num_maps: int = 1, max_iter: int = 100, return_eigenvalues: bool = False):
+                  threshold: float = DEFAULT_THRESHOLD, crop: float = DEFAULT_CROP, num_maps: int = 1,
+                  max_iter: int = 100, return_eigenvalues: bool = False):
     """ESPIRiT maps with sigpy (the reference implementation), one slice at a time on the CPU.
 
     Args:
@@ -452,17 +454,20 @@ def estimate_coil_maps(kspace, mask=None, method: str = "fast", num_maps: int | 
         raise ValueError(f"unknown coil-map method {method!r}; use 'fast' or 'sigpy'")
     options.pop("return_eigenvalues", None)
     if num_maps == "auto":
-        return choose_map_sets(funcs[method](kspace, mask, num_maps=2, **options), kspace, mask)[0]
+        maps = funcs[method](kspace, mask, num_maps=2, **options)
+        return choose_map_sets(maps, kspace, mask, kernel_width=options.get("kernel_width", 6))[0]
     return funcs[method](kspace, mask, num_maps=num_maps, **options)
 
 
-def choose_map_sets(maps: torch.Tensor, kspace, mask=None) -> tuple[torch.Tensor, torch.Tensor]:
+def choose_map_sets(maps: torch.Tensor, kspace, mask=None, kernel_width: int = 6
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Keep the second of two map sets only where it is needed: (maps [S, M, C, H, W], second_map_energy [S]).
 
-    M = 2 for every slice when :func:`needs_second_map` holds for some slice (one forward model per volume), else the
-    first map set alone (M = 1; soft-SENSE with an empty second map would only double the DPM's network evaluations).
+    M = 2 for every slice when some slice's :func:`second_map_energy` exceeds :data:`SECOND_MAP_ENERGY_THRESHOLD`
+    (one forward model per volume), else the first map set alone (M = 1; soft-SENSE with an empty second map would
+    only double the DPM's network evaluations). ``kernel_width``: the ESPIRiT kernel the maps came from.
     """
-    energy = second_map_energy(maps, kspace, mask)
+    energy = second_map_energy(maps, kspace, mask, kernel_width)
     keep = bool((energy > SECOND_MAP_ENERGY_THRESHOLD).any())
     return (maps if keep else maps[:, :1].contiguous()), energy
 

@@ -249,9 +249,10 @@ class Reconstructor:
         m = estimate_coil_maps(kn, mask_1d, method=self.coil_method, num_maps=estimated, **self.coil_options)
         if estimated == 1:
             return m, None
+        kernel_width = self.coil_options.get("kernel_width", 6)
         if self.num_maps == "auto":
-            return choose_map_sets(m, kn, mask_1d)
-        return m, second_map_energy(m, kn, mask_1d)
+            return choose_map_sets(m, kn, mask_1d, kernel_width)
+        return m, second_map_energy(m, kn, mask_1d, kernel_width)
 
     def _sample(self, kn, mask_1d, maps_t, acceleration, slice_ids):
         from .operators import SenseOp
