@@ -315,8 +315,9 @@ def _cells_to_refine(ev: torch.Tensor, crop: float) -> torch.Tensor:
 
     ev [S, M, ny, nx]. Every cell where some map's eigenvalue exceeds ``crop / 2`` at some corner: all pixels that can
     end up inside a map's support (the eigenvalue is a smooth function of position, so a pixel above ``crop`` has a
-    corner above ``crop / 2``). Interpolated eigenvectors alone are not accurate enough there: at nominal R = 6 on a
-    real 96 x 96 slice, SENSE with maps interpolated from a 64-point grid had 1.4x the error of SENSE with exact maps.
+    corner above ``crop / 2``). Interpolated eigenvectors alone are not accurate enough there for two map sets: at
+    nominal R = 6 on the real 96 x 96 slice, SENSE with 2-map sets interpolated from a 64-point grid has twice the
+    error of SENSE with exact ones (benchmarks/results/folding.md).
     """
     shifts = ((0, 0), (1, 0), (0, 1), (1, 1))
     corners = torch.stack([torch.roll(ev, (-dy, -dx), dims=(-2, -1)) for dy, dx in shifts])      # [4, S, M, ny, nx]
@@ -479,8 +480,8 @@ def second_map_energy(maps: torch.Tensor, kspace, mask=None, kernel_width: int =
     image positions per pixel: anatomy from outside a too-small phase FOV folded in. Weighting that support by the
     energy of the low-resolution image (root-sum-of-squares of the zero-filled ACS lines) ignores the spurious
     second-eigenvalue pixels at the edge of the object and in the background that unfolded scans show. On the real
-    16-coil slice: 0.0000 unfolded, 0.0008 with the phase FOV cut to 88 of 96 rows (the object spans 80), 0.068 at 80,
-    0.24 at 72, 0.73 at 48 (see docs/coils.md). 0 for M = 1.
+    16-coil slice: 0 unfolded, 0.0009 with the phase FOV cut to 88 of 96 rows (the object spans 80), 0.070 at 80,
+    0.24 at 72, 0.71 at 48 (benchmarks/results/folding.md). 0 for M = 1.
 
     Args:
         maps: [S, M, C, H, W].
