@@ -53,7 +53,7 @@ from common import RESULTS, markdown_table, write_results  # noqa: E402
 
 from dpm_core import metrics  # noqa: E402
 from dpm_core.combine import rss  # noqa: E402
-from dpm_core.fft import ifft2c  # noqa: E402
+from dpm_core.fft import fft2c, ifft2c  # noqa: E402
 from dpm_core.masks import effective_acceleration, equispaced_mask, random_mask  # noqa: E402
 from dpm_core.normalize import normalization_scale  # noqa: E402
 from dpm_core.reconstruct import Reconstructor  # noqa: E402
@@ -84,6 +84,17 @@ class Case:
 def normalized(kspace: torch.Tensor) -> torch.Tensor:
     """k-space [S, C, H, W] divided per slice by the normalization scale of the fully sampled k-space."""
     return kspace / normalization_scale(kspace, None).view(-1, 1, 1, 1)
+
+
+def fold_phase_fov(kspace: torch.Tensor, lines: int) -> torch.Tensor:
+    """A smaller phase FOV of ``lines`` rows: the coil images summed periodically over ``lines`` rows (what a scan
+    with that FOV measures), centred like the FFT. [S, C, H, W] -> [S, C, lines, W]."""
+    images = ifft2c(kspace)
+    H = images.shape[2]
+    out = torch.zeros(*images.shape[:2], lines, images.shape[3], dtype=images.dtype)
+    for r in range(H):
+        out[:, :, (r - H // 2 + lines // 2) % lines] += images[:, :, r]
+    return fft2c(out)
 
 
 def load_real_slice(path: Path = REAL_SLICE) -> torch.Tensor:

@@ -208,12 +208,16 @@ def test_ismrmrd_tools_dataset_converts_and_assembles(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------------
 # images
 
-def test_images_from_result_headers_and_meta(scan):
+def _zero_filled_volume(scan, repetition: int):
+    """(header, buffer, zero-filled ReconResult) of one repetition of the raw scan."""
     kos, _, _, mask = scan
     raw = make_raw_acquisitions(kos, mask, num_acs=NUM_ACS)
-    header = raw.header
-    buffer = list(assembly.buffers_from_acquisitions(copy.deepcopy(raw.acquisitions), header))[1]
-    result = Reconstructor(method="zero_filled", device="cpu").reconstruct(buffer.kspace, buffer.mask)
+    buffer = list(assembly.buffers_from_acquisitions(copy.deepcopy(raw.acquisitions), raw.header))[repetition]
+    return raw.header, buffer, Reconstructor(method="zero_filled", device="cpu").reconstruct(buffer.kspace, buffer.mask)
+
+
+def test_images_from_result_headers_and_meta(scan):
+    header, buffer, result = _zero_filled_volume(scan, 1)
     result.std = np.abs(result.images).astype(np.float32) * 0.1
     imgs = images_mod.images_from_result(result, buffer, header, series_index=5, std_series_index=900)
     assert len(imgs) == 2 * S
@@ -272,11 +276,7 @@ def test_recorded_parameters_from_a_hand_made_info():
 def test_recorded_parameters_reach_meta_comment_and_dicom(scan):
     from gadgets.dicom import images_to_datasets
 
-    kos, _, _, mask = scan
-    raw = make_raw_acquisitions(kos, mask, num_acs=NUM_ACS)
-    header = raw.header
-    buffer = list(assembly.buffers_from_acquisitions(copy.deepcopy(raw.acquisitions), header))[0]
-    result = Reconstructor(method="zero_filled", device="cpu").reconstruct(buffer.kspace, buffer.mask)
+    header, buffer, result = _zero_filled_volume(scan, 0)
     result.method, result.info = "dpm:fast", dict(DPM_INFO)          # as a DPM reconstruction reports it
     text = "zeta=8 (card), maps=2, model=flair_default sha256 1a2b3c4d"
     dpm = images_mod.images_from_result(result, buffer, header)

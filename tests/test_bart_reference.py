@@ -17,50 +17,39 @@ this suite: the whole module takes about 20 s on one CPU thread (BART: 2 ecalib 
 """
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
 from benchmarks import bart
-from benchmarks.bench_real import ITERATIONS, LAMBDA_GRID, NUM_ACS   # sets OMP_NUM_THREADS=1 for BART if unset
+from benchmarks.bench_real import ITERATIONS, LAMBDA_GRID, bart_methods, real_cases   # sets OMP_NUM_THREADS=1 if unset
 from dpm_core import metrics
 from dpm_core.combine import rss
 from dpm_core.fft import ifft2c
-from dpm_core.masks import equispaced_mask
-from dpm_core.normalize import normalization_scale
 from dpm_core.reconstruct import Reconstructor
 
 pytestmark = [pytest.mark.skipif(not bart.available(), reason="bart is not on PATH (./run.sh installs it)"),
-              pytest.mark.usefixtures("one_thread")]
+              pytest.mark.usefixtures("one_thread", "real_brain_kspace")]    # the fixture skips without the slice
 
 MARGIN = 1.05
-CASES = {"real_R4": (False, 4), "real_folded_R2": (True, 2)}      # name: (folded, nominal R)
+CASES = ("real_R4", "real_folded_R2")                                # bench_real.py's case names
 _measured: dict[str, dict] = {}
 
 
-def _bart_rss(kspace: np.ndarray, maps: np.ndarray, regularization: str, lamda: float) -> np.ndarray:
-    x, _ = bart.pics(kspace, maps, regularization, lamda, ITERATIONS)
-    return np.sqrt((np.abs(x) ** 2).sum(axis=0))
-
-
-def measure(name: str, real_brain_kspace: torch.Tensor) -> dict:
+def measure(name: str) -> dict:
     """NRMSE of BART SENSE, best BART PICS, our SENSE and our L1-wavelet on one case (computed once per module)."""
     if name not in _measured:
-        folded, R = CASES[name]
-        k = real_brain_kspace[:, :, ::2, :].contiguous() if folded else real_brain_kspace
-        k = k / normalization_scale(k, None).view(-1, 1, 1, 1)
-        H = k.shape[2]
-        mask = equispaced_mask(H, R, NUM_ACS)
-        under = k * torch.from_numpy(mask).view(1, 1, H, 1)
-        ref = rss(ifft2c(k))[0].numpy()
-        maps, _, _ = bart.ecalib(under[0].numpy(), num_maps=2, calib_size=NUM_ACS)
-        pics = {lam: metrics.nrmse(_bart_rss(under[0].numpy(), maps, "l1", lam), ref) for lam in LAMBDA_GRID}
+        (case,) = real_cases(lambda n: n == name)
+        H = case.kspace.shape[2]
+        under = case.kspace * torch.from_numpy(case.mask).view(1, 1, H, 1)
+        ref = rss(ifft2c(case.kspace)).numpy()
+        results, _ = bart_methods(under.numpy(), 2, LAMBDA_GRID, ITERATIONS)       # {λ: (images, s)}, λ 0 = SENSE
+        pics = {lam: metrics.nrmse(images, ref) for lam, (images, _) in results.items() if lam > 0}
         best = min(pics, key=pics.get)
-        out = {"bart_sense": metrics.nrmse(_bart_rss(under[0].numpy(), maps, "l2", 0.0), ref),
-               "bart_pics_best": pics[best], "bart_best_lamda": best}
+        out = {"bart_sense": metrics.nrmse(results[0.0][0], ref), "bart_pics_best": pics[best],
+               "bart_best_lamda": best}
         for method in ("sense", "l1_wavelet"):
-            res = Reconstructor(method=method, num_maps="auto", device="cpu").reconstruct(under, mask)
-            out[method] = metrics.nrmse(res.images[0], ref)
+            res = Reconstructor(method=method, num_maps="auto", device="cpu").reconstruct(under, case.mask)
+            out[method] = metrics.nrmse(res.images, ref)
             out["num_maps"] = int(res.info["num_maps"])
         print(f"{name}: BART SENSE {out['bart_sense']:.4f}, best BART PICS {out['bart_pics_best']:.4f} "
               f"(λ={best:g}); ours (auto→{out['num_maps']} maps) SENSE {out['sense']:.4f}, "
@@ -70,15 +59,15 @@ def measure(name: str, real_brain_kspace: torch.Tensor) -> dict:
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_our_sense_within_5_percent_of_bart_sense(name, real_brain_kspace):
-    m = measure(name, real_brain_kspace)
+def test_our_sense_within_5_percent_of_bart_sense(name):
+    m = measure(name)
     assert m["sense"] <= MARGIN * m["bart_sense"], (
         f"{name}: our SENSE NRMSE {m['sense']:.4f} > {MARGIN} x BART SENSE (2 maps) {m['bart_sense']:.4f}")
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_our_l1_wavelet_within_5_percent_of_best_bart_pics(name, real_brain_kspace):
-    m = measure(name, real_brain_kspace)
+def test_our_l1_wavelet_within_5_percent_of_best_bart_pics(name):
+    m = measure(name)
     assert m["l1_wavelet"] <= MARGIN * m["bart_pics_best"], (
         f"{name}: our L1-wavelet NRMSE {m['l1_wavelet']:.4f} > {MARGIN} x best BART PICS (2 maps, "
         f"λ={m['bart_best_lamda']:g}) {m['bart_pics_best']:.4f}")

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.bench_real import fold_phase_fov   # the folded cases of the benchmarks, built alike
 from dpm_core import coils
 from dpm_core.baselines import sense_cg
 from dpm_core.combine import rss
@@ -271,22 +272,11 @@ def test_refine_eigen_two_maps_matches_eigh_including_diagonal_cases():
     assert torch.allclose(v.conj().transpose(1, 2) @ v, torch.eye(2, dtype=v.dtype).expand(200, 2, 2), atol=1e-5)
 
 
-def _fold_phase_fov(kspace: torch.Tensor, lines: int) -> torch.Tensor:
-    """Real data with a smaller phase FOV: the coil images summed periodically over ``lines`` rows (what a scan with
-    that FOV measures), centred like the FFT. [S, C, H, W] -> [S, C, lines, W]."""
-    images = ifft2c(kspace)
-    H = images.shape[2]
-    out = torch.zeros(*images.shape[:2], lines, images.shape[3], dtype=images.dtype)
-    for r in range(H):
-        out[:, :, (r - H // 2 + lines // 2) % lines] += images[:, :, r]
-    return fft2c(out)
-
-
 @pytest.mark.parametrize("lines,folded", [(96, False), (80, True), (72, True), (48, True)])
 def test_map_detection_on_real_slice_with_cut_phase_fov(real_brain_kspace, lines, folded):
     """The head spans 80 of 96 rows: 96 lines is unfolded, 80 and fewer fold. auto keeps 2 maps exactly when folded
     (signal-weighted second-map energy: 0.0000 unfolded, >= 0.07 folded), at nominal R = 2 and 4."""
-    k = _fold_phase_fov(real_brain_kspace, lines)
+    k = fold_phase_fov(real_brain_kspace, lines)
     for R in (2, 4):
         mask = equispaced_mask(lines, R, num_acs=24)
         under = k * torch.from_numpy(mask).view(1, 1, lines, 1)
