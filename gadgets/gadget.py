@@ -115,7 +115,9 @@ class GadgetConfig:
     """Gadget settings (``<property name="..." value="..."/>``; defaults in brackets).
 
     method: dpm | sense | l1_wavelet | zero_filled [dpm].  model: path to a model card .json [shipped default].
-    sampler: sampler name [fast].  steps: sampler steps [sampler default].  zeta: data-consistency ζ, a number | auto | default [default: model card].
+    sampler: sampler name [fast].  steps: sampler steps [sampler default].
+    zeta: data-consistency ζ, a number | auto (per scan, GCV) | default [default: the model card's table where it
+    brackets the scan's R, else auto].
     seed [0].  device: auto | cpu | cuda | cuda:N [auto].  num_samples: posterior samples [1].
     coil_method: fast | sigpy [fast].  num_maps: 1 | 2 | auto [auto].
     series_index: series of repetition 0 [1].  std_series_index: series of the posterior-std maps [1001].
