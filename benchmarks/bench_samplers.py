@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from dpm_core.gaussian import gaussian_problem, synthetic_coil_maps, randn_complex
+from dpm_core.gaussian import gaussian_problem, synthetic_coil_maps
+from dpm_core.seeding import randn_complex
 from dpm_core.masks import equispaced_mask
 from dpm_core.networks import ComplexDenoiser, build_network
 from dpm_core.operators import SenseOp

@@ -29,21 +29,10 @@ import torch
 
 from .fft import fft2c, ifft2c
 from .operators import SenseOp
+from .seeding import randn_complex, stable_seed
 
 __all__ = ["GaussianPrior", "GaussianDenoiser", "GaussianPosterior", "GaussianProblem", "gaussian_posterior",
-           "synthetic_coil_maps", "gaussian_problem", "randn_complex"]
-
-
-def randn_complex(shape: Sequence[int], generator: torch.Generator | None = None, device=None) -> torch.Tensor:
-    """Complex64 noise with *unit variance per real channel* (z_re + i z_im, z ~ N(0, 1); complex variance 2).
-
-    Unlike ``torch.randn(dtype=torch.complex64)`` (complex variance 1). Drawn on the generator's device, then moved to
-    ``device``.
-    """
-    gen_device = generator.device if generator is not None else torch.device("cpu")
-    z = torch.randn(*shape, 2, generator=generator, device=gen_device, dtype=torch.float32)
-    z = torch.view_as_complex(z)
-    return z if device is None else z.to(device)
+           "synthetic_coil_maps", "gaussian_problem"]
 
 
 class GaussianPrior:
@@ -241,10 +230,10 @@ def gaussian_problem(height: int = 16, width: int = 16, num_coils: int = 4, num_
     maps = synthetic_coil_maps(num_coils, height, width, num_maps=num_maps, num_slices=num_slices, device=device)
     mask = torch.as_tensor(equispaced_mask(height, acceleration, num_acs=num_acs))
     op = SenseOp(maps, mask)
-    gens = [torch.Generator().manual_seed(seed * 1_000_003 + 2 * s) for s in range(num_slices)]
+    gens = [torch.Generator().manual_seed(stable_seed("gaussian_problem", seed, s, "image")) for s in range(num_slices)]
     x_true = prior.sample(gens, num_maps=num_maps, device=device)
     noise = torch.stack([randn_complex((num_coils, height, width), torch.Generator().manual_seed(
-        seed * 1_000_003 + 2 * s + 1)) for s in range(num_slices)]).to(x_true.device)
+        stable_seed("gaussian_problem", seed, s, "noise"))) for s in range(num_slices)]).to(x_true.device)
     y = op.forward(x_true) + noise_std * noise
     if op.mask is not None:
         y = y * op.mask

@@ -137,9 +137,9 @@ class Reconstructor:
         self.coil_options = dict(coil_options or {})
         self._denoiser = None
         if method == "dpm":
-            from .samplers import SAMPLERS
-            if sampler not in SAMPLERS:
-                raise ValueError(f"sampler {sampler!r} is unknown; choose one of {sorted(SAMPLERS)}")
+            from .samplers import get_sampler
+            get_sampler(sampler).check_options({k: v for k, v in self.sampler_options.items()
+                                                if k not in ("steps", "sigmas")})
 
     # -- model ---------------------------------------------------------------------------------------------------
     def denoiser(self):
@@ -256,25 +256,25 @@ class Reconstructor:
 
     def _sample(self, kn, mask_1d, maps_t, acceleration, slice_ids):
         from .operators import SenseOp
-        from .samplers import SAMPLERS, posterior_samples
+        from .samplers import get_sampler, posterior_samples
 
         denoiser = self.denoiser()
         card = getattr(denoiser, "card", {}) or {}
         op = SenseOp(maps_t, mask_1d)
         options = dict(self.sampler_options)
-        sampler_fn = SAMPLERS[self.sampler]
+        spec = get_sampler(self.sampler)
         noise_std = estimate_noise_std(kn, mask_1d)
-        if sampler_fn is SAMPLERS["dds"]:                 # DDS weighs the data term by the measured noise, per slice
+        if "noise_std" in spec.options:                  # the data term is weighed by the measured noise, per slice
             noise_std = options.setdefault("noise_std", noise_std)
         zeta, zeta_rule, zeta_info = None, "n/a (sampler has no ζ)", {}
-        if sampler_fn in (SAMPLERS["dps"], SAMPLERS["dds"]):
+        if "zeta" in spec.options:
             zeta, zeta_rule = self._zeta_rule(card, acceleration)
             if zeta == "auto":
-                zeta, zeta_info = gcv_zeta(sampler_fn, denoiser, kn, op, noise_std, seed=self.seed,
+                zeta, zeta_info = gcv_zeta(spec, denoiser, kn, op, noise_std, seed=self.seed,
                                            slice_ids=slice_ids, options=options)
             options["zeta"] = zeta
         try:
-            mean, std, sampler_info = posterior_samples(sampler_fn, denoiser, kn, op, num_samples=self.num_samples,
+            mean, std, sampler_info = posterior_samples(spec, denoiser, kn, op, num_samples=self.num_samples,
                                                         seed=self.seed, slice_ids=slice_ids, **options)
         except torch.cuda.OutOfMemoryError as exc:
             raise ReconstructionError(f"out of GPU memory while sampling {kn.shape[0]} slices: {exc}") from exc
@@ -316,7 +316,7 @@ AUTO_ZETA_STEPS = 10    # sampler steps per candidate run (2 runs per candidate:
 GCV_PROBE_SAMPLE = 1 << 20   # sample index of the GCV probe's seed: disjoint from the posterior samples' 0..K-1
 
 
-def gcv_zeta(sampler_fn, denoiser, kn, op, noise_std, *, seed: int, slice_ids, options: dict | None = None):
+def gcv_zeta(sampler, denoiser, kn, op, noise_std, *, seed: int, slice_ids, options: dict | None = None):
     """ζ per slice by generalized cross-validation (GCV), from the measured data alone; no noise level needed.
 
     For every ζ of :data:`ZETA_GRID` the sampler runs a short schedule (:data:`AUTO_ZETA_STEPS` steps, the slice's
@@ -330,11 +330,12 @@ def gcv_zeta(sampler_fn, denoiser, kn, op, noise_std, *, seed: int, slice_ids, o
     with the smallest GCV is kept. On the real 16-coil slice GCV picked ζ = 256 at nominal R = 4 and 6, where the
     image error is smallest too; on a synthetic FLAIR slice ζ = 4 against an NRMSE optimum at 16 (2.6 % worse).
 
-    Args: the sampler, denoiser, normalized k-space kn [S, C, H, W] and operator of the reconstruction; noise_std σ̂
+    Args: the sampler (name or :class:`dpm_core.samplers.Sampler`), denoiser, normalized k-space kn [S, C, H, W] and operator of the reconstruction; noise_std σ̂
     per slice (only sets the probe's step ε); seed and slice_ids as for the reconstruction; sampler options.
     Returns (ζ [S] tensor, info with the GCV table).
     """
-    from .samplers import posterior_samples, slice_seed
+    from .samplers import posterior_samples
+    from .seeding import slice_seed
     S = kn.shape[0]
     sigma = torch.as_tensor(noise_std, dtype=torch.float32, device=kn.device).reshape(-1).expand(S)
     eps = (0.1 * sigma).view(S, 1, 1, 1)
@@ -348,7 +349,7 @@ def gcv_zeta(sampler_fn, denoiser, kn, op, noise_std, *, seed: int, slice_ids, o
     trial = {k: v for k, v in (options or {}).items() if k not in ("steps", "sigmas")}   # the short schedule instead
 
     def predicted(y, zeta):
-        mean, _, _ = posterior_samples(sampler_fn, denoiser, y, op, num_samples=1, seed=seed,
+        mean, _, _ = posterior_samples(sampler, denoiser, y, op, num_samples=1, seed=seed,
                                        slice_ids=slice_ids, steps=AUTO_ZETA_STEPS, **trial, zeta=zeta)
         return op.forward(mean)
 

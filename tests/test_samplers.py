@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from dpm_core.baselines import operator_norm_sq
-from dpm_core.gaussian import GaussianPrior, gaussian_problem, randn_complex, _dense_forward
+from dpm_core.gaussian import GaussianPrior, gaussian_problem, _dense_forward
+from dpm_core.seeding import randn_complex
 from dpm_core.samplers import (SAMPLERS, default_sigmas, make_generators, num_evaluations, posterior_samples,
                                slice_seed)
 from dpm_core.schedules import csgm_sigmas, geometric_sigmas, karras_sigmas

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import hashlib
 import json
 import math
 import os
@@ -43,20 +42,15 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from dpm_core.checkpoints import save_checkpoint, sha256_file
 from dpm_core.networks import EDMPrecond, build_network, count_parameters, edm_loss
+from dpm_core.seeding import stable_seed
 
 from . import distributed as dist_utils
 
-__all__ = ["training_loop", "stable_seed", "STATE_STEM", "MODEL_STEM", "load_training_state"]
+__all__ = ["training_loop", "STATE_STEM", "MODEL_STEM", "load_training_state"]
 
 STATE_STEM = "training-state"        # RUN/training-state.{safetensors,json}
 MODEL_STEM = "model"                 # RUN/model.{safetensors,json}: exported EMA (or best EMA)
 STATE_VERSION = 1
-
-
-def stable_seed(*parts) -> int:
-    """A 63-bit seed from stable identifiers (independent of process count and Python's hash randomisation)."""
-    digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
 
 
 class _DDPPrecond:

@@ -1,0 +1,106 @@
+"""The sampler registry: one :class:`Sampler` record per sampler (see :mod:`dpm_core.samplers`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..schedules import geometric_sigmas, karras_sigmas
+from .ald import ald
+from .dds import dds
+from .dds_lora import dds_lora
+from .dps import dps
+
+__all__ = ["Sampler", "SAMPLERS", "get_sampler", "default_sigmas", "num_evaluations"]
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """One posterior sampler: its function and what the Reconstructor needs to know to call it.
+
+    name: registry name.  run: the function (the common signature of :mod:`dpm_core.samplers`); the record is callable like it.
+    schedule: "karras" (levels > 0 ending in 0) or "geometric" (all levels > 0).  default_steps: schedule length.
+    options: keyword options ``run`` accepts beyond the common ones; the Reconstructor passes the measured noise level
+    when "noise_std" is among them, the data-consistency weight when "zeta" is, the denoiser's sigma_data when
+    "sigma_data" is.
+    evaluations: (number of sigmas, options) -> (forward, backward) network evaluations per slice and map image.
+    summary: one line for docs and errors.
+    """
+    name: str
+    run: Callable[..., torch.Tensor]
+    schedule: str
+    default_steps: int
+    options: frozenset
+    evaluations: Callable[[int, dict], tuple[int, int]]
+    summary: str
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        return self.run(*args, **kwargs)
+
+    def check_options(self, options: dict) -> None:
+        """Raise ValueError naming the options ``run`` does not take (a typo would otherwise surface mid-scan)."""
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            raise ValueError(f"sampler {self.name!r} takes no option(s) {unknown}; it takes {sorted(self.options)} "
+                             "(plus steps or sigmas for the schedule)")
+
+
+def _ald_evaluations(n: int, options: dict) -> tuple[int, int]:
+    return n * int(options.get("steps_per_level", 3)) + int(bool(options.get("final_denoise", False))), 0
+
+
+def _adapted_evaluations(n: int, options: dict) -> tuple[int, int]:
+    adapt_steps = int(options.get("adapt_steps", 1))
+    return (n - 1) * max(2 * adapt_steps, 1), (n - 1) * adapt_steps
+
+
+SAMPLERS: dict[str, Sampler] = {s.name: s for s in (
+    Sampler("ald", ald, "geometric", 1156,            # csgm's levels 1155..2310
+            frozenset({"steps_per_level", "eps", "weighting", "noise_std", "gamma", "mse_weight", "final_denoise"}),
+            _ald_evaluations, "annealed Langevin dynamics (reference A, Jalal et al. 2021)"),
+    Sampler("dps", dps, "karras", 300, frozenset({"zeta"}), lambda n, o: (n - 1, n - 1),
+            "EDM Euler + diffusion posterior sampling, step ζ (reference B, the paper authors' sampler)"),
+    Sampler("dds", dds, "karras", 50, frozenset({"cg_iters", "noise_std", "sigma_data", "lamda", "eta", "zeta"}),
+            lambda n, o: (n - 1, 0), "decomposed diffusion sampling: Tweedie denoise + CG data step (Chung et al. 2024)"),
+    Sampler("dds_lora", dds_lora, "karras", 50,
+            frozenset({"cg_iters", "noise_std", "sigma_data", "lamda", "eta", "zeta", "lora_rank", "adapt_steps",
+                       "adapt_lr", "adapt_holdout", "adapt_sigma_max"}), _adapted_evaluations,
+            "DDS with the denoiser adapted to each slice's k-space by LoRA (steerable conditional diffusion)"),
+)}
+SAMPLERS["fast"] = SAMPLERS["dds"]
+"""Samplers by name. "fast" is the chosen fast sampler (DDS; see docs/samplers.md for the measurements)."""
+
+
+def get_sampler(sampler: str | Sampler) -> Sampler:
+    """The :class:`Sampler` called ``sampler`` (one of :data:`SAMPLERS`), or the record itself."""
+    if isinstance(sampler, Sampler):
+        return sampler
+    try:
+        return SAMPLERS[sampler]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}") from None
+
+
+def default_sigmas(sampler: str | Sampler, denoiser=None, steps: int | None = None) -> torch.Tensor:
+    """The default schedule of a sampler, over the denoiser's trained range.
+
+    sigma_min / sigma_max come from ``denoiser.sigma_min`` / ``.sigma_max`` (a :class:`ComplexDenoiser` has them) or
+    default to the paper's MRI model, 0.004 / 10. "geometric": ``steps`` levels sigma_max -> sigma_min; "karras":
+    karras_sigmas(steps, sigma_min, sigma_max), ending in 0; ``steps`` defaults to the record's ``default_steps``.
+    Returns: float64 [n] (geometric) or [n + 1] (karras).
+    """
+    spec = get_sampler(sampler)
+    n = spec.default_steps if steps is None else int(steps)
+    sigma_min = float(getattr(denoiser, "sigma_min", 0.004))
+    sigma_max = float(getattr(denoiser, "sigma_max", 10.0))
+    if spec.schedule == "geometric":
+        return geometric_sigmas(sigma_max, sigma_min, n)
+    return karras_sigmas(n, sigma_min, sigma_max)
+
+
+def num_evaluations(sampler: str | Sampler, sigmas: torch.Tensor, backward: bool = False, **options) -> int:
+    """Denoiser forward evaluations (``backward=True``: backpropagations) per slice and sample (per map image)."""
+    forward, backprop = get_sampler(sampler).evaluations(int(torch.as_tensor(sigmas).numel()), options)
+    return backprop if backward else forward
+
