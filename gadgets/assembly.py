@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 import ismrmrd
 import numpy as np
 
-__all__ = ["KspaceBuffer", "EncodingInfo", "encoding_info", "noise_adjust", "remove_oversampling", "accumulate",
+__all__ = ["KspaceBuffer", "EncodingInfo", "encoding_info", "scan_contrast", "noise_adjust", "remove_oversampling", "accumulate",
            "buffers_from_acquisitions", "buffers_from_recon_data", "whitening_from_noise", "VOLUME_COUNTERS"]
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,23 @@ def encoding_info(header) -> EncodingInfo:
     return EncodingInfo(num_lines=H, ky_offset=H // 2 - int(centre), readout=int(enc.reconSpace.matrixSize.x),
                         encoded_readout=int(enc.encodedSpace.matrixSize.x), num_slices=int(num_slices),
                         calibration_mode=mode, acceleration=int(accel))
+
+
+def scan_contrast(header) -> tuple[str, str]:
+    """The scan's contrast class and why (:func:`dpm_core.model_choice.classify_contrast`), from the header's
+    sequenceParameters (first TR, TE, TI; sequence_type) and measurementInformation.protocolName; any may be absent."""
+    from dpm_core.model_choice import classify_contrast
+
+    seq = getattr(header, "sequenceParameters", None)
+    meas = getattr(header, "measurementInformation", None)
+
+    def first(name):
+        values = getattr(seq, name, None) if seq is not None else None
+        return values[0] if values else None
+
+    return classify_contrast(protocol_name=getattr(meas, "protocolName", None) if meas is not None else None,
+                             sequence_type=getattr(seq, "sequence_type", None) if seq is not None else None,
+                             tr_ms=first("TR"), te_ms=first("TE"), ti_ms=first("TI"))
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import struct
+import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator
@@ -39,8 +40,8 @@ import numpy as np
 
 from . import assembly, images as images_mod
 
-__all__ = ["GadgetConfig", "parse_config", "DpmGadget", "dpm_recon", "dpm_recon_acquisitions", "send_error",
-           "GADGET_MESSAGE_ERROR", "INJECTABLE_FAILURES"]
+__all__ = ["GadgetConfig", "parse_config", "DpmGadget", "StreamModel", "dpm_recon", "dpm_recon_acquisitions",
+           "send_error", "GADGET_MESSAGE_ERROR", "INJECTABLE_FAILURES"]
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,10 @@ def _series(text: str) -> int:
 class GadgetConfig:
     """Gadget settings (``<property name="..." value="..."/>``; defaults in brackets).
 
-    method: dpm | sense | l1_wavelet | zero_filled [dpm].  model: path to a model card .json [shipped default].
+    method: dpm | sense | l1_wavelet | zero_filled [dpm].
+    model: auto | a registered model's name (e.g. flair_default, foundation_default) | a path to a model card .json
+    [auto: chosen per scan from the header's contrast, :mod:`dpm_core.model_choice`].
+    model_dirs: comma-separated folders of the site's own model cards, preferred to the shipped ones [none].
     sampler: sampler name [fast].  steps: sampler steps [sampler default].
     zeta: data-consistency ζ, a number | auto (per scan, GCV) | default [default: the model card's table where it
     brackets the scan's R, else auto].
@@ -128,6 +132,7 @@ class GadgetConfig:
     """
     method: str = "dpm"
     model: str | None = None
+    model_dirs: tuple[str, ...] = ()
     sampler: str = "fast"
     steps: int | None = None
     zeta: float | str | None = None
@@ -155,6 +160,7 @@ class GadgetConfig:
 _PARSERS: dict[str, Callable] = {
     "method": _choice("dpm", "sense", "l1_wavelet", "zero_filled"),
     "model": _optional(str),
+    "model_dirs": lambda text: tuple(part.strip() for part in text.split(",") if part.strip()),
     "sampler": str,
     "steps": _optional(_positive_int),
     "zeta": _zeta,
@@ -244,46 +250,123 @@ class _InjectedFailure:
         return result
 
 
+@dataclasses.dataclass
+class StreamModel:
+    """What reconstructs one stream: the reconstructor, why its model was chosen, and why DPM is unavailable (if so).
+
+    choice: {"contrast": class, "model_choice": reason} when the model was chosen from the header, else {}.
+    """
+    reconstructor: object
+    choice: dict
+    unavailable: str | None = None
+
+
 class DpmGadget:
-    """Configuration + reconstructor for one stream (the server keeps one per configuration, model loaded once).
+    """Configuration + reconstructors for streams (the server keeps one per configuration, models loaded once).
+
+    With ``model=auto`` the model of each stream is chosen from its header (:meth:`stream_model`): one reconstructor
+    per chosen model, built when a stream first needs it and kept. Otherwise one reconstructor, built now.
 
     Args:
         config: :class:`GadgetConfig`.
-        reconstructor: an existing ``Reconstructor`` to reuse (its settings must match ``config``), or None.
+        share_with: an existing gadget whose reconstruction settings match ``config``: its reconstructors (and so
+            its loaded models) are shared, not rebuilt.
     """
 
-    def __init__(self, config: GadgetConfig, reconstructor=None):
-        from dpm_core.reconstruct import Reconstructor
+    def __init__(self, config: GadgetConfig, share_with: "DpmGadget | None" = None):
+        from dpm_core.model_choice import model_entries
 
         self.config = config
-        self.dpm_unavailable: str | None = None
-        self.reconstructor = reconstructor
-        if self.reconstructor is None:
-            try:
-                self.reconstructor = Reconstructor(**config.reconstructor_kwargs())
-                if config.method == "dpm":
-                    self.reconstructor.denoiser()             # load the model once, now, so a bad model shows early
-            except (ImportError, OSError, ValueError, KeyError, RuntimeError) as exc:
-                if config.method != "dpm" or not config.fallback:
-                    raise
-                self.dpm_unavailable = f"DPM model/sampler unavailable: {type(exc).__name__}: {exc}"
-                log.error("%s; every volume will be reconstructed with SENSE (fallback)", self.dpm_unavailable)
-                kwargs = config.reconstructor_kwargs()
-                kwargs.update(method="sense", model=None)
-                self.reconstructor = Reconstructor(**kwargs)
         self.injected = _InjectedFailure(config.inject_failure) if config.inject_failure else None
+        if share_with is not None:
+            self.models, self._fixed, self._by_model, self._lock = (share_with.models, share_with._fixed,
+                                                                     share_with._by_model, share_with._lock)
+            return
+        self._by_model: dict = {}
+        self._lock = threading.Lock()
+        self.models = model_entries(config.model_dirs) if config.method == "dpm" else []
+        by_name = {entry.name: entry for entry in self.models}
+        self._fixed = None
+        if config.method != "dpm" or config.model is not None:
+            model = config.model
+            if model in by_name:
+                model = str(by_name[model].card_path)
+            elif model is not None and not model.endswith(".json") and "/" not in model:
+                raise ValueError(f"model={model!r} is neither a registered model ({sorted(by_name)}) nor a card path "
+                                 "(.json); use auto, one of those names or the path of a model card")
+            reconstructor, unavailable = self._build(model)
+            choice = {"model_choice": f"given: {config.model}"} if config.method == "dpm" else {}
+            self._fixed = StreamModel(reconstructor, choice, unavailable)
+
+    def _build(self, model) -> tuple[object, str | None]:
+        """(reconstructor with ``model``, None) — or, when the model cannot be loaded and fallback is on, (a SENSE
+        reconstructor, the reason). The model is loaded now, so that a bad model shows at once."""
+        from dpm_core.reconstruct import Reconstructor
+
+        kwargs = {**self.config.reconstructor_kwargs(), "model": model}
+        try:
+            reconstructor = Reconstructor(**kwargs)
+            if self.config.method == "dpm":
+                reconstructor.denoiser()
+            return reconstructor, None
+        except (ImportError, OSError, ValueError, KeyError, RuntimeError) as exc:
+            if self.config.method != "dpm" or not self.config.fallback:
+                raise
+            reason = f"DPM model/sampler unavailable: {type(exc).__name__}: {exc}"
+            log.error("%s; volumes will be reconstructed with SENSE (fallback)", reason)
+            return Reconstructor(**{**kwargs, "method": "sense", "model": None}), reason
+
+    def preload(self) -> None:
+        """With model=auto: build the reconstructor of every registered model now (a warm server's first stream
+        then loads nothing)."""
+        if self._fixed is None:
+            with self._lock:
+                for entry in self.models:
+                    if entry.card_path not in self._by_model:
+                        self._by_model[entry.card_path] = self._build(str(entry.card_path))
+
+    @property
+    def reconstructor(self):
+        """The reconstructor of a fixed model (or non-DPM method); None with model=auto (see :meth:`stream_model`)."""
+        return None if self._fixed is None else self._fixed.reconstructor
+
+    @property
+    def dpm_unavailable(self) -> str | None:
+        return None if self._fixed is None else self._fixed.unavailable
+
+    def stream_model(self, header) -> StreamModel:
+        """The reconstructor for a stream with this ISMRMRD header: the fixed one, or the model chosen from the
+        header's contrast (logged). Raises ValueError when no registered model serves the scan's contrast."""
+        from dpm_core.model_choice import choose_model
+
+        if self._fixed is not None:
+            return self._fixed
+        contrast, why = assembly.scan_contrast(header)
+        entry, reason = choose_model(contrast, self.models)
+        with self._lock:                                   # concurrent server streams build each model once
+            if entry.card_path not in self._by_model:
+                self._by_model[entry.card_path] = self._build(str(entry.card_path))
+            reconstructor, unavailable = self._by_model[entry.card_path]
+        choice = {"contrast": contrast, "model_choice": f"{reason}; contrast from {why}"}
+        log.info("model: %s", choice["model_choice"])
+        return StreamModel(reconstructor, choice, unavailable)
 
     @classmethod
     def from_connection(cls, connection) -> "DpmGadget":
         return cls(parse_config(connection.config))
 
     # -- one volume ----------------------------------------------------------------------------------------------------
-    def reconstruct_buffer(self, buffer: assembly.KspaceBuffer, header, errors: list) -> list:
-        """One volume -> its images. Appends a message to ``errors`` for every problem; never raises on bad data."""
+    def reconstruct_buffer(self, buffer: assembly.KspaceBuffer, header, errors: list,
+                           model: StreamModel | None = None) -> list:
+        """One volume -> its images. Appends a message to ``errors`` for every problem; never raises on bad data.
+
+        ``model``: the stream's :class:`StreamModel` (default: :meth:`stream_model` of ``header``)."""
         from dpm_core.reconstruct import ReconstructionError
         import torch
 
         cfg = self.config
+        model = self.stream_model(header) if model is None else model
+        reconstructor = model.reconstructor
         where = buffer.describe()
         finite = np.isfinite(buffer.kspace).reshape(buffer.kspace.shape[0], -1).all(axis=1)
         if not finite.all():
@@ -295,9 +378,9 @@ class DpmGadget:
         fallback_reason = None
         t0 = time.perf_counter()
         try:
-            if self.dpm_unavailable is not None:
-                raise ReconstructionError(self.dpm_unavailable)
-            result = self.reconstructor.reconstruct(buffer.kspace, buffer.mask, slice_ids=buffer.slices)
+            if model.unavailable is not None:
+                raise ReconstructionError(model.unavailable)
+            result = reconstructor.reconstruct(buffer.kspace, buffer.mask, slice_ids=buffer.slices)
             if self.injected is not None and cfg.method == "dpm":
                 result = self.injected.apply(result)
             if not np.isfinite(result.images).all():
@@ -314,16 +397,17 @@ class DpmGadget:
                 errors.append(message)
                 return []
             fallback_reason = f"{type(exc).__name__}: {exc}"
-            if self.dpm_unavailable is None or not errors:
+            if model.unavailable is None or not errors:
                 errors.append(f"{where}: DPM failed ({fallback_reason}); delivered the SENSE fallback")
             log.error("%s: DPM failed (%s); reconstructing with SENSE", where, fallback_reason)
             try:
-                result = self.reconstructor.reconstruct(buffer.kspace, buffer.mask, method="sense")
+                result = reconstructor.reconstruct(buffer.kspace, buffer.mask, method="sense")
             except (ValueError, RuntimeError) as exc2:
                 message = f"{where}: SENSE fallback failed too: {type(exc2).__name__}: {exc2}"
                 log.error(message)
                 errors.append(message)
                 return []
+        result.info.update(model.choice)
         series = cfg.series_index
         if fallback_reason and cfg.fallback_series_index is not None:
             series = cfg.fallback_series_index
@@ -344,9 +428,16 @@ class DpmGadget:
         """
         volumes = 0
         try:
+            model = self.stream_model(header)
+        except ValueError as exc:
+            message = f"no model for this scan: {exc}"
+            log.error(message)
+            errors.append(message)
+            return volumes
+        try:
             for buffer in buffers:
                 volumes += 1
-                for image in self.reconstruct_buffer(buffer, header, errors):
+                for image in self.reconstruct_buffer(buffer, header, errors, model):
                     send(image)
         except ValueError as exc:
             message = f"input stream rejected after {volumes} volume(s): {exc}"

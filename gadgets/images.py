@@ -38,6 +38,8 @@ RECORDED_INFO_KEYS = {
     "lamda_rule": "DPM_LambdaRule",
     "model": "DPM_Model",
     "model_sha256": "DPM_ModelSHA256",
+    "contrast": "DPM_Contrast",                        # the scan's contrast class the model was chosen for
+    "model_choice": "DPM_ModelChoice",                 # why that model (dpm_core.model_choice)
     "sampler": "DPM_Sampler",
     "nfe_per_sample": "DPM_NFEPerSample",
     "num_samples": "DPM_NumSamples",
@@ -67,7 +69,7 @@ def recorded_parameters(info: dict) -> dict[str, str]:
 
 def parameters_text(parameters: dict[str, str]) -> str:
     """Short human-readable form of :func:`recorded_parameters`, e.g.
-    ``"zeta=8 (card), maps=2, model=flair_default sha256 1a2b3c4d"`` ('' when none is known)."""
+    ``"zeta=8 (card), maps=2, model=flair_default sha256 1a2b3c4d for FLAIR"`` ('' when none is known)."""
     parts = []
     for value_key, rule_key, name in (("DPM_Zeta", "DPM_ZetaRule", "zeta"), ("DPM_Lambda", "DPM_LambdaRule", "lambda")):
         if value_key in parameters:
@@ -77,7 +79,8 @@ def parameters_text(parameters: dict[str, str]) -> str:
         parts.append(f"maps={parameters['DPM_NumMaps']}")
     if "DPM_Model" in parameters:
         sha = parameters.get("DPM_ModelSHA256")
-        parts.append(f"model={parameters['DPM_Model']}" + (f" sha256 {sha[:8]}" if sha else ""))
+        parts.append(f"model={parameters['DPM_Model']}" + (f" sha256 {sha[:8]}" if sha else "") +
+                     (f" for {parameters['DPM_Contrast']}" if "DPM_Contrast" in parameters else ""))
     return ", ".join(parts)
 
 

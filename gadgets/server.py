@@ -363,12 +363,18 @@ class DpmServer:
             where = "CONFIG"
         return {**self.defaults, **properties}, f"{where} {json.dumps(properties, sort_keys=True)}"
 
+    @staticmethod
+    def _settings_key(config: GadgetConfig) -> str:
+        """Configurations with equal keys can share reconstructors (and loaded models)."""
+        return json.dumps({**config.reconstructor_kwargs(), "model_dirs": list(config.model_dirs)}, sort_keys=True,
+                          default=str)
+
     def gadget_for(self, config: GadgetConfig) -> DpmGadget:
         """The cached gadget for ``config``; a new config with known reconstruction settings shares that model."""
         if config in self._gadgets:
             self._gadgets.move_to_end(config)
             return self._gadgets[config]
-        key = json.dumps(config.reconstructor_kwargs(), sort_keys=True, default=str)
+        key = self._settings_key(config)
         shared = self._shared.get(key)
         if shared is None:
             t0 = time.perf_counter()
@@ -380,12 +386,11 @@ class DpmServer:
                 dropped, _ = self._shared.popitem(last=False)
                 self._gadgets = collections.OrderedDict(
                     (c, g) for c, g in self._gadgets.items()
-                    if json.dumps(c.reconstructor_kwargs(), sort_keys=True, default=str) != dropped)
+                    if self._settings_key(c) != dropped)
                 log.info("dropped the least recently used reconstructor (%s)", dropped)
         else:
             self._shared.move_to_end(key)
-            gadget = DpmGadget(config, reconstructor=shared.reconstructor)
-            gadget.dpm_unavailable = shared.dpm_unavailable
+            gadget = DpmGadget(config, share_with=shared)
         self._gadgets[config] = gadget
         while len(self._gadgets) > 8 * self.max_reconstructors:
             self._gadgets.popitem(last=False)
@@ -395,6 +400,7 @@ class DpmServer:
     def start(self) -> None:
         """Build the default configuration (loads the model), open the port, start the worker."""
         default = self.gadget_for(parse_config(self.defaults))
+        default.preload()
         if default.dpm_unavailable:
             log.error("default configuration: %s -- streams get SENSE fallback images", default.dpm_unavailable)
         listener = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)

@@ -93,7 +93,8 @@ class AdaptedDenoiser:
             with torch.no_grad():
                 D = denoise_maps(self.net, images, level)
                 after = self._held_out_error(self.y - self.op.forward(D))
-                if self.checked and after > before:                        # the step did not generalize: undo it
+                # The step did not generalize: undo it (the parameters; Adam's moments keep the step's gradient).
+                if self.checked and after > before:
                     for p, value in zip(self.params, saved):
                         p.copy_(value)
                     D = D_fit.detach()
@@ -123,7 +124,7 @@ def dds_lora(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Ten
     Slices run one after another (each has its own network copy); ``callback`` dicts carry the slice index as
     ``"slice"``. Returns: [S, M, H, W] complex64. Network passes per slice and map image at N = len(sigmas) - 1 levels:
     N (2 adapt_steps) forward (one before and one after each Adam step; N when adapt_steps = 0) and N adapt_steps
-    backward.
+    backward (fewer when adapt_sigma_max skips levels: each skipped level costs one forward pass).
     """
     check_inputs("dds_lora", y, op, sigmas, generators, x_init)
     if int(adapt_steps) < 0 or not float(adapt_lr) > 0 or not 0.0 <= float(adapt_holdout) < 1.0:

@@ -51,6 +51,8 @@ def _ald_evaluations(n: int, options: dict) -> tuple[int, int]:
 
 
 def _adapted_evaluations(n: int, options: dict) -> tuple[int, int]:
+    """dds_lora: 2 forward + 1 backward pass per Adam step and level (an upper bound when adapt_sigma_max skips
+    levels)."""
     adapt_steps = int(options.get("adapt_steps", 1))
     return (n - 1) * max(2 * adapt_steps, 1), (n - 1) * adapt_steps
 
