@@ -18,8 +18,8 @@ def batch_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a.conj() * b).real.flatten(1).sum(dim=1)
 
 
-def conjugate_gradient(normal_op: Callable[[torch.Tensor], torch.Tensor], rhs: torch.Tensor, x0: torch.Tensor | None = None,
-                       num_iters: int = 30, tol: float = 1e-6) -> torch.Tensor:
+def conjugate_gradient(normal_op: Callable[[torch.Tensor], torch.Tensor], rhs: torch.Tensor,
+                       x0: torch.Tensor | None = None, num_iters: int = 30, tol: float = 1e-6) -> torch.Tensor:
     """Solve normal_op(x) = rhs for a Hermitian positive (semi-)definite operator, independently per slice.
 
     Args:

@@ -116,6 +116,28 @@ def test_cache_round_trip_equals_mvue_over_scale(corpus, tmp_path):
     assert index["computed_slices"] == 0 and len(index["slices"]) == 6
 
 
+def test_phase_augmentation_keeps_the_magnitude_and_draws_a_smooth_phase(corpus, tmp_path):
+    """phase="random": |x| is the target's magnitude, the phase is a function of the seed, differs between seeds,
+    and is smooth (a degree-2 polynomial: its second differences are tiny against the 2π range); evaluation keys
+    give the magnitude with zero phase."""
+    from training.preprocess import random_smooth_phase
+    root, _ = corpus
+    index_path = build_cache(select_volumes(find_volumes(root), contrasts=["AXT1"]), tmp_path / "cache",
+                             progress=False)
+    plain, magnitude = CachedSlices(index_path), CachedSlices(index_path, phase="random")
+    target = np.abs(plain.target(0))
+    a, b, c = (torch.complex(*magnitude[(0, seed)]).numpy() for seed in (5, 5, 6))
+    np.testing.assert_allclose(np.abs(a), target, rtol=1e-5, atol=1e-6)
+    assert np.array_equal(a, b) and not np.allclose(a, c)
+    phase = random_smooth_phase(32, 32, np.random.default_rng(0))
+    assert np.abs(np.diff(phase, 2, axis=0)).max() < 0.05 and np.abs(np.diff(phase, 2, axis=1)).max() < 0.05
+    evaluation = torch.complex(*magnitude[0]).numpy()
+    np.testing.assert_allclose(evaluation.real, target, rtol=1e-5, atol=1e-6)
+    assert np.abs(evaluation.imag).max() == 0
+    with pytest.raises(ValueError, match="phase"):
+        CachedSlices(index_path, phase="magnitude")
+
+
 def test_contrast_and_subject_selection(corpus, tmp_path):
     root, _ = corpus
     volumes = find_volumes(root)

@@ -206,7 +206,7 @@ def finetune(args, evaluate_fn=None) -> dict:
         "training": {"stage": "finetune", "init": str(init_card_path), "init_sha256": init_card.get("sha256"),
                      "pretraining": init_card.get("training", {}), "data": corpus, "data_dirs": args.data,
                      "lr": args.lr, "epochs": args.epochs, "eval_every_epochs": args.eval_every,
-                     "crop": args.crop, "flip": args.flip},
+                     "crop": args.crop, "flip": args.flip, "phase": args.phase},
     }
     t0 = time.time()
     result = training_loop(

@@ -290,6 +290,26 @@ def load_index(index_path: str | os.PathLike) -> dict:
     return index
 
 
+PHASE_ORDER = 2          # random phase: polynomial in (x, y) on [-1, 1]^2 up to this total degree (B0 and coil-like)
+PHASE_STD_RAD = 1.0      # std of the phase variation over the image (radians), on top of a uniform global phase
+PHASE_MODES = ("keep", "random")
+
+
+def random_smooth_phase(height: int, width: int, rng: np.random.Generator, order: int = PHASE_ORDER,
+                        std: float = PHASE_STD_RAD) -> np.ndarray:
+    """A random smooth phase map [H, W] float32 (radians): a uniform global phase plus a polynomial of total degree
+    1..``order`` in x, y ∈ [-1, 1] whose coefficients are N(0, std² / number of terms) — the slow variation that
+    B0 off-resonance and receive-coil phase give real MRI images (phase augmentation for magnitude training data,
+    as in Luo, Blumenthal, Heide, Uecker, mrirecon/image-priors)."""
+    y, x = np.meshgrid(np.linspace(-1, 1, height), np.linspace(-1, 1, width), indexing="ij")
+    terms = [(p, q) for p in range(order + 1) for q in range(order + 1 - p) if p + q > 0]
+    coefficients = rng.normal(0.0, std / np.sqrt(len(terms)), size=len(terms))
+    phase = np.full((height, width), rng.uniform(0.0, 2 * np.pi))
+    for c, (p, q) in zip(coefficients, terms):
+        phase += c * x ** p * y ** q
+    return phase.astype(np.float32)
+
+
 class CachedSlices(Dataset):
     """Cached targets as a Dataset of [2, H, W] float32 (real, imaginary) images; lazy HDF5 reads.
 
@@ -298,12 +318,18 @@ class CachedSlices(Dataset):
         crop: side of a random square crop (None: whole slice). Needs crop <= H, W.
         flip: random horizontal and vertical flips.
         contrasts, subjects: optional further selection of the indexed slices.
-    Keys: an int i (slice i, no augmentation; ``dataset[i]`` is deterministic) or a tuple (i, seed) (crop offset and
-    flips drawn from ``numpy.random.default_rng(seed)``, as :func:`training.training_loop.training_loop` passes).
+        phase: "keep" (the target's own phase) or "random": the target's magnitude with a random smooth phase
+            (:func:`random_smooth_phase`), so that magnitude-only images can train a complex-image prior; without a
+            seed (evaluation keys) the magnitude with zero phase.
+    Keys: an int i (slice i, no augmentation; ``dataset[i]`` is deterministic) or a tuple (i, seed) (crop offset,
+    flips and phase drawn from ``numpy.random.default_rng(seed)``, as :func:`training.training_loop.training_loop`
+    passes).
     """
 
     def __init__(self, index_path: str | os.PathLike, crop: int | None = None, flip: bool = False,
-                 contrasts: Sequence[str] | None = None, subjects: Sequence[str] | None = None):
+                 contrasts: Sequence[str] | None = None, subjects: Sequence[str] | None = None, phase: str = "keep"):
+        if phase not in PHASE_MODES:
+            raise ValueError(f"phase={phase!r} must be one of {PHASE_MODES}")
         index_path = Path(index_path)
         self.index = load_index(index_path)
         self.cache_dir = index_path if index_path.is_dir() else index_path.parent
@@ -319,7 +345,7 @@ class CachedSlices(Dataset):
             small = min(min(e.height, e.width) for e in slices)
             if crop > small:
                 raise ValueError(f"crop {crop} is larger than the smallest cached slice side ({small}); lower --crop")
-        self.slices, self.crop, self.flip = slices, crop, flip
+        self.slices, self.crop, self.flip, self.phase = slices, crop, flip, phase
         self._files: dict[str, h5py.File] = {}
         self._pid = os.getpid()
 
@@ -367,6 +393,9 @@ class CachedSlices(Dataset):
                 img = img[::-1]
             if rng.random() < 0.5:
                 img = img[:, ::-1]
+        if self.phase == "random":
+            phase = random_smooth_phase(*img.shape, rng) if rng is not None else 0.0
+            img = np.abs(img) * np.exp(1j * phase)
         x = np.stack([img.real, img.imag]).astype(np.float32)            # [2, H, W]
         return torch.from_numpy(np.ascontiguousarray(x))
 

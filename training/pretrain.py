@@ -37,6 +37,9 @@ def add_training_arguments(parser: argparse.ArgumentParser, lr: float, batch: in
     g.add_argument("--ema-halflife", type=float, default=None, help="EMA half-life in training images")
     g.add_argument("--crop", type=int, default=None, help="random square crops of this side (e.g. 64)")
     g.add_argument("--flip", action="store_true", help="random horizontal/vertical flips")
+    g.add_argument("--phase", choices=("keep", "random"), default="keep",
+                   help="keep the targets' phase, or train on their magnitude with a random smooth phase (magnitude "
+                        "corpora)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="auto", help="auto, cpu or cuda")
     g.add_argument("--no-bf16", action="store_true", help="disable bf16 autocast on CUDA")
@@ -79,7 +82,7 @@ def prepare_dataset(args, run_dir: Path, index_name: str | None = None) -> tuple
     if dist_utils.get_rank() == 0:
         cache_from_args(args, cache_dir, index_name=index_name)
     dist_utils.barrier()
-    dataset = CachedSlices(cache_dir / index_name, crop=args.crop, flip=args.flip)
+    dataset = CachedSlices(cache_dir / index_name, crop=args.crop, flip=args.flip, phase=args.phase)
     return dataset, load_index(cache_dir / index_name)
 
 
@@ -114,7 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "image_size": corpus["image_size"],
         "zeta": {"2": 1.0, "4": 1.0},
         "training": {"stage": "pretrain", "data": {k: v for k, v in corpus.items() if k != "subjects"},
-                     "data_dirs": [str(d) for d in args.data], "crop": args.crop, "flip": args.flip},
+                     "data_dirs": [str(d) for d in args.data], "crop": args.crop, "flip": args.flip,
+                     "phase": args.phase},
     }
     result = training_loop(
         run_dir=run_dir,

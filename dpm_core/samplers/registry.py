@@ -19,7 +19,8 @@ __all__ = ["Sampler", "SAMPLERS", "get_sampler", "default_sigmas", "num_evaluati
 class Sampler:
     """One posterior sampler: its function and what the Reconstructor needs to know to call it.
 
-    name: registry name.  run: the function (the common signature of :mod:`dpm_core.samplers`); the record is callable like it.
+    name: registry name.  run: the function (the common signature of :mod:`dpm_core.samplers`); the record is
+    callable like it.
     schedule: "karras" (levels > 0 ending in 0) or "geometric" (all levels > 0).  default_steps: schedule length.
     options: keyword options ``run`` accepts beyond the common ones; the Reconstructor passes the measured noise level
     when "noise_std" is among them, the data-consistency weight when "zeta" is, the denoiser's sigma_data when
@@ -64,7 +65,8 @@ SAMPLERS: dict[str, Sampler] = {s.name: s for s in (
     Sampler("dps", dps, "karras", 300, frozenset({"zeta"}), lambda n, o: (n - 1, n - 1),
             "EDM Euler + diffusion posterior sampling, step ζ (reference B, the paper authors' sampler)"),
     Sampler("dds", dds, "karras", 50, frozenset({"cg_iters", "noise_std", "sigma_data", "lamda", "eta", "zeta"}),
-            lambda n, o: (n - 1, 0), "decomposed diffusion sampling: Tweedie denoise + CG data step (Chung et al. 2024)"),
+            lambda n, o: (n - 1, 0),
+            "decomposed diffusion sampling: Tweedie denoise + CG data step (Chung et al. 2024)"),
     Sampler("dds_lora", dds_lora, "karras", 50,
             frozenset({"cg_iters", "noise_std", "sigma_data", "lamda", "eta", "zeta", "lora_rank", "adapt_steps",
                        "adapt_lr", "adapt_holdout", "adapt_sigma_max"}), _adapted_evaluations,
