@@ -328,3 +328,33 @@ def test_sigterm_stops_the_server_cleanly(server):
     assert seconds < 5, seconds
     assert port_is_closed(server.port)
     assert "received SIGTERM" in server.log and "stopped after" in server.log
+
+
+def test_the_server_picks_each_streams_model_from_its_header():
+    """model=auto on the warm server: both shipped models are built at start; a FLAIR header gets flair_default, a
+    T1 header (short TR/TE, no inversion) foundation_default, in the images' meta and the stream log."""
+    kos, _ = oversampled_phantom(32, 32, 4, 1, seed=5)
+    mask = np.zeros(32, dtype=bool)
+    mask[::2] = True
+    streams = {
+        "FLAIR": make_raw_acquisitions(kos.astype(np.complex64), mask, num_acs=12,
+                                       header_kwargs=dict(protocol="AX FLAIR", tr_ms=9000.0, te_ms=90.0, ti_ms=2500.0)),
+        "T1": make_raw_acquisitions(kos.astype(np.complex64), mask, num_acs=12,
+                                    header_kwargs=dict(protocol="AX T1 SE", tr_ms=550.0, te_ms=11.0, ti_ms=None)),
+    }
+    process = ServerProcess("--set", "steps=2")
+    try:
+        got = {}
+        for contrast, raw in streams.items():
+            result = process.client(raw.header_xml, copy.deepcopy(raw.acquisitions))
+            assert result.closed and result.errors == [] and len(result.images) == 1, process.log[-3000:]
+            got[contrast] = result.images[0].meta
+        assert got["FLAIR"]["DPM_Model"] == "flair_default" and got["FLAIR"]["DPM_Contrast"] == "FLAIR"
+        assert got["T1"]["DPM_Model"] == "foundation_default" and got["T1"]["DPM_Contrast"] == "T1"
+        deadline = time.monotonic() + 60                                  # a timeout, not a speed check
+        while process.log.count("model: ") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "model: FLAIR scan -> flair_default" in process.log
+        assert "model: T1 scan -> foundation_default" in process.log
+    finally:
+        process.kill()
