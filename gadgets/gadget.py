@@ -84,6 +84,13 @@ def _num_maps(text: str):
     return value
 
 
+def _sampler(text: str) -> str:
+    from dpm_core.samplers import SAMPLERS
+    if text not in SAMPLERS:
+        raise ValueError(f"expected one of {sorted(SAMPLERS)}, got {text!r}")
+    return text
+
+
 def _zeta(text: str):
     """ζ: a positive number, "auto" (chosen per scan from the data), or empty/none/default (the model card's table)."""
     word = text.strip().lower()
@@ -92,8 +99,8 @@ def _zeta(text: str):
     if word == "auto":
         return "auto"
     value = float(text)
-    if not value > 0:
-        raise ValueError(f"expected a positive number, auto or default, got {text!r}")
+    if not (value > 0 and value != float("inf")):
+        raise ValueError(f"expected a positive finite number, auto or default, got {text!r}")
     return value
 
 
@@ -161,7 +168,7 @@ _PARSERS: dict[str, Callable] = {
     "method": _choice("dpm", "sense", "l1_wavelet", "zero_filled"),
     "model": _optional(str),
     "model_dirs": lambda text: tuple(part.strip() for part in text.split(",") if part.strip()),
-    "sampler": str,
+    "sampler": _sampler,
     "steps": _optional(_positive_int),
     "zeta": _zeta,
     "seed": int,

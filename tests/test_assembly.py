@@ -313,4 +313,8 @@ def test_parse_config():
         parse_config({"steps": "-3"})
     with pytest.raises(ValueError, match="'method'"):
         parse_config({"method": "grappa"})
+    for name, value in (("sampler", "nonsense"), ("zeta", "nan"), ("zeta", "-5"), ("zeta", "inf")):
+        with pytest.raises(ValueError, match=f"'{name}' = '{value}' is invalid"):   # refused at start, no fallback
+            parse_config({name: value})
+    assert parse_config({"sampler": "dds_lora", "model_dirs": "/a, /b"}).model_dirs == ("/a", "/b")
     assert "inject_failure" in ACCEPTED_PROPERTIES
