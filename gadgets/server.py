@@ -215,11 +215,13 @@ class ServerConnection(Connection):
                                 "<property name=... value=.../> children") from exc
 
     def _read_string(self, what: str) -> bytes:
+        """A length-prefixed string. The MRD streaming format (FIRE/OpenRecon clients) counts a terminating NUL in
+        the length, Gadgetron's own client does not: trailing NULs are dropped, so both parse."""
         (length,) = struct.unpack("<I", self.socket.read(4))
         if length > MAX_TEXT_BYTES:
             raise ProtocolError(f"{what} claims {length} bytes (more than {MAX_TEXT_BYTES}); the peer does not speak "
                                 "the Gadgetron protocol")
-        return self.socket.read(length)
+        return self.socket.read(length).rstrip(b"\0")
 
     def _read_header(self):
         mid = self._read_message_identifier()
@@ -541,7 +543,7 @@ class DpmServer:
             (length,) = struct.unpack("<I", connection.socket.read(4))
             if length > MAX_TEXT_BYTES:
                 raise ProtocolError(f"a TEXT message claims {length} bytes (more than {MAX_TEXT_BYTES})")
-            text = connection.socket.read(length).decode("utf-8", errors="replace")
+            text = connection.socket.read(length).rstrip(b"\0").decode("utf-8", errors="replace")
             log.info("stream %d: TEXT from the client (not used): %s", number, text[:500])
         if self.input_kind != "auto":
             return self.input_kind

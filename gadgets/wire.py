@@ -87,7 +87,7 @@ class _SocketReader:
 
 
 def _write_stream(conn, config, header_xml: str, items, send_close: bool, writer_error: list,
-                  config_name: str | None = None) -> None:
+                  config_name: str | None = None, null_terminated: bool = False) -> None:
     from gadgetron.types.recon_data import ReconData, write_recon_data
 
     out = _SocketWriter(conn)
@@ -98,9 +98,9 @@ def _write_stream(conn, config, header_xml: str, items, send_close: bool, writer
                 raise ValueError(f"config name {config_name!r} is longer than {CONFIG_FILE_NAME_BYTES - 1} bytes")
             out.write(struct.pack("<H", MSG_CONFIG_FILE) + name.ljust(CONFIG_FILE_NAME_BYTES, b"\0"))
         else:
-            payload = (config or "").encode("utf-8")
+            payload = (config or "").encode("utf-8") + (b"\0" if null_terminated else b"")
             out.write(struct.pack("<HI", MSG_CONFIG_TEXT, len(payload)) + payload)
-        payload = header_xml.encode("utf-8")
+        payload = header_xml.encode("utf-8") + (b"\0" if null_terminated else b"")
         out.write(struct.pack("<HI", MSG_HEADER, len(payload)) + payload)
         serializer = ismrmrd.ProtocolSerializer(out)
         for item in items:
@@ -119,8 +119,10 @@ def _write_stream(conn, config, header_xml: str, items, send_close: bool, writer
 
 
 def exchange(conn, header_xml: str, items, *, config: str | None = None, config_name: str | None = None,
-             deadline: float, send_close: bool = True) -> tuple[list, list, list, list, bool, float | None]:
-    """Send a whole stream on ``conn`` and read replies until CLOSE.
+             deadline: float, send_close: bool = True,
+             null_terminated: bool = False) -> tuple[list, list, list, list, bool, float | None]:
+    """Send a whole stream on ``conn`` and read replies until CLOSE. ``null_terminated``: CONFIG_TEXT and HEADER end
+    in a NUL counted in their length, as the MRD streaming format (FIRE/OpenRecon) writes them.
 
     Returns (images, errors, texts, passthrough, closed, first_image_monotonic).
     """
@@ -128,7 +130,7 @@ def exchange(conn, header_xml: str, items, *, config: str | None = None, config_
     closed, first_image = False, None
     writer_error: list = []
     writer = threading.Thread(target=_write_stream, args=(conn, config, header_xml, items, send_close, writer_error,
-                                                          config_name), daemon=True)
+                                                          config_name, null_terminated), daemon=True)
     writer.start()
     reader = _SocketReader(conn, deadline)
     try:
@@ -214,7 +216,8 @@ def run_spawned_gadget(module: str, target: str, header_xml: str, items, *, conf
 
 
 def run_client(host: str, port: int, header_xml: str, items, *, config: dict | str | None = None,
-               config_name: str | None = None, timeout: float = 600.0, send_close: bool = True) -> StreamResult:
+               config_name: str | None = None, timeout: float = 600.0, send_close: bool = True,
+               null_terminated: bool = False) -> StreamResult:
     """Run one stream against a server at host:port (client protocol). ``config_name`` sends CONFIG_FILE (id 1, a
     configuration the server knows by name, as FIRE/OpenRecon and ``gadgetron_ismrmrd_client -c`` do); otherwise
     ``config`` goes as CONFIG_TEXT (id 2)."""
@@ -229,7 +232,8 @@ def run_client(host: str, port: int, header_xml: str, items, *, config: dict | s
         text = config if isinstance(config, str) or config is None else config_xml(config)
         images, errors, texts, passthrough, closed, first = exchange(conn, header_xml, items, config=text,
                                                                      config_name=config_name, deadline=deadline,
-                                                                     send_close=send_close)
+                                                                     send_close=send_close,
+                                                                     null_terminated=null_terminated)
     finally:
         conn.close()
     return StreamResult(images=images, errors=errors, closed=closed, returncode=None, log="",

@@ -320,6 +320,17 @@ def test_text_message_after_the_header_is_read(server, scan):
     server.wait_for_log(re.escape('TEXT from the client (not used): {"parameters"'), timeout=10)   # log lines lag
 
 
+def test_null_terminated_strings_of_the_mrd_streaming_format_are_accepted(server, scan, spawned):
+    """FIRE/OpenRecon clients end CONFIG_TEXT, HEADER and TEXT with a NUL counted in the length (DESIGN.md §6): the
+    stream is served exactly as the bare-string one."""
+    header_xml, acquisitions, _ = scan
+    text = b'{"parameters": {"config": "dpm_recon"}}\0'
+    items = [struct.pack("<HI", 5, len(text)) + text] + copy.deepcopy(acquisitions)
+    result = server.client(header_xml, items, config=CONFIG, null_terminated=True)
+    assert result.closed and result.errors == [], server.log[-3000:]
+    assert_same_images(result.images, spawned["acquisitions"].images, server.log)
+
+
 def test_sigterm_stops_the_server_cleanly(server):
     """Last test of the module (after every test using it): the shared server exits 0 within seconds of SIGTERM and
     its port is closed."""
