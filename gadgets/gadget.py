@@ -41,7 +41,7 @@ import numpy as np
 from . import assembly, images as images_mod
 
 __all__ = ["GadgetConfig", "parse_config", "DpmGadget", "StreamModel", "dpm_recon", "dpm_recon_acquisitions",
-           "send_error", "GADGET_MESSAGE_ERROR", "INJECTABLE_FAILURES"]
+           "send_error", "error_frame", "GADGET_MESSAGE_ERROR", "INJECTABLE_FAILURES"]
 
 log = logging.getLogger(__name__)
 
@@ -223,10 +223,25 @@ def parse_config(config) -> GadgetConfig:
 # ---------------------------------------------------------------------------------------------------------------------
 # Wire helpers
 
-def send_error(connection, text: str) -> None:
-    """Send Gadgetron's ERROR message: ``uint16 8`` + ``uint64 len`` + UTF-8 text (gadgetron-python has no API)."""
+GADGET_MESSAGE_TEXT = 5
+
+
+def error_frame(text: str, peer: str = "gadgetron") -> bytes:
+    """The bytes that report an error to the peer: Gadgetron's ERROR message (``uint16 8`` + ``uint64 len`` + UTF-8
+    text) — or, to an MRD streaming-format client (``peer="mrd"``: FIRE / OpenRecon, whose protocol has no ERROR
+    and whose reference client stops at an unknown message id), TEXT (``uint16 5`` + ``uint32 len`` +
+    NUL-terminated UTF-8) starting with "ERROR: "."""
+    if peer == "mrd":
+        payload = f"ERROR: {text}".encode("utf-8", errors="replace") + b"\0"
+        return struct.pack("<HI", GADGET_MESSAGE_TEXT, len(payload)) + payload
     payload = text.encode("utf-8", errors="replace")
-    connection.socket.write(struct.pack("<HQ", GADGET_MESSAGE_ERROR, len(payload)) + payload)
+    return struct.pack("<HQ", GADGET_MESSAGE_ERROR, len(payload)) + payload
+
+
+def send_error(connection, text: str) -> None:
+    """Report an error on a connection (gadgetron-python has no API), framed for ``connection.peer`` (Gadgetron when
+    the connection does not say)."""
+    connection.socket.write(error_frame(text, getattr(connection, "peer", "gadgetron")))
 
 
 def _drain(items: Iterable) -> int:

@@ -31,8 +31,10 @@ What the server adds:
 - socket reads have an idle timeout and a peer that disappears ends its stream (gadgetron-python's own socket wrapper
   spins forever on a closed peer, so :class:`StreamSocket` replaces it).
 
-Errors a stream sees (ERROR message, id 8, then CLOSE): bad CONFIG/HEADER, unknown configuration name, bad property
-values (as a spawned gadget reports them), busy server, shutdown, and every per-volume error of the gadget.
+Errors a stream sees (ERROR message, id 8, then CLOSE; to an MRD streaming-format client — one whose strings arrive
+NUL-terminated, as FIRE/OpenRecon clients send them — TEXT "ERROR: ...", id 5, since that protocol has no ERROR):
+bad CONFIG/HEADER, unknown configuration name, bad property values (as a spawned gadget reports them), busy server,
+shutdown, and every per-volume error of the gadget.
 """
 from __future__ import annotations
 
@@ -56,13 +58,13 @@ import ismrmrd
 from gadgetron.external import Connection
 
 from . import assembly
-from .gadget import DpmGadget, GadgetConfig, parse_config, send_error
+from .gadget import DpmGadget, GadgetConfig, error_frame, parse_config, send_error
 
 __all__ = ["DpmServer", "ServerConnection", "StreamSocket", "ProtocolError", "main"]
 
 log = logging.getLogger("dpm.server")
 
-MSG_CONFIG_FILE, MSG_CONFIG, MSG_HEADER, MSG_CLOSE, MSG_TEXT, MSG_ERROR = 1, 2, 3, 4, 5, 8
+MSG_CONFIG_FILE, MSG_CONFIG, MSG_HEADER, MSG_CLOSE, MSG_TEXT = 1, 2, 3, 4, 5
 MSG_RECON_DATA = 1023
 CONFIG_NAME_BYTES = 1024
 MAX_TEXT_BYTES = 16 << 20             # CONFIG, HEADER and TEXT messages larger than this are refused
@@ -73,11 +75,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 class ProtocolError(ValueError):
     """The peer did not open the stream with CONFIG/CONFIG_FILE and HEADER as the protocol requires."""
-
-
-def _error_frame(text: str) -> bytes:
-    payload = text.encode("utf-8", errors="replace")
-    return struct.pack("<HQ", MSG_ERROR, len(payload)) + payload
 
 
 _CLOSE_FRAME = struct.pack("<H", MSG_CLOSE)
@@ -101,6 +98,7 @@ class StreamSocket:
         self.lock = threading.RLock()
         self.aborted = False
         self.closed = False
+        self.peer = "gadgetron"            # how errors are framed (see gadgets.gadget.error_frame); ServerConnection sets it
 
     def read(self, nbytes: int) -> bytes:
         buffer = bytearray(nbytes)
@@ -150,7 +148,7 @@ class StreamSocket:
             self.aborted = True
             if locked:                                  # else the worker is stuck in a send: do not interleave
                 try:
-                    self.sock.sendall(_error_frame(message) + _CLOSE_FRAME)
+                    self.sock.sendall(error_frame(message, self.peer) + _CLOSE_FRAME)
                 except OSError:
                     pass
             try:
@@ -184,6 +182,7 @@ class ServerConnection(Connection):
         self.writers = Connection._default_writers()
         self.raw_bytes = Connection.Struct(config=None, header=None)
         self.config_name: str | None = None
+        self.peer = "gadgetron"                         # "mrd" once a string arrives NUL-terminated (see _read_string)
         self.config, self.raw_bytes.config = self._read_config()
         self.header, self.raw_bytes.header = self._read_header()
         self.filters = []
@@ -215,13 +214,17 @@ class ServerConnection(Connection):
                                 "<property name=... value=.../> children") from exc
 
     def _read_string(self, what: str) -> bytes:
-        """A length-prefixed string. The MRD streaming format (FIRE/OpenRecon clients) counts a terminating NUL in
-        the length, Gadgetron's own client does not: trailing NULs are dropped, so both parse."""
+        """A length-prefixed string. The MRD streaming format (FIRE/OpenRecon clients) ends it with a NUL counted in
+        the length, Gadgetron and its client do not: the text ends at the first NUL, so both parse, and a
+        NUL-terminated string marks the peer as an MRD client (:attr:`peer`), whose protocol has no ERROR message."""
         (length,) = struct.unpack("<I", self.socket.read(4))
         if length > MAX_TEXT_BYTES:
             raise ProtocolError(f"{what} claims {length} bytes (more than {MAX_TEXT_BYTES}); the peer does not speak "
                                 "the Gadgetron protocol")
-        return self.socket.read(length).rstrip(b"\0")
+        raw = self.socket.read(length)
+        if raw.endswith(b"\0"):
+            self.peer = self.socket.peer = "mrd"
+        return raw.split(b"\0", 1)[0]
 
     def _read_header(self):
         mid = self._read_message_identifier()
@@ -262,11 +265,11 @@ def _drain_and_close(sock: socket.socket, drain_s: float) -> None:
         sock.close()
 
 
-def _refuse(sock: socket.socket, message: str, drain_s: float = 5.0) -> None:
-    """Answer ERROR + CLOSE on a raw socket, then drain and close."""
+def _refuse(sock: socket.socket, message: str, drain_s: float = 5.0, peer: str = "gadgetron") -> None:
+    """Answer ERROR + CLOSE on a raw socket (TEXT + CLOSE to an MRD peer), then drain and close."""
     try:
         sock.settimeout(drain_s)
-        sock.sendall(_error_frame(message) + _CLOSE_FRAME)
+        sock.sendall(error_frame(message, peer) + _CLOSE_FRAME)
         sock.shutdown(socket.SHUT_WR)
     except OSError:
         pass
@@ -515,7 +518,7 @@ class DpmServer:
                 self._wakeup.notify()
         if refusal:
             log.error("stream %d from %s (%s): refused: %s", number, peer, config, refusal)
-            _refuse(sock, refusal)
+            _refuse(sock, refusal, peer=connection.peer)
 
     def _work(self) -> None:
         while True:
@@ -543,7 +546,7 @@ class DpmServer:
             (length,) = struct.unpack("<I", connection.socket.read(4))
             if length > MAX_TEXT_BYTES:
                 raise ProtocolError(f"a TEXT message claims {length} bytes (more than {MAX_TEXT_BYTES})")
-            text = connection.socket.read(length).rstrip(b"\0").decode("utf-8", errors="replace")
+            text = connection.socket.read(length).split(b"\0", 1)[0].decode("utf-8", errors="replace")
             log.info("stream %d: TEXT from the client (not used): %s", number, text[:500])
         if self.input_kind != "auto":
             return self.input_kind

@@ -144,7 +144,7 @@ def exchange(conn, header_xml: str, items, *, config: str | None = None, config_
                 errors.append(reader.read(length).decode("utf-8", errors="replace"))
             elif mid == MSG_TEXT:
                 (length,) = struct.unpack("<I", reader.read(4))
-                texts.append(reader.read(length).decode("utf-8", errors="replace"))
+                texts.append(reader.read(length).split(b"\0", 1)[0].decode("utf-8", errors="replace"))
             elif mid == MSG_CLOSE:
                 closed = True
                 break

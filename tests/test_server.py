@@ -329,6 +329,12 @@ def test_null_terminated_strings_of_the_mrd_streaming_format_are_accepted(server
     result = server.client(header_xml, items, config=CONFIG, null_terminated=True)
     assert result.closed and result.errors == [], server.log[-3000:]
     assert_same_images(result.images, spawned["acquisitions"].images, server.log)
+    # Errors to such a client go as TEXT "ERROR: ..." (its protocol has no ERROR message), to Gadgetron as ERROR.
+    empty = server.client(header_xml, [], config=CONFIG, null_terminated=True)
+    assert empty.closed and empty.errors == [] and empty.images == []
+    assert any(t.startswith("ERROR: ") and "no k-space received" in t for t in empty.texts), empty.texts
+    bare = server.client(header_xml, [], config=CONFIG)
+    assert len(bare.errors) == 1 and "no k-space received" in bare.errors[0] and bare.texts == []
 
 
 def test_sigterm_stops_the_server_cleanly(server):
