@@ -180,7 +180,8 @@ def write_ismrmrd_images(images, path: Path, header_xml: str) -> None:
 
 
 def write_previews(images, out_dir: Path) -> list[Path]:
-    """A PNG per image (magnitude, windowed per series at its 99.5th percentile) and a contact sheet per series."""
+    """A PNG per image (magnitude, windowed per series at its 99.5th percentile; a repeated image_index gets a
+    suffix, never overwrites) and a contact sheet per series. Returns every file written, once."""
     from PIL import Image
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -189,9 +190,16 @@ def write_previews(images, out_dir: Path) -> list[Path]:
         planes = [np.abs(image_array(im)).astype(np.float32) for im in members]
         top = float(np.percentile(np.stack(planes), 99.5)) or 1.0
         tiles = []
+        used: set[str] = set()
         for image, plane in zip(members, planes):
             pixels = (np.clip(plane / top, 0, 1) * 255).astype(np.uint8)
-            path = out_dir / f"series{series:03d}_image{int(image.image_index):03d}.png"
+            name = f"series{series:03d}_image{int(image.image_index):03d}"
+            copy = 1
+            while name in used:                          # a repeated image_index must not overwrite a preview
+                copy += 1
+                name = f"series{series:03d}_image{int(image.image_index):03d}_{copy}"
+            used.add(name)
+            path = out_dir / f"{name}.png"
             Image.fromarray(pixels).save(path)
             written.append(path)
             tiles.append(pixels)
@@ -290,8 +298,15 @@ def replay(input_path: str, out_dir: str, *, mode: str = "local", dataset: str =
     previews = write_previews(images, out / "png")
     dicom_files = []
     if dicom:
-        datasets = images_to_datasets(raw.header_xml, images, deidentify=deidentify)
-        dicom_files = write_dicom_series(datasets, out / "dicom")
+        # Images without usable geometry (e.g. ismrmrd-tools phantoms: direction cosines 0) cannot become DICOM; the
+        # ISMRMRD images and previews are written already, so the run reports the reason instead of losing them.
+        try:
+            datasets = images_to_datasets(raw.header_xml, images, deidentify=deidentify)
+            dicom_files = write_dicom_series(datasets, out / "dicom")
+        except ValueError as exc:
+            message = f"DICOM not written: {exc}"
+            log.error("%s", message)
+            errors.append(message)
     timings["output"] = time.perf_counter() - t0
 
     summary = {

@@ -204,3 +204,31 @@ def test_local_replay_records_the_reconstruction_parameters(inputs, tmp_path, ca
     assert len(comments) == 2 and all("; maps=1]" in comment for comment in comments)
     logged = [r.getMessage() for r in caplog.records if r.name == "gadgets.gadget" and "images; " in r.getMessage()]
     assert len(logged) == 1 and logged[0].endswith("2 images; maps=1")             # one volume, one line
+
+
+def test_a_raw_ismrmrd_tools_file_keeps_its_images_when_dicom_is_impossible(tmp_path):
+    """Straight from ismrmrd_generate_cartesian_shepp_logan (direction cosines 0, no conversion): the ISMRMRD images,
+    previews and summary are written; DICOM is not (no geometry), and the summary and exit code say why."""
+    if shutil.which("ismrmrd_generate_cartesian_shepp_logan") is None:
+        pytest.skip("Debian ismrmrd-tools not installed")
+    src = tmp_path / "raw_tools.h5"
+    subprocess.run(["ismrmrd_generate_cartesian_shepp_logan", "-o", str(src), "-m", "64", "-c", "4", "-r", "2"],
+                   check=True, capture_output=True, timeout=60)
+    out = tmp_path / "out"
+    assert replay.main([str(src), "--out", str(out), "--set", "method=sense"]) == 3
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num_images"] == 2 and summary["num_dicom_files"] == 0
+    assert summary["num_png_files"] == 4 == len(list((out / "png").glob("*.png")))    # 2 images + 2 contact sheets
+    assert any("DICOM not written" in e and "read_dir" in e for e in summary["errors"])
+    assert sum(len(v) for v in read_output_images(out).values()) == 2
+
+
+def test_previews_never_overwrite_each_other_when_image_index_repeats(tmp_path):
+    import ismrmrd
+    images = []
+    for value in (1.0, 2.0, 3.0):
+        image = ismrmrd.Image.from_array(np.full((8, 8), value, np.float32))
+        image.image_series_index, image.image_index = 1, 0             # all three claim index 0
+        images.append(image)
+    written = replay.write_previews(images, tmp_path / "png")
+    assert len(written) == len(set(written)) == 4 and all(p.exists() for p in written)
