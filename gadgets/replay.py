@@ -166,7 +166,9 @@ def reconstruction_parameters(images) -> dict[str, dict[str, str]]:
 
 
 def write_ismrmrd_images(images, path: Path, header_xml: str) -> None:
-    """All images into one ISMRMRD file, group ``image_<series>`` per series."""
+    """All images into one ISMRMRD file, group ``image_<series>`` per series. An ISMRMRD image group holds one
+    matrix size, so images of a series whose size differs from its first image's go to ``image_<series>_<X>x<Y>``
+    (matrix_size x, y) instead of failing the whole file."""
     import ismrmrd
 
     if path.exists():
@@ -174,8 +176,11 @@ def write_ismrmrd_images(images, path: Path, header_xml: str) -> None:
     dataset = ismrmrd.Dataset(str(path), "dataset", create_if_needed=True)
     dataset.write_xml_header(header_xml)
     for series, members in group_by_series(images).items():
+        first = tuple(members[0].matrix_size[:2])
         for image in members:
-            dataset.append_image(f"image_{series}", image)
+            size = tuple(image.matrix_size[:2])
+            group = f"image_{series}" if size == first else f"image_{series}_{size[0]}x{size[1]}"
+            dataset.append_image(group, image)
     dataset.close()
 
 
@@ -188,7 +193,7 @@ def write_previews(images, out_dir: Path) -> list[Path]:
     written = []
     for series, members in group_by_series(images).items():
         planes = [np.abs(image_array(im)).astype(np.float32) for im in members]
-        top = float(np.percentile(np.stack(planes), 99.5)) or 1.0
+        top = float(np.percentile(np.concatenate([p.ravel() for p in planes]), 99.5)) or 1.0
         tiles = []
         used: set[str] = set()
         for image, plane in zip(members, planes):
@@ -205,11 +210,11 @@ def write_previews(images, out_dir: Path) -> list[Path]:
             tiles.append(pixels)
         cols = int(np.ceil(np.sqrt(len(tiles))))
         rows = int(np.ceil(len(tiles) / cols))
-        h, w = tiles[0].shape
+        h, w = max(t.shape[0] for t in tiles), max(t.shape[1] for t in tiles)     # sizes may differ in a series
         sheet = np.zeros((rows * h, cols * w), np.uint8)
         for n, tile in enumerate(tiles):
             r, c = divmod(n, cols)
-            sheet[r * h:(r + 1) * h, c * w:(c + 1) * w] = tile
+            sheet[r * h:r * h + tile.shape[0], c * w:c * w + tile.shape[1]] = tile
         path = out_dir / f"series{series:03d}_contact_sheet.png"
         Image.fromarray(sheet).save(path)
         written.append(path)

@@ -232,3 +232,21 @@ def test_previews_never_overwrite_each_other_when_image_index_repeats(tmp_path):
         images.append(image)
     written = replay.write_previews(images, tmp_path / "png")
     assert len(written) == len(set(written)) == 4 and all(p.exists() for p in written)
+
+
+def test_a_series_with_images_of_different_sizes_is_written_whole(tmp_path):
+    """One series, two matrix sizes: every image reaches images.h5 (the odd size in its own group) and the previews."""
+    import ismrmrd
+    from gadgets.mrd_io import make_header
+    images = []
+    for index, shape in enumerate([(8, 8), (12, 10), (8, 8)]):
+        image = ismrmrd.Image.from_array(np.full(shape, index + 1.0, np.complex64))
+        image.image_series_index, image.image_index = 1, index
+        images.append(image)
+    header_xml = ismrmrd.xsd.ToXML(make_header(num_lines=8, readout=8, num_coils=1))
+    replay.write_ismrmrd_images(images, tmp_path / "images.h5", header_xml)
+    dataset = ismrmrd.Dataset(str(tmp_path / "images.h5"), "dataset", False)
+    groups = {name: dataset.number_of_images(name) for name in ("image_1", "image_1_10x12")}
+    dataset.close()
+    assert groups == {"image_1": 2, "image_1_10x12": 1}
+    assert len(replay.write_previews(images, tmp_path / "png")) == 4
