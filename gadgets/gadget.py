@@ -41,7 +41,7 @@ import numpy as np
 from . import assembly, images as images_mod
 
 __all__ = ["GadgetConfig", "parse_config", "DpmGadget", "StreamModel", "dpm_recon", "dpm_recon_acquisitions",
-           "send_error", "error_frame", "GADGET_MESSAGE_ERROR", "INJECTABLE_FAILURES"]
+           "send_error", "error_frame", "text_frame", "GADGET_MESSAGE_ERROR", "INJECTABLE_FAILURES"]
 
 log = logging.getLogger(__name__)
 
@@ -232,10 +232,15 @@ def error_frame(text: str, peer: str = "gadgetron") -> bytes:
     and whose reference client stops at an unknown message id), TEXT (``uint16 5`` + ``uint32 len`` +
     NUL-terminated UTF-8) starting with "ERROR: "."""
     if peer == "mrd":
-        payload = f"ERROR: {text}".encode("utf-8", errors="replace") + b"\0"
-        return struct.pack("<HI", GADGET_MESSAGE_TEXT, len(payload)) + payload
+        return text_frame(f"ERROR: {text}", peer)
     payload = text.encode("utf-8", errors="replace")
     return struct.pack("<HQ", GADGET_MESSAGE_ERROR, len(payload)) + payload
+
+
+def text_frame(text: str, peer: str = "gadgetron") -> bytes:
+    """A TEXT message (``uint16 5`` + ``uint32 len`` + UTF-8; NUL-terminated for an MRD streaming-format peer)."""
+    payload = text.encode("utf-8", errors="replace") + (b"\0" if peer == "mrd" else b"")
+    return struct.pack("<HI", GADGET_MESSAGE_TEXT, len(payload)) + payload
 
 
 def send_error(connection, text: str) -> None:

@@ -22,7 +22,9 @@ What the server adds:
   ``dpm_recon`` (or ``default`` or an empty name) = the server's defaults; any other name = the ``<external>``
   ``<configuration>`` properties of ``<config-dir>/<name>.xml``, over the defaults. gadgetron-python asserts CONFIG
   (id 2) as the first message, so :class:`ServerConnection` reads the first message itself (the "pre-reading step");
-- TEXT messages (id 5, JSON parameters a FIRE client may send after the header) are read and logged, not passed on;
+- TEXT messages (id 5) after the header are read and logged; a FIRE client's JSON parameters among them choose the
+  configuration and override properties (:func:`text_parameters`); unknown configuration names are refused, or
+  replaced by ``--default-config`` (the client is told in a TEXT);
 - with ``--input auto`` (the default) the first item's message id decides the input: ReconData (1023) ->
   :func:`~gadgets.gadget.dpm_recon` semantics, anything else (Acquisitions) -> ``dpm_recon_acquisitions`` semantics;
 - stream properties (``<property name= value=/>`` in CONFIG) override the server's ``--set`` defaults;
@@ -58,7 +60,8 @@ import ismrmrd
 from gadgetron.external import Connection
 
 from . import assembly
-from .gadget import DpmGadget, GadgetConfig, error_frame, parse_config, send_error
+from .gadget import (ACCEPTED_PROPERTIES, DpmGadget, GadgetConfig, error_frame, parse_config, send_error,
+                     text_frame)
 
 __all__ = ["DpmServer", "ServerConnection", "StreamSocket", "ProtocolError", "main"]
 
@@ -301,12 +304,14 @@ class DpmServer:
         idle_timeout: seconds a stream may stay silent before it is ended as failed.
         handshake_timeout: seconds for CONFIG and HEADER after connecting.
         max_reconstructors: distinct reconstruction settings kept loaded (least recently used one dropped).
+        default_config: configuration used for names the server does not know (None: they are refused), as the
+            reference MRD server falls back to its default; the client is told in a TEXT message.
     """
 
     def __init__(self, defaults: dict | None = None, *, host: str = "127.0.0.1", port: int = 18000,
                  input_kind: str = "auto", max_queue: int = 16, config_dir: str | Path = REPO / "configs_xml",
                  grace: float = 5.0, idle_timeout: float = 3600.0, handshake_timeout: float = 30.0,
-                 max_reconstructors: int = 4):
+                 max_reconstructors: int = 4, default_config: str | None = None):
         if input_kind not in INPUT_KINDS:
             raise ValueError(f"input kind {input_kind!r} is unknown; choose one of {INPUT_KINDS}")
         if max_queue < 0:
@@ -318,6 +323,9 @@ class DpmServer:
         self.config_dir = Path(config_dir)
         self.grace, self.idle_timeout, self.handshake_timeout = grace, idle_timeout, handshake_timeout
         self.max_reconstructors = max_reconstructors
+        self.default_config = default_config
+        if default_config is not None:
+            self.named_properties(default_config)            # refuse a default that does not exist, at start
         self.stop_requested = threading.Event()
         self._lock = threading.Lock()
         self._closed = False
@@ -358,14 +366,32 @@ class DpmServer:
                              "configure this reconstruction")
         return element_properties(external)
 
-    def stream_properties(self, connection: ServerConnection) -> tuple[dict, str]:
-        """The stream's properties (its own over the defaults) and a description for the log."""
-        if connection.config_name is not None:
-            properties = self.named_properties(connection.config_name)
-            where = f"CONFIG_FILE {connection.config_name!r}"
+    def stream_properties(self, connection: ServerConnection, texts: list[str] = ()) -> tuple[dict, str]:
+        """The stream's properties and a description for the log: the defaults, under the named configuration's (or
+        CONFIG's) properties, under the JSON parameters of the client's TEXT messages (:func:`text_parameters`).
+
+        A configuration name the server does not know is refused, or — with ``default_config`` set — replaced by
+        that configuration, which is logged and said to the client in a TEXT message."""
+        json_name, json_properties, ignored = text_parameters(list(texts))
+        if ignored:
+            log.info("JSON parameters that are not gadget properties (ignored): %s", ", ".join(ignored))
+        name = json_name or connection.config_name
+        if name is not None:
+            try:
+                properties = self.named_properties(name)
+            except ValueError:
+                if self.default_config is None or name == self.default_config:
+                    raise
+                message = (f"dpm-server: configuration {name!r} is unknown here; reconstructing with "
+                           f"{self.default_config!r} (known: {', '.join(self.known_config_names())})")
+                log.warning("%s", message)
+                connection.socket.write(text_frame(message, connection.peer))
+                name, properties = self.default_config, self.named_properties(self.default_config)
+            where = f"CONFIG_FILE {name!r}"
         else:
             properties = element_properties(connection.config)
             where = "CONFIG"
+        properties = {**properties, **json_properties}
         return {**self.defaults, **properties}, f"{where} {json.dumps(properties, sort_keys=True)}"
 
     @staticmethod
@@ -536,8 +562,9 @@ class DpmServer:
                     self._current = None
                     self.streams_served += 1
 
-    def _input_kind(self, connection: ServerConnection, number: int) -> str:
-        """Consume leading TEXT messages (logged) and decide the input kind from the first item's message id."""
+    def _input_kind(self, connection: ServerConnection, number: int) -> tuple[str, list[str]]:
+        """Consume leading TEXT messages (logged, returned) and decide the input kind from the first item's id."""
+        texts = []
         while True:
             (mid,) = struct.unpack("<H", connection.socket.peek(2))
             if mid != MSG_TEXT:
@@ -547,10 +574,11 @@ class DpmServer:
             if length > MAX_TEXT_BYTES:
                 raise ProtocolError(f"a TEXT message claims {length} bytes (more than {MAX_TEXT_BYTES})")
             text = connection.socket.read(length).split(b"\0", 1)[0].decode("utf-8", errors="replace")
-            log.info("stream %d: TEXT from the client (not used): %s", number, text[:500])
+            log.info("stream %d: TEXT from the client: %s", number, text[:500])
+            texts.append(text)
         if self.input_kind != "auto":
-            return self.input_kind
-        return "recon_data" if mid == MSG_RECON_DATA else "acquisitions"
+            return self.input_kind, texts
+        return ("recon_data" if mid == MSG_RECON_DATA else "acquisitions"), texts
 
     def _serve(self, stream: _Stream) -> None:
         """One stream on the worker: configuration -> DpmGadget.run (the gadget's own code) -> log."""
@@ -562,7 +590,8 @@ class DpmServer:
             try:
                 if connection.config_name is not None:
                     description = f"CONFIG_FILE {connection.config_name!r}"
-                properties, description = self.stream_properties(connection)
+                kind, texts = self._input_kind(connection, stream.number)
+                properties, description = self.stream_properties(connection, texts)
                 gadget = self.gadget_for(parse_config(properties))
                 assembly.encoding_info(connection.header)
             except (ValueError, ImportError, OSError, KeyError, RuntimeError) as exc:
@@ -573,7 +602,6 @@ class DpmServer:
                 log.info("stream %d: drained %d input item(s)", stream.number, drained)
                 send_error(connection, message)
             else:
-                kind = self._input_kind(connection, stream.number)
                 log.info("stream %d: reconstructing (%s input, %s)", stream.number, kind, description)
                 volumes, errors = gadget.run(connection, kind)
         except OSError as exc:                 # peer gone, idle timeout, aborted by shutdown
@@ -590,6 +618,36 @@ class DpmServer:
                  "%d error(s)%s", stream.number, stream.peer, description, kind, volumes, connection.images_sent,
                  time.monotonic() - stream.started, waited, len(errors),
                  (": " + " | ".join(errors)) if errors else "")
+
+
+def text_parameters(texts: list[str]) -> tuple[str | None, dict, list[str]]:
+    """FIRE/OpenRecon JSON parameters sent as TEXT -> (configuration name or None, properties, ignored keys).
+
+    Each TEXT that parses as a JSON object with a ``parameters`` object counts, later ones over earlier ones, as the
+    reference MRD server reads them: ``customconfig`` (when not empty) over ``config`` names the configuration; keys
+    that are gadget properties (``method``, ``num_samples``, ``series_index``, ...) become properties (values as
+    text); other keys are ignored and listed. Text that is not such JSON is ignored (it is logged by the caller).
+    """
+    name, properties, ignored = None, {}, []
+    for text in texts:
+        try:
+            message = json.loads(text)
+        except ValueError:
+            continue
+        parameters = message.get("parameters") if isinstance(message, dict) else None
+        if not isinstance(parameters, dict):
+            continue
+        for key, value in parameters.items():
+            if key in ("config", "customconfig"):
+                continue
+            if key in ACCEPTED_PROPERTIES:
+                properties[key] = value if isinstance(value, str) else json.dumps(value)
+            else:
+                ignored.append(key)
+        for key in ("config", "customconfig"):
+            if isinstance(parameters.get(key), str) and parameters[key].strip():
+                name = parameters[key].strip()
+    return name, properties, ignored
 
 
 def element_properties_or_text(connection: ServerConnection):
@@ -627,6 +685,9 @@ def main(argv=None) -> int:
                         help="seconds the running stream may finish after SIGTERM before it is aborted [5]")
     parser.add_argument("--idle-timeout", type=float, default=3600.0,
                         help="seconds a stream may stay silent before it is ended [3600]")
+    parser.add_argument("--default-config", default=None, metavar="NAME",
+                        help="configuration for CONFIG_FILE names the server does not know (e.g. dpm_recon; the "
+                             "client is told in a TEXT message) [refuse unknown names]")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
@@ -636,7 +697,7 @@ def main(argv=None) -> int:
         parse_config(defaults)
         server = DpmServer(defaults, host=args.host, port=args.port, input_kind=args.input,
                            max_queue=args.max_queue, config_dir=args.config_dir, grace=args.grace,
-                           idle_timeout=args.idle_timeout)
+                           idle_timeout=args.idle_timeout, default_config=args.default_config)
         server.start()
     except (ValueError, ImportError, OSError, KeyError, RuntimeError) as exc:
         print(f"dpm-server: error: {type(exc).__name__}: {exc}", file=sys.stderr)

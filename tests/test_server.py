@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import os
 import re
 import signal
@@ -317,7 +318,7 @@ def test_text_message_after_the_header_is_read(server, scan):
     result = server.client(header_xml, [struct.pack("<HI", 5, len(text)) + text], config=CONFIG)
     assert result.closed and result.images == []
     assert len(result.errors) == 1 and "no k-space received" in result.errors[0]
-    server.wait_for_log(re.escape('TEXT from the client (not used): {"parameters"'), timeout=10)   # log lines lag
+    server.wait_for_log(re.escape('TEXT from the client: {"parameters"'), timeout=10)   # log lines lag
 
 
 def test_null_terminated_strings_of_the_mrd_streaming_format_are_accepted(server, scan, spawned):
@@ -335,6 +336,40 @@ def test_null_terminated_strings_of_the_mrd_streaming_format_are_accepted(server
     assert any(t.startswith("ERROR: ") and "no k-space received" in t for t in empty.texts), empty.texts
     bare = server.client(header_xml, [], config=CONFIG)
     assert len(bare.errors) == 1 and "no k-space received" in bare.errors[0] and bare.texts == []
+
+
+def test_json_parameters_in_text_choose_the_configuration_and_set_properties(server, scan):
+    """A FIRE client's JSON parameters (TEXT after the header): parameters.config names the configuration (the test
+    one sets series 7), user keys that are gadget properties apply on top (series_index 9 wins), others are ignored;
+    an unknown name is refused with the known ones (no default configured)."""
+    header_xml, acquisitions, _ = scan
+
+    def text(payload):
+        data = json.dumps(payload).encode() + b"\0"
+        return struct.pack("<HI", 5, len(data)) + data
+
+    result = server.client(header_xml, [text({"parameters": {"config": "flair_test", "steps": "2"}})]
+                           + copy.deepcopy(acquisitions), config=CONFIG, null_terminated=True)
+    assert result.closed and result.errors == [], server.log[-3000:]
+    assert {im.image_series_index for im in result.images} == {7}
+    result = server.client(header_xml, [text({"parameters": {"config": "flair_test", "series_index": 9,
+                                                             "steps": "2", "options": "x"}})]
+                           + copy.deepcopy(acquisitions), config=CONFIG, null_terminated=True)
+    assert result.closed and {im.image_series_index for im in result.images} == {9}
+    refused = server.client(header_xml, [text({"parameters": {"config": "invertcontrast"}})]
+                            + copy.deepcopy(acquisitions), config=CONFIG, null_terminated=True)
+    assert refused.images == [] and any("unknown configuration 'invertcontrast'" in t for t in refused.texts)
+
+
+def test_a_default_configuration_replaces_unknown_names_and_says_so(scan):
+    header_xml, acquisitions, _ = scan
+    process = ServerProcess("--set", "method=sense", "--default-config", "dpm_recon")
+    try:
+        result = process.client(header_xml, copy.deepcopy(acquisitions), config_name="invertcontrast")
+        assert result.closed and result.errors == [] and len(result.images) == S, process.log[-3000:]
+        assert any("'invertcontrast' is unknown here; reconstructing with 'dpm_recon'" in t for t in result.texts)
+    finally:
+        process.kill()
 
 
 def test_sigterm_stops_the_server_cleanly(server):
