@@ -124,9 +124,11 @@ def reconstruct_local(raw, config: dict) -> tuple[list, list[str], dict]:
 
 
 def reconstruct_over_wire(raw, config: dict, mode: str, host: str = "127.0.0.1", port: int | None = None,
-                          timeout: float = 600.0, config_name: str | None = None) -> tuple[list, list[str], dict]:
+                          timeout: float = 600.0, config_name: str | None = None,
+                          texts: list | None = None) -> tuple[list, list[str], dict]:
     """``gadget`` mode (spawn the gadget as Gadgetron does) or ``client`` mode (connect to a server; ``config_name``
-    sends CONFIG_FILE, a configuration the server knows by name, instead of ``config`` as CONFIG_TEXT)."""
+    sends CONFIG_FILE, a configuration the server knows by name, instead of ``config`` as CONFIG_TEXT). The peer's
+    TEXT messages (log lines, notices, an MRD server's "ERROR: ...") are appended to ``texts``."""
     from . import wire
 
     t0 = time.perf_counter()
@@ -138,6 +140,8 @@ def reconstruct_over_wire(raw, config: dict, mode: str, host: str = "127.0.0.1",
             raise ValueError("client mode needs --port (and --host) of a running Gadgetron or MRD server")
         reply = wire.run_client(host, port, raw.header_xml, raw.acquisitions, config=config,
                                 config_name=config_name, timeout=timeout)
+    if texts is not None:
+        texts.extend(reply.texts)
     return reply.images, reply.errors, {"wire_total": time.perf_counter() - t0}
 
 
@@ -288,15 +292,19 @@ def replay(input_path: str, out_dir: str, *, mode: str = "local", dataset: str =
         reference_raw = read_mrd_raw(input_path, dataset)
         raw, _ = retrospective_undersample(raw, retrospective)
 
+    texts: list[str] = []
     if mode == "local":
         images, errors, stage_timings = reconstruct_local(raw, config)
     else:
-        images, errors, stage_timings = reconstruct_over_wire(raw, config, mode, host, port, timeout, config_name)
+        images, errors, stage_timings = reconstruct_over_wire(raw, config, mode, host, port, timeout, config_name,
+                                                              texts=texts)
     timings.update(stage_timings)
     for message in errors:
         log.error("%s", message)
+    for text in texts:
+        log.info("peer: %s", text)
     if not images:
-        raise RuntimeError(f"no images came back from {input_path} ({mode} mode): " + " | ".join(errors))
+        raise RuntimeError(f"no images came back from {input_path} ({mode} mode): " + " | ".join(errors + texts))
 
     t0 = time.perf_counter()
     write_ismrmrd_images(images, out / "images.h5", raw.header_xml)
@@ -316,6 +324,7 @@ def replay(input_path: str, out_dir: str, *, mode: str = "local", dataset: str =
 
     summary = {
         "input": str(input_path), "mode": mode, "config": config, "config_name": config_name, "errors": errors,
+        "texts": texts,
         "series": {str(k): len(v) for k, v in group_by_series(images).items()},
         "methods": sorted({im.meta["DPM_Method"] for im in images if "DPM_Method" in im.meta}),
         "reconstruction": reconstruction_parameters(images),

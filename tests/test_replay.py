@@ -31,7 +31,7 @@ RETROSPECTIVE_R = 4.0
 
 @pytest.fixture(scope="module")
 def server():
-    process = ServerProcess("--set", "method=sense")
+    process = ServerProcess("--set", "method=sense", "--default-config", "dpm_recon")
     yield process
     process.kill()
 
@@ -250,3 +250,12 @@ def test_a_series_with_images_of_different_sizes_is_written_whole(tmp_path):
     dataset.close()
     assert groups == {"image_1": 2, "image_1_10x12": 1}
     assert len(replay.write_previews(images, tmp_path / "png")) == 4
+
+
+def test_client_mode_records_the_servers_text_messages(inputs, server, tmp_path):
+    """The server's TEXT (here: an unknown configuration name replaced by its default) reaches summary.json."""
+    summary = replay.replay(str(inputs["flair"]), str(tmp_path / "out"), mode="client", port=server.port,
+                            config_name="invertcontrast", retrospective=RETROSPECTIVE_R, timeout=TIMEOUT)
+    assert summary["num_images"] > 0
+    assert any("'invertcontrast' is unknown here" in t for t in summary["texts"])
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["texts"] == summary["texts"]
