@@ -132,6 +132,8 @@ class GadgetConfig:
     seed [0].  device: auto | cpu | cuda | cuda:N [auto].  num_samples: posterior samples [1].
     coil_method: fast | sigpy [fast].  num_maps: 1 | 2 | auto [auto].
     series_index: series of repetition 0 [1].  std_series_index: series of the posterior-std maps [1001].
+    pixel_format: complex | uint16 — complex64 images, or magnitudes as uint16 with window meta, as FIRE/OpenRecon
+    modules send them [complex].
     send_std: send std maps when num_samples > 1 [true].  fallback: SENSE fallback when DPM fails [true].
     fallback_series_index: series for fallback images [series_index].
     trigger: volume | slice — acquisition input only: reconstruct whole volumes or each slice as it completes [volume].
@@ -149,6 +151,7 @@ class GadgetConfig:
     coil_method: str = "fast"
     num_maps: int | str = "auto"
     series_index: int = 1
+    pixel_format: str = "complex"
     std_series_index: int = 1001
     send_std: bool = True
     fallback: bool = True
@@ -177,6 +180,7 @@ _PARSERS: dict[str, Callable] = {
     "coil_method": _choice("fast", "sigpy"),
     "num_maps": _num_maps,
     "series_index": _series,
+    "pixel_format": _choice("complex", "uint16"),
     "std_series_index": _series,
     "send_std": _parse_bool,
     "fallback": _parse_bool,
@@ -440,7 +444,8 @@ class DpmGadget:
             series = cfg.fallback_series_index
         std_series = cfg.std_series_index if (cfg.send_std and cfg.num_samples > 1 and not fallback_reason) else None
         out = images_mod.images_from_result(result, buffer, header, series_index=series,
-                                            std_series_index=std_series, fallback_reason=fallback_reason)
+                                            std_series_index=std_series, fallback_reason=fallback_reason,
+                                            pixel_format=cfg.pixel_format)
         log.info("%s: %s in %.2f s (coil maps %.2f s, sampling %.2f s), %d images; %s", where, result.method,
                  time.perf_counter() - t0, result.timings.get("coil_maps", 0.0), result.timings.get("sampling", 0.0),
                  len(out), images_mod.parameters_text(images_mod.recorded_parameters(result.info)))

@@ -23,9 +23,21 @@ import ismrmrd
 import numpy as np
 
 __all__ = ["images_from_result", "image_meta", "field_of_view", "recorded_parameters", "parameters_text",
-           "FALLBACK_TAG"]
+           "FALLBACK_TAG", "PIXEL_FORMATS", "to_uint16"]
 
 FALLBACK_TAG = "SENSE_FALLBACK"
+PIXEL_FORMATS = ("complex", "uint16")
+UINT16_MAX_VALUE = 4095        # uint16 output: magnitudes scaled so the volume's maximum is 4095 (12 bits, as FIRE
+                               # modules and scanners store MR magnitude), WindowCenter 2048 / WindowWidth 4096
+
+
+def to_uint16(values: np.ndarray) -> tuple[np.ndarray, float]:
+    """Magnitudes of a volume [S, H, W] -> (uint16 pixels, intensity scale): value = stored x scale, one scale for
+    the whole volume so slices stay comparable."""
+    magnitude = np.abs(values).astype(np.float64)
+    top = float(magnitude.max()) if magnitude.size else 0.0
+    scale = top / UINT16_MAX_VALUE if top > 0 else 1.0
+    return np.rint(magnitude / scale).astype(np.uint16), scale
 
 # ReconResult.info key -> meta key. Every info key is optional (which are present depends on the method).
 RECORDED_INFO_KEYS = {
@@ -119,7 +131,7 @@ def image_meta(*, comment: str, series_description: str, history: list[str], rea
 
 def _make_image(pixels: np.ndarray, reference, *, header, image_type: int, series: int, index: int,
                 meta: ismrmrd.Meta) -> ismrmrd.Image:
-    """pixels: [H, W] complex64 or float32 -> ismrmrd.Image with matrix_size (W, H, 1)."""
+    """pixels: [H, W] complex64, float32 or uint16 -> ismrmrd.Image with matrix_size (W, H, 1)."""
     H, W = pixels.shape
     image = ismrmrd.Image.from_array(np.ascontiguousarray(pixels), acquisition=reference, transpose=False,
                                      image_type=image_type, image_series_index=int(series), image_index=int(index),
@@ -130,7 +142,7 @@ def _make_image(pixels: np.ndarray, reference, *, header, image_type: int, serie
 
 def images_from_result(result, buffer, header, *, series_index: int = 1, std_series_index: int | None = None,
                        protocol: str | None = None, fallback_reason: str | None = None,
-                       extra_meta: dict | None = None) -> list[ismrmrd.Image]:
+                       extra_meta: dict | None = None, pixel_format: str = "complex") -> list[ismrmrd.Image]:
     """Build the output images of one reconstructed volume.
 
     Args:
@@ -143,8 +155,13 @@ def images_from_result(result, buffer, header, *, series_index: int = 1, std_ser
         fallback_reason: set when the DPM stage failed and ``result`` is the SENSE fallback: the images are marked
             in ImageComment and SeriesDescription.
         extra_meta: more meta keys for every image.
-    Returns: S complex images (slice order of the buffer), then S std images when requested and available.
+        pixel_format: "complex" (complex64 images, float32 std maps) or "uint16" (magnitudes as uint16, see
+            :func:`to_uint16`, with WindowCenter / WindowWidth, SequenceDescriptionAdditional and DPM_IntensityScale
+            in the meta, as FIRE/OpenRecon modules send images; std maps likewise with their own scale).
+    Returns: S images (slice order of the buffer), then S std images when requested and available.
     """
+    if pixel_format not in PIXEL_FORMATS:
+        raise ValueError(f"pixel_format {pixel_format!r} must be one of {PIXEL_FORMATS}")
     images = np.asarray(result.images)
     if images.ndim != 3 or images.shape[0] != len(buffer.reference_headers):
         raise ValueError(f"result.images must be [S={len(buffer.reference_headers)}, H, W]; got {images.shape}")
@@ -170,20 +187,31 @@ def images_from_result(result, buffer, header, *, series_index: int = 1, std_ser
         extra["DPM_ReconSeconds"] = f"{float(result.timings['total']):.3f}"
     extra.update(extra_meta or {})
 
+    def pixels(values: np.ndarray, image_type: int, dtype) -> tuple[np.ndarray, int, dict]:
+        """The volume's pixels, image type and the meta that goes with the pixel format."""
+        if pixel_format == "complex":
+            return values.astype(dtype), image_type, {}
+        stored, scale = to_uint16(values)
+        return stored, ismrmrd.IMTYPE_MAGNITUDE, {
+            "WindowCenter": str((UINT16_MAX_VALUE + 1) // 2), "WindowWidth": str(UINT16_MAX_VALUE + 1),
+            "SequenceDescriptionAdditional": "DPM", "DPM_IntensityScale": f"{scale:.9g}"}
+
     repetition = buffer.repetition
     out = []
+    volume, image_type, format_meta = pixels(images, ismrmrd.IMTYPE_COMPLEX, np.complex64)
     for s, reference in enumerate(buffer.reference_headers):
         meta = image_meta(comment=comment, series_description=description, history=history,
-                          read_dir=reference.read_dir, phase_dir=reference.phase_dir, extra=extra)
-        out.append(_make_image(images[s].astype(np.complex64), reference, header=header,
-                               image_type=ismrmrd.IMTYPE_COMPLEX, series=series_index + repetition,
-                               index=buffer.slices[s], meta=meta))
+                          read_dir=reference.read_dir, phase_dir=reference.phase_dir, extra={**extra, **format_meta})
+        out.append(_make_image(volume[s], reference, header=header, image_type=image_type,
+                               series=series_index + repetition, index=buffer.slices[s], meta=meta))
     if std_series_index is not None and result.std is not None:
-        std = np.asarray(result.std, dtype=np.float32)
+        std, image_type, format_meta = pixels(np.asarray(result.std, dtype=np.float32), ismrmrd.IMTYPE_MAGNITUDE,
+                                              np.float32)
         for s, reference in enumerate(buffer.reference_headers):
             meta = image_meta(comment=f"posterior std ({method}){summary_text}",
                               series_description=f"{protocol} DPM_STD", history=history + ["STD"],
-                              read_dir=reference.read_dir, phase_dir=reference.phase_dir, extra=extra)
-            out.append(_make_image(std[s], reference, header=header, image_type=ismrmrd.IMTYPE_MAGNITUDE,
+                              read_dir=reference.read_dir, phase_dir=reference.phase_dir,
+                              extra={**extra, **format_meta})
+            out.append(_make_image(std[s], reference, header=header, image_type=image_type,
                                    series=std_series_index + repetition, index=buffer.slices[s], meta=meta))
     return out

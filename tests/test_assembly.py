@@ -318,3 +318,34 @@ def test_parse_config():
             parse_config({name: value})
     assert parse_config({"sampler": "dds_lora", "model_dirs": "/a, /b"}).model_dirs == ("/a", "/b")
     assert "inject_failure" in ACCEPTED_PROPERTIES
+
+
+def test_uint16_pixel_format_is_the_scaled_magnitude_with_window_meta():
+    """pixel_format=uint16 (as FIRE modules send images): stored = round(|x| / s) with one scale s = max|x| / 4095
+    per volume, s in DPM_IntensityScale, WindowCenter/Width 2048/4096 — checked against the complex output."""
+    from gadgets.gadget import DpmGadget
+
+    kspace_os, _ = oversampled_phantom(height=32, width=32, coils=4, slices=2)
+    imaging = np.zeros(32, bool)
+    imaging[::2] = True
+    raw = make_raw_acquisitions(kspace_os, imaging, num_acs=12)
+
+    def run(properties):
+        sent, errors = [], []
+        buffers = assembly.buffers_from_acquisitions(iter(raw.acquisitions), raw.header)
+        DpmGadget(parse_config(properties)).reconstruct_stream(buffers, raw.header, sent.append, errors)
+        assert not errors and len(sent) == 2
+        return sent
+
+    complex_images = run({"method": "sense"})
+    stored = run({"method": "sense", "pixel_format": "uint16"})
+    magnitude = np.abs(np.stack([np.asarray(im.data).squeeze() for im in complex_images]))
+    scale = magnitude.max() / 4095
+    for image, expected in zip(stored, magnitude):
+        meta = ismrmrd.Meta.deserialize(image.attribute_string)
+        assert image.data.dtype == np.uint16 and image.image_type == ismrmrd.IMTYPE_MAGNITUDE
+        np.testing.assert_array_equal(np.asarray(image.data).squeeze(), np.rint(expected / scale).astype(np.uint16))
+        assert float(meta["DPM_IntensityScale"]) == pytest.approx(scale, rel=1e-6)
+        assert (meta["WindowCenter"], meta["WindowWidth"]) == ("2048", "4096")
+    with pytest.raises(ValueError, match="pixel_format"):
+        parse_config({"pixel_format": "int8"})

@@ -142,3 +142,4 @@ def test_a_model_name_that_is_not_registered_is_refused_at_start():
     from gadgets.gadget import DpmGadget, parse_config
     with pytest.raises(ValueError, match="flair_default.*foundation_default"):
         DpmGadget(parse_config({"model": "flair_defualt"}))
+
