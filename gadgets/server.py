@@ -101,7 +101,7 @@ class StreamSocket:
         self.lock = threading.RLock()
         self.aborted = False
         self.closed = False
-        self.peer = "gadgetron"            # how errors are framed (see gadgets.gadget.error_frame); ServerConnection sets it
+        self.peer = "gadgetron"            # how errors are framed (gadgets.gadget.error_frame); set by ServerConnection
 
     def read(self, nbytes: int) -> bytes:
         buffer = bytearray(nbytes)
@@ -367,8 +367,9 @@ class DpmServer:
         return element_properties(external)
 
     def stream_properties(self, connection: ServerConnection, texts: list[str] = ()) -> tuple[dict, str]:
-        """The stream's properties and a description for the log: the defaults, under the named configuration's (or
-        CONFIG's) properties, under the JSON parameters of the client's TEXT messages (:func:`text_parameters`).
+        """The stream's properties and a description for the log: the server defaults, overridden by the named
+        configuration's (or CONFIG's) properties, overridden by the JSON parameters of the client's TEXT messages
+        (:func:`text_parameters`).
 
         A configuration name the server does not know is refused, or — with ``default_config`` set — replaced by
         that configuration, which is logged and said to the client in a TEXT message."""
