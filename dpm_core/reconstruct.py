@@ -330,8 +330,9 @@ def gcv_zeta(sampler, denoiser, kn, op, noise_std, *, seed: int, slice_ids, opti
     with the smallest GCV is kept. On the real 16-coil slice GCV picked ζ = 256 at nominal R = 4 and 6, where the
     image error is smallest too; on a synthetic FLAIR slice ζ = 4 against an NRMSE optimum at 16 (2.6 % worse).
 
-    Args: the sampler (name or :class:`dpm_core.samplers.Sampler`), denoiser, normalized k-space kn [S, C, H, W] and operator of the reconstruction; noise_std σ̂
-    per slice (only sets the probe's step ε); seed and slice_ids as for the reconstruction; sampler options.
+    Args: the sampler (name or :class:`dpm_core.samplers.Sampler`), denoiser, normalized k-space kn [S, C, H, W] and
+    operator of the reconstruction; noise_std σ̂ per slice (only sets the probe's step ε); seed and slice_ids as for
+    the reconstruction; sampler options.
     Returns (ζ [S] tensor, info with the GCV table).
     """
     from .samplers import posterior_samples

@@ -24,8 +24,9 @@ from collections.abc import Iterable, Iterator
 import ismrmrd
 import numpy as np
 
-__all__ = ["KspaceBuffer", "EncodingInfo", "encoding_info", "scan_contrast", "noise_adjust", "remove_oversampling", "accumulate",
-           "buffers_from_acquisitions", "buffers_from_recon_data", "whitening_from_noise", "VOLUME_COUNTERS"]
+__all__ = ["KspaceBuffer", "EncodingInfo", "encoding_info", "scan_contrast", "noise_adjust", "remove_oversampling",
+           "accumulate", "buffers_from_acquisitions", "buffers_from_recon_data", "whitening_from_noise",
+           "VOLUME_COUNTERS"]
 
 log = logging.getLogger(__name__)
 

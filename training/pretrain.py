@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from . import distributed as dist_utils
-from .preprocess import CachedSlices, add_corpus_arguments, cache_from_args, load_index
+from .preprocess import PHASE_MODES, CachedSlices, add_corpus_arguments, cache_from_args, load_index
 from .training_loop import training_loop
 
 __all__ = ["main", "add_training_arguments", "estimate_sigma_data", "describe_corpus"]
@@ -37,7 +37,7 @@ def add_training_arguments(parser: argparse.ArgumentParser, lr: float, batch: in
     g.add_argument("--ema-halflife", type=float, default=None, help="EMA half-life in training images")
     g.add_argument("--crop", type=int, default=None, help="random square crops of this side (e.g. 64)")
     g.add_argument("--flip", action="store_true", help="random horizontal/vertical flips")
-    g.add_argument("--phase", choices=("keep", "random"), default="keep",
+    g.add_argument("--phase", choices=PHASE_MODES, default="keep",
                    help="keep the targets' phase, or train on their magnitude with a random smooth phase (magnitude "
                         "corpora)")
     g.add_argument("--seed", type=int, default=0)

@@ -56,7 +56,6 @@ class AdaptedDenoiser:
         rank, steps, lr: LoRA rank, Adam steps per call, Adam learning rate.
         holdout: [1, 1, H, 1] mask of the held-out measured lines (zeros: no check, every step is kept).
         seed: seed of the adapter's random factors.  sigma_max: no adaptation above this noise level.
-    Counts ``forward`` / ``backward`` network passes (per map image) and ``kept`` / ``undone`` steps.
     """
 
     def __init__(self, denoiser: Denoiser, y: torch.Tensor, op: SenseOp, rank: int, steps: int, lr: float,
@@ -68,7 +67,6 @@ class AdaptedDenoiser:
         self.holdout = holdout
         self.checked = bool(holdout.sum() > 0)
         self.fit_energy = ((self.fit * y).abs() ** 2).sum().clamp_min(1e-30)
-        self.forward, self.backward, self.kept, self.undone = 0, 0, 0, 0
 
     def _held_out_error(self, residual: torch.Tensor) -> float:
         return float(((self.holdout * residual).abs() ** 2).sum())
@@ -98,12 +96,6 @@ class AdaptedDenoiser:
                     for p, value in zip(self.params, saved):
                         p.copy_(value)
                     D = D_fit.detach()
-                    self.undone += 1
-                else:
-                    self.kept += 1
-            self.forward, self.backward = self.forward + 2, self.backward + 1
-        if steps == 0:
-            self.forward += 1
         return D.reshape(x.shape)
 
 
