@@ -153,3 +153,32 @@ def test_interrupted_sweep_continues(tmp_path, monkeypatch):
 def test_bad_config_is_a_usage_error(tmp_path):
     with pytest.raises(SystemExit):
         experiments.main(["zeta", "--config", "nonexistent", "--out", str(tmp_path)])
+
+
+def test_undersampled_experiment_outputs_and_reuse(tiny_run):
+    """dpm-experiment undersampled (tiny): three arms (none / fully sampled / EM from accelerated copies) at every ζ,
+    the accelerated copies hold only their mask's lines, and a second run computes nothing."""
+    import h5py
+    out, _, _ = tiny_run
+    experiments.run_experiments(["undersampled"], "tiny", out, device="cpu", progress=False)
+    directory = out / "undersampled"
+    rows = read_csv(directory / "undersampled.csv")
+    assert list(rows[0]) == ["arm", "label", "zeta", "R", *METRIC_COLUMNS, "delta_vs_none", "delta_vs_none_se",
+                             "delta_vs_full", "delta_vs_full_se"]
+    assert sorted((r["arm"], float(r["zeta"])) for r in rows) == sorted(
+        (arm, z) for arm in ("none", "full", "em") for z in (1.0, 4.0))
+    assert all(0 < float(r["nrmse"]) < 1 and int(r["n_slices"]) == 2 for r in rows)
+    assert (directory / "undersampled.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = [line for line in (directory / "undersampled.md").read_text().splitlines() if line.startswith("|")]
+    assert len(table) == 2 + 3 + 2 + 3                                      # best-ζ table, then all ζ
+    result = json.loads((directory / "undersampled.json").read_text())
+    assert result["em_over_full"] == pytest.approx(result["best"]["em"]["nrmse"] / result["best"]["full"]["nrmse"])
+    assert [r["round"] for r in result["em_rounds"]] == [1, 2]
+    for path in (directory / "data" / "train").glob("*.h5"):
+        with h5py.File(path, "r") as f:
+            mask, kspace = f["mask"][()].astype(bool), f["kspace"][()]
+        assert np.abs(kspace[..., ~mask]).max() == 0 and 1 < mask.size / mask.sum() < 3
+    _, card = load_checkpoint(directory / "em" / "model.json")
+    assert "accelerated scans only" in card["training_data"] and len(card["training"]["em_rounds"]) == 2
+    again = experiments.run_experiments(["undersampled"], "tiny", out, device="cpu", progress=False)
+    assert again["computed"] == 0

@@ -4,6 +4,7 @@
     dpm-experiment methods        --config small --out runs/exp_small     # Fig 4: six training recipes
     dpm-experiment zeta           --config small --out runs/exp_small     # Fig 5: ζ sweep per acceleration
     dpm-experiment all            --config small --out runs/exp_small     # the three in order
+    dpm-experiment undersampled   --config small_undersampled --out runs/exp_under   # fine-tuning from R = 4 scans only
 
 ``--config`` is ``tiny`` (tests), ``small`` (synthetic corpus, 2-core CPU, about an hour), ``full`` (fastMRI brain,
 GPUs; paths from environment variables) or a JSON file with the same keys (``training/experiment_configs/*.json``).
@@ -32,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+import h5py
 import numpy as np
 import torch
 
@@ -44,9 +46,10 @@ from .preprocess import CachedSlices, build_cache, find_volumes, select_volumes
 from .pretrain import describe_corpus, estimate_sigma_data
 from .training_loop import MODEL_STEM, training_loop
 
-__all__ = ["EXPERIMENTS", "CONFIG_DIR", "load_config", "ResultStore", "Experiment", "run_experiments", "main"]
+__all__ = ["EXPERIMENTS", "EXTRA_EXPERIMENTS", "CONFIG_DIR", "load_config", "ResultStore", "Experiment", "run_experiments", "main"]
 
-EXPERIMENTS = ("finetune-sweep", "methods", "zeta")
+EXPERIMENTS = ("finetune-sweep", "methods", "zeta")      # "all": the paper's three figures
+EXTRA_EXPERIMENTS = ("undersampled",)                     # fine-tuning from accelerated scans (not in "all")
 CONFIG_DIR = Path(__file__).with_name("experiment_configs")
 RESULTS_NAME = "results.jsonl"
 
@@ -701,9 +704,151 @@ def _plot_zeta(path: Path, rows: list[dict], best_zeta: dict) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# Experiment 4: fine-tuning from accelerated scans alone (training.undersampled), against fully sampled fine-tuning.
+
+def undersampled(exp: Experiment) -> dict:
+    """No fine-tuning vs fine-tuning on the few target subjects fully sampled vs on the same subjects' accelerated
+    scans only (EM, :mod:`training.undersampled`), reported on the fully sampled validation slices at every ζ of
+    ``undersampled.zetas``; each arm selects its epoch with the data it would have (fully sampled NRMSE, held-out
+    measured lines)."""
+    from dpm_core.masks import equispaced_mask
+    from dpm_core.seeding import stable_seed
+    from .undersampled import finetune_undersampled, load_accelerated, write_accelerated_copy
+    cfg = exp.config["undersampled"]
+    pretrained = exp.pretrained()
+    R, num_acs = float(cfg["acceleration"]), exp.ev.get("num_acs", DEFAULT_NUM_ACS)
+    spe = len(exp.dataset("target_few")) // exp.train["batch"]
+    steps_per_round, every = cfg["epochs_per_round"] * spe, cfg["eval_every"] * spe
+    base = exp.out / "undersampled"
+
+    # The accelerated copies: equispaced at nominal R plus the ACS block, the lattice offset drawn per subject (as
+    # fastMRI's equispaced masks draw it per scan), so that the subjects together measure every line.
+    copies = {}
+    if exp.rank == 0:
+        for part, volumes in (("train", exp.volumes("target", exp.config["few_subjects"])),
+                              ("val", exp.volumes("validation"))):
+            for v in volumes:
+                with h5py.File(v.path, "r") as f:
+                    H = int(f["kspace"].shape[-1])
+                offset = stable_seed("undersampled-offset", v.subject) % int(round(R))
+                target = base / "data" / part / Path(v.path).name
+                if not target.is_file():
+                    write_accelerated_copy(v.path, target, equispaced_mask(H, R, num_acs, offset=offset))
+                copies.setdefault(part, []).append(str(target))
+    dist_utils.barrier()
+
+    # Arm "full": the paper's recipe on the fully sampled subjects, the same steps and LR as the EM arm in total.
+    full = exp.train_run("undersampled/full", "target_few", steps=cfg["rounds"] * steps_per_round, lr=cfg["lr"],
+                         eval_every=every, init=pretrained, stage="finetune")
+    # Arm "em": the same subjects' accelerated scans only; validation on the same slices, accelerated.
+    em = exp.results.get("undersampled/em/done")
+    if em is None:
+        val_ids = set(exp.valset().ids)
+        val_scans = []
+        for scan in load_accelerated(base / "data" / "val"):
+            keep = [i for i, name in enumerate(scan.ids) if name in val_ids]
+            if keep:
+                val_scans.append(scan._replace(kspace=scan.kspace[keep], ids=[scan.ids[i] for i in keep]))
+        init_precond, init_card = load_checkpoint(pretrained, device="cpu")
+        t0 = time.time()
+        result = finetune_undersampled(
+            run_dir=base / "em", init_precond=init_precond, init_card=init_card,
+            train_scans=load_accelerated(base / "data" / "train"), val_scans=val_scans, rounds=cfg["rounds"],
+            steps_per_round=steps_per_round, eval_every_steps=every, batch_size=exp.train["batch"], lr=cfg["lr"],
+            crop=exp.train.get("crop"), flip=bool(exp.train.get("flip")), grad_clip=exp.train.get("grad_clip"),
+            seed=exp.train.get("seed", 0), estep=cfg.get("estep"),
+            validation={"sampler": exp.ev["sampler"], "sampler_options": exp.ev.get("sampler_options"),
+                        "zeta": exp.ev.get("zeta", 1.0), "fraction": cfg.get("holdout", 0.2)},
+            coil_method=exp.ev.get("coil_method", "fast"), num_acs=num_acs, device=exp.device,
+            progress=exp.progress, init_path=str(pretrained))
+        em = exp.results.put("undersampled/em/done", {
+            "model": result["model"], "seconds": time.time() - t0,
+            "rounds": [{k: r[k] for k in ("round", "best_step", "best_score", "estep_seconds", "train_seconds")}
+                       for r in result["rounds"]]})
+    if exp.rank != 0:
+        return {}
+
+    models = {"none": str(pretrained), "full": full["model"], "em": em["model"]}
+    labels = {"none": "no fine-tuning (pre-trained)", "full": f"fine-tuned, {exp.config['few_subjects']} subjects "
+              f"fully sampled", "em": f"fine-tuned, the same subjects' R = {R:g} scans only (EM)"}
+    rows = []
+    for arm, path in models.items():
+        precond, _ = load_checkpoint(path, device="cpu")
+        for z in cfg["zetas"]:
+            record = exp.evaluate(f"undersampled/{arm}/zeta={_fmt(z)}", precond, zeta=float(z), accelerations=[R])
+            m = record["per_R"][_fmt(R)]
+            rows.append({"arm": arm, "label": labels[arm], "zeta": float(z), "R": R, **_metric_cols(m),
+                         "nrmse_slices": m["nrmse_slices"]})
+    best = {arm: min((r for r in rows if r["arm"] == arm), key=lambda r: (r["nrmse"], abs(math.log(r["zeta"]))))
+            for arm in models}
+    for row in rows:
+        for ref in ("none", "full"):
+            d = np.asarray(row["nrmse_slices"]) - np.asarray(best[ref]["nrmse_slices"])
+            row[f"delta_vs_{ref}"], row[f"delta_vs_{ref}_se"] = float(d.mean()), _se(d)
+    summary = {"best": {arm: {k: v for k, v in r.items() if k != "nrmse_slices"} for arm, r in best.items()},
+               "em_over_full": best["em"]["nrmse"] / best["full"]["nrmse"],
+               "gain_of_em": 1 - best["em"]["nrmse"] / best["none"]["nrmse"],
+               "gain_of_full": 1 - best["full"]["nrmse"] / best["none"]["nrmse"],
+               "em_rounds": em["rounds"], "full_selected_step": full["best_step"],
+               "steps": cfg["rounds"] * steps_per_round}
+    out = base
+    _write_csv(out / "undersampled.csv", [{k: v for k, v in r.items() if k != "nrmse_slices"} for r in rows])
+    (out / "undersampled.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
+    _plot_undersampled(out / "undersampled.png", rows, labels)
+    _write_undersampled_md(out / "undersampled.md", rows, best, summary, exp)
+    return summary
+
+
+def _plot_undersampled(path: Path, rows: list[dict], labels: dict) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for arm, label in labels.items():
+        rr = sorted((r for r in rows if r["arm"] == arm), key=lambda r: r["zeta"])
+        ax.errorbar([r["zeta"] for r in rr], [r["nrmse"] for r in rr], yerr=[r["nrmse_se"] for r in rr],
+                    marker="o", capsize=3, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("ζ (data-consistency weight)")
+    ax.set_ylabel(f"NRMSE at nominal R = {rows[0]['R']:g} (held-out subjects)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _write_undersampled_md(path: Path, rows: list[dict], best: dict, summary: dict, exp: Experiment) -> None:
+    R = rows[0]["R"]
+    lines = [f"# Fine-tuning from accelerated scans alone ({exp.config['name']})", "",
+             f"NRMSE / SSIM at nominal R = {R:g} (effective {rows[0]['R_eff']:g}), mean ± SE over "
+             f"{rows[0]['n_slices']} fixed slices of held-out validation subjects, at each arm's best ζ; "
+             f"Δ = per-slice NRMSE difference, mean ± paired SE. {summary['steps']} optimizer steps per fine-tuned arm.",
+             "", "| arm | best ζ | NRMSE | SSIM | Δ vs none | Δ vs full |", "|---|---|---|---|---|---|"]
+    for arm in ("none", "full", "em"):
+        r = best[arm]
+        lines.append(f"| {r['label']} | {r['zeta']:g} | {_pm(r['nrmse'], r['nrmse_se'])} | "
+                     f"{_pm(r['ssim'], r['ssim_se'], 3)} | {_pm(r['delta_vs_none'], r['delta_vs_none_se'])} | "
+                     f"{_pm(r['delta_vs_full'], r['delta_vs_full_se'])} |")
+    lines += ["", f"EM / fully sampled NRMSE: {summary['em_over_full']:.3f}; NRMSE gain over no fine-tuning: EM "
+                  f"{100 * summary['gain_of_em']:.1f} %, fully sampled {100 * summary['gain_of_full']:.1f} %.", "",
+              "EM rounds (held-out-line score of the exported model, seconds):", ""]
+    for r in summary["em_rounds"]:
+        lines.append(f"- round {r['round']}: selected step {r['best_step']}, score {r['best_score']:.4f}, E-step "
+                     f"{r['estep_seconds']:.0f} s, M-step {r['train_seconds']:.0f} s")
+    lines += ["", "All ζ:", "", "| arm | " + " | ".join(f"ζ={z:g}" for z in sorted({r['zeta'] for r in rows})) + " |",
+              "|---|" + "---|" * len({r['zeta'] for r in rows})]
+    for arm in ("none", "full", "em"):
+        rr = sorted((r for r in rows if r["arm"] == arm), key=lambda r: r["zeta"])
+        lines.append(f"| {arm} | " + " | ".join(_pm(r["nrmse"], r["nrmse_se"]) for r in rr) + " |")
+    lines.append("")
+    path.write_text("\n".join(lines))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # Command line.
 
-RUNNERS = {"finetune-sweep": finetune_sweep, "methods": methods, "zeta": zeta}
+RUNNERS = {"finetune-sweep": finetune_sweep, "methods": methods, "zeta": zeta, "undersampled": undersampled}
 
 
 def run_experiments(names: Sequence[str], config: str, out: str | os.PathLike, device: str = "auto",
@@ -729,7 +874,7 @@ def run_experiments(names: Sequence[str], config: str, out: str | os.PathLike, d
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dpm-experiment", description=__doc__.split("\n")[0])
-    parser.add_argument("experiment", choices=[*EXPERIMENTS, "all"])
+    parser.add_argument("experiment", choices=[*EXPERIMENTS, *EXTRA_EXPERIMENTS, "all"])
     parser.add_argument("--config", default="small", help="tiny, small, full or a JSON file")
     parser.add_argument("--out", required=True, help="run directory (resumable: rerun the same command to continue)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")

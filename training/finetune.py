@@ -2,6 +2,7 @@
 
     dpm-finetune --init RUN_OR_CARD --data DIR --contrasts AXFLAIR --subjects 20 --val-data DIR \\
                  --lr 1e-5 --epochs E --eval-every k --out RUN [--export dpm_core/models/flair_default]
+    dpm-finetune --undersampled --rounds 2 ...   # --data / --val-data accelerated only (training.undersampled)
 
 The paper's recipe: start from the pre-trained EMA (it becomes both the starting weights and the starting EMA), train
 with a reduced learning rate for a limited number of epochs, and stop where validation is best (too little and too
@@ -34,9 +35,10 @@ from . import distributed as dist_utils
 from .preprocess import compute_targets, find_volumes, read_volume, select_volumes
 from .pretrain import add_training_arguments, describe_corpus, prepare_dataset
 from .training_loop import MODEL_STEM, training_loop
+from .undersampled import ESTEP_DEFAULTS, HOLDOUT_FRACTION
 
 __all__ = ["ValidationSet", "load_validation_set", "validate", "zeta_sweep", "resolve_init", "finetune",
-           "refresh_validation", "main"]
+           "finetune_from_accelerated", "refresh_validation", "main"]
 
 
 class ValidationSet(NamedTuple):
@@ -313,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = parser.add_argument_group("fine-tuning and validation")
     g.add_argument("--epochs", type=int, required=True, help="epoch budget")
     g.add_argument("--eval-every", type=int, default=1, help="validate every k epochs")
-    g.add_argument("--val-data", nargs="+", required=True, help="held-out fully sampled volumes")
+    g.add_argument("--val-data", nargs="+", required=True, help="held-out volumes: fully sampled (accelerated with --undersampled)")
     g.add_argument("--val-contrasts", nargs="*", default=None, help="default: --contrasts")
     g.add_argument("--val-slices", type=int, default=6, help="validation slices")
     g.add_argument("--accelerations", type=float, nargs="+", default=[2.0, 4.0], help="nominal R (equispaced + ACS)")
@@ -322,8 +324,64 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--eval-zeta", type=float, default=1.0, help="ζ during the per-epoch validation")
     g.add_argument("--zetas", type=float, nargs="*", default=[0.5, 1.0, 2.0], help="final ζ sweep (empty: skip)")
     g.add_argument("--export", default=None, help="also save the best model here (e.g. dpm_core/models/flair_default)")
+    u = parser.add_argument_group("from accelerated scans alone (--undersampled; training.undersampled)")
+    u.add_argument("--undersampled", action="store_true",
+                   help="--data and --val-data are accelerated scans (fastMRI files with their mask, or ISMRMRD raw): "
+                        "EM fine-tuning on posterior samples, epochs chosen by held-out measured lines")
+    u.add_argument("--rounds", type=int, default=2, help="EM rounds (E-step + --epochs of training each)")
+    u.add_argument("--estep-steps", type=int, default=ESTEP_DEFAULTS["steps"], help="sampler steps of the E-step")
+    u.add_argument("--estep-zeta", type=float, default=ESTEP_DEFAULTS["zeta"],
+                   help="ζ of the E-step (1: posterior samples)")
+    u.add_argument("--holdout", type=float, default=HOLDOUT_FRACTION,
+                   help="fraction of the measured non-ACS lines of each validation scan withheld for selection")
     parser.set_defaults(tick=0)                    # one log row per epoch
     return parser
+
+
+def finetune_from_accelerated(args) -> dict:
+    """``dpm-finetune --undersampled``: :func:`training.undersampled.finetune_undersampled` from the parsed args."""
+    from .undersampled import finetune_undersampled, load_accelerated
+    device = dist_utils.init(args.device)
+    init_card_path = resolve_init(args.init)
+    precond, init_card = load_checkpoint(init_card_path, device="cpu")
+    train_scans = load_accelerated(args.data, args.contrasts, args.subjects)
+    val_scans = load_accelerated(args.val_data, args.val_contrasts or args.contrasts)
+    num_slices = sum(len(s.ids) for s in train_scans)
+    steps_per_epoch = num_slices // args.batch
+    if steps_per_epoch < 1:
+        raise ValueError(f"{num_slices} fine-tuning slices are fewer than one batch of {args.batch}; lower --batch")
+    sampler_options = json.loads(args.sampler_options) if args.sampler_options else None
+    result = finetune_undersampled(
+        run_dir=args.out,
+        init_precond=precond,
+        init_card=init_card,
+        train_scans=train_scans,
+        val_scans=val_scans,
+        rounds=args.rounds,
+        steps_per_round=args.epochs * steps_per_epoch,
+        eval_every_steps=args.eval_every * steps_per_epoch,
+        batch_size=args.batch,
+        lr=args.lr,
+        crop=args.crop,
+        flip=args.flip,
+        ema_halflife_nimg=args.ema_halflife,
+        grad_clip=args.grad_clip or None,
+        seed=args.seed,
+        estep={"steps": args.estep_steps, "zeta": args.estep_zeta},
+        validation={"sampler": args.sampler, "sampler_options": sampler_options, "zeta": args.eval_zeta,
+                    "fraction": args.holdout},
+        coil_method=args.coil_method,
+        num_acs=args.num_acs,
+        device=device,
+        progress=not args.no_progress,
+        init_path=str(init_card_path),
+    )
+    if args.export and dist_utils.get_rank() == 0:
+        best, card = load_checkpoint(result["model"], device="cpu")
+        result["export"] = str(save_checkpoint(args.export, best, card)[0])
+    dist_utils.print0(f"EM fine-tuning: {len(result['rounds'])} round(s), held-out-line score "
+                      f"{result['best_score']:.4f}; model {result['model']}")
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -332,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        finetune(args)
+        finetune_from_accelerated(args) if args.undersampled else finetune(args)
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
     finally:
