@@ -33,7 +33,7 @@ setup(
         "tensorboard>=2.14",
     ],
     extras_require={
-        "test": ["pytest>=7"],
+        "test": ["pytest>=7", "pytest-timeout>=2.1"],
     },
     entry_points={
         "console_scripts": [

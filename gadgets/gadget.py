@@ -28,6 +28,7 @@ All per-volume problems are sent as one ERROR message after the last image, just
 from __future__ import annotations
 
 import dataclasses
+import os
 import logging
 import struct
 import threading
@@ -41,12 +42,14 @@ import numpy as np
 from . import assembly, images as images_mod
 
 __all__ = ["GadgetConfig", "parse_config", "DpmGadget", "StreamModel", "dpm_recon", "dpm_recon_acquisitions",
-           "send_error", "error_frame", "text_frame", "GADGET_MESSAGE_ERROR", "INJECTABLE_FAILURES"]
+           "send_error", "error_frame", "text_frame", "GADGET_MESSAGE_ERROR", "INJECTABLE_FAILURES",
+           "INJECT_FAILURE_ENV"]
 
 log = logging.getLogger(__name__)
 
 GADGET_MESSAGE_ERROR = 8
-INJECTABLE_FAILURES = ("", "reconstruction_error", "nan", "out_of_memory")
+INJECTABLE_FAILURES = ("reconstruction_error", "nan", "out_of_memory")
+INJECT_FAILURE_ENV = "DPM_TEST_INJECT_FAILURE"   # tests only, never a property: the DPM stage fails this way
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -137,7 +140,6 @@ class GadgetConfig:
     send_std: send std maps when num_samples > 1 [true].  fallback: SENSE fallback when DPM fails [true].
     fallback_series_index: series for fallback images [series_index].
     trigger: volume | slice — acquisition input only: reconstruct whole volumes or each slice as it completes [volume].
-    inject_failure: "" | reconstruction_error | nan | out_of_memory — test hook forcing the DPM stage to fail [""].
     """
     method: str = "dpm"
     model: str | None = None
@@ -157,7 +159,6 @@ class GadgetConfig:
     fallback: bool = True
     fallback_series_index: int | None = None
     trigger: str = "volume"
-    inject_failure: str = ""
 
     def reconstructor_kwargs(self) -> dict:
         """Keyword arguments for :class:`dpm_core.reconstruct.Reconstructor`."""
@@ -186,7 +187,6 @@ _PARSERS: dict[str, Callable] = {
     "fallback": _parse_bool,
     "fallback_series_index": _optional(_series),
     "trigger": _choice("volume", "slice"),
-    "inject_failure": _choice(*INJECTABLE_FAILURES),
 }
 ACCEPTED_PROPERTIES = tuple(_PARSERS)
 
@@ -264,18 +264,26 @@ def _drain(items: Iterable) -> int:
 # The gadget
 
 class _InjectedFailure:
-    """Test hook: makes the DPM stage fail the way configured (``inject_failure``)."""
+    """Test hook, set only by the environment variable :data:`INJECT_FAILURE_ENV` (the tests set it for the gadget
+    process they start): makes the DPM stage fail as named there. No configuration can turn it on."""
 
     def __init__(self, kind: str):
+        if kind not in INJECTABLE_FAILURES:
+            raise ValueError(f"{INJECT_FAILURE_ENV}={kind!r} must be one of {INJECTABLE_FAILURES}")
         self.kind = kind
+
+    @classmethod
+    def from_environment(cls) -> "_InjectedFailure | None":
+        kind = os.environ.get(INJECT_FAILURE_ENV, "")
+        return cls(kind) if kind else None
 
     def apply(self, result):
         from dpm_core.reconstruct import ReconstructionError
         if self.kind == "reconstruction_error":
-            raise ReconstructionError("injected failure (inject_failure=reconstruction_error)")
+            raise ReconstructionError(f"injected failure ({INJECT_FAILURE_ENV}=reconstruction_error)")
         if self.kind == "out_of_memory":
             import torch
-            raise torch.cuda.OutOfMemoryError("injected CUDA out of memory (inject_failure=out_of_memory)")
+            raise torch.cuda.OutOfMemoryError(f"injected CUDA out of memory ({INJECT_FAILURE_ENV}=out_of_memory)")
         if self.kind == "nan":
             result.images = np.full_like(result.images, np.nan)
         return result
@@ -308,7 +316,7 @@ class DpmGadget:
         from dpm_core.model_choice import model_entries
 
         self.config = config
-        self.injected = _InjectedFailure(config.inject_failure) if config.inject_failure else None
+        self.injected = _InjectedFailure.from_environment()
         if share_with is not None:
             self.models, self._fixed, self._by_model, self._lock = (share_with.models, share_with._fixed,
                                                                      share_with._by_model, share_with._lock)

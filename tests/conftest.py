@@ -22,6 +22,16 @@ def load_real_brain() -> torch.Tensor:
     return torch.from_numpy(kspace)[None]
 
 
+DEFAULT_TEST_TIMEOUT_S = 600    # pytest-timeout: a hung test fails with a stack dump instead of stalling CI
+
+
+def pytest_collection_modifyitems(items):
+    """Every test gets a timeout (its own ``@pytest.mark.timeout`` if it has one)."""
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(DEFAULT_TEST_TIMEOUT_S))
+
+
 @pytest.fixture
 def one_thread():
     """One torch thread for the test: on a shared 2-core machine more threads only add contention."""

@@ -317,7 +317,9 @@ def test_parse_config():
         with pytest.raises(ValueError, match=f"'{name}' = '{value}' is invalid"):   # refused at start, no fallback
             parse_config({name: value})
     assert parse_config({"sampler": "dds_lora", "model_dirs": "/a, /b"}).model_dirs == ("/a", "/b")
-    assert "inject_failure" in ACCEPTED_PROPERTIES
+    assert "inject_failure" not in ACCEPTED_PROPERTIES               # the failure test hook is an environment variable
+    with pytest.raises(ValueError, match="unknown property 'inject_failure'"):
+        parse_config({"inject_failure": "nan"})
 
 
 def test_uint16_pixel_format_is_the_scaled_magnitude_with_window_meta():

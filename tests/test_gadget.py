@@ -16,6 +16,7 @@ import pytest
 
 from dpm_core.reconstruct import Reconstructor
 from gadgets import assembly
+from gadgets.gadget import INJECT_FAILURE_ENV
 from gadgets.mrd_io import convert_ismrmrd_tools_file, make_raw_acquisitions, read_mrd_raw
 from tests.harness import GadgetronSide, bucket_to_buffer, config_xml, correlated_noise, oversampled_phantom
 
@@ -113,16 +114,17 @@ def test_flair_volume_recon_data_input(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------------
 # Failures: an ERROR message (id 8) and, where k-space is usable, the SENSE fallback; never a hang
 
-@pytest.mark.parametrize("properties,reason", [
-    ({"method": "dpm", "model": "/nonexistent/model_card.json"}, "unavailable"),
-    ({"method": "dpm", "inject_failure": "reconstruction_error"}, "DPM"),
+@pytest.mark.parametrize("properties,injected,reason", [
+    ({"method": "dpm", "model": "/nonexistent/model_card.json"}, None, "unavailable"),
+    ({"method": "dpm"}, "reconstruction_error", "DPM"),
 ])
-def test_dpm_failure_delivers_sense_fallback_and_error(small_scan, properties, reason):
+def test_dpm_failure_delivers_sense_fallback_and_error(small_scan, properties, injected, reason):
     kos, noise, mask = small_scan
     raw = make_raw_acquisitions(kos, mask, num_acs=16, noise=noise)
     messages = bucket_to_buffer(copy.deepcopy(raw.acquisitions), raw.header)
-    result = GadgetronSide(target="dpm_recon", timeout=TIMEOUT).run(raw.header_xml, messages,
-                                                                    config=config_xml(properties))
+    env = {INJECT_FAILURE_ENV: injected} if injected else None        # the test hook is no property
+    result = GadgetronSide(target="dpm_recon", timeout=TIMEOUT, env=env).run(raw.header_xml, messages,
+                                                                             config=config_xml(properties))
     _check_clean_end(result)
     assert len(result.errors) == 1 and reason in result.errors[0], result.errors
     assert len(result.images) == S

@@ -83,11 +83,9 @@ def test_cstore_round_trip_into_orthanc(orthanc, tmp_path):
     datasets = images_to_datasets(HEADER, images)
     paths = write_dicom_series(datasets, tmp_path)
     before = set(orthanc.get("/instances"))
-    t0 = time.monotonic()
     report = send_to_pacs(paths, "127.0.0.1", orthanc.dicom_port, called_ae="ORTHANC", timeout=10)
-    elapsed = time.monotonic() - t0
     assert report.ok, report.summary()
-    assert report.n_sent == 8 and report.associations == 1 and elapsed < 30
+    assert report.n_sent == 8 and report.associations == 1
     assert all(r.status == 0 and r.attempts == 1 for r in report.instances)
 
     new = set(orthanc.get("/instances")) - before
@@ -111,7 +109,7 @@ def test_cstore_round_trip_into_orthanc(orthanc, tmp_path):
     assert sizes == [3, 5]
     descriptions = {orthanc.get(f"/series/{sid}")["MainDicomTags"]["SeriesDescription"] for sid in ours[0]["Series"]}
     assert descriptions == {"FLAIR_tra_DPM", "FLAIR_tra_SENSE_FALLBACK"}
-    print(f"Orthanc round trip: {report.n_sent} instances, {len(ours[0]['Series'])} series, {elapsed:.2f} s")
+    print(f"Orthanc round trip: {report.n_sent} instances, {len(ours[0]['Series'])} series")
 
 
 def test_deidentified_datasets_sent_without_files(orthanc):
@@ -134,9 +132,7 @@ def _lookup(orthanc, uid):
 def test_refused_connection_is_reported_and_files_remain(tmp_path):
     paths = write_dicom_series(images_to_datasets(HEADER, make_images(3, 7)), tmp_path)
     dead = free_port()                                     # nothing listens here
-    t0 = time.monotonic()
     report = send_to_pacs(paths, "127.0.0.1", dead, retries=2, timeout=2, retry_wait_s=0.05)
-    assert time.monotonic() - t0 < 20
     assert not report.ok and report.n_sent == 0 and report.n_failed == 3 and report.associations == 0
     assert len(report.connection_errors) == 3
     assert all("no association" in r.error and r.attempts == 0 for r in report.instances)
