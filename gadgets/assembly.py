@@ -38,6 +38,10 @@ _SKIP_FLAGS = (ismrmrd.ACQ_IS_NAVIGATION_DATA, ismrmrd.ACQ_IS_PHASECORR_DATA, is
                ismrmrd.ACQ_IS_PHASE_STABILIZATION)
 
 
+MAX_MATRIX = 2048                # samples per k-space axis the pipeline accepts (clinical 2-D matrices are <= 1024)
+MAX_VOLUME_BYTES = 8 << 30       # complex64 k-space of one volume (slices x coils x lines x readout x 8 bytes)
+
+
 def _flag(flags: int, bit: int) -> bool:
     return bool(int(flags) & (1 << (bit - 1)))
 
@@ -79,6 +83,13 @@ def encoding_info(header) -> EncodingInfo:
         raise ValueError(f"encodedSpace.matrixSize.z = {enc.encodedSpace.matrixSize.z}: 3-D encodings are not "
                          "supported; only 2-D multi-slice")
     H = int(enc.encodedSpace.matrixSize.y)
+    sizes = {"encodedSpace.matrixSize.y": (H, MAX_MATRIX),         # readout oversampling up to 4x is allowed
+             "encodedSpace.matrixSize.x": (int(enc.encodedSpace.matrixSize.x), 4 * MAX_MATRIX),
+             "reconSpace.matrixSize.x": (int(enc.reconSpace.matrixSize.x), MAX_MATRIX)}
+    for name, (value, limit) in sizes.items():
+        if not 1 <= value <= limit:
+            raise ValueError(f"{name} = {value} is outside 1..{limit}; the header declares an impossible matrix "
+                             f"(check the encoding section of the protocol)")
     limits = enc.encodingLimits
     centre = limits.kspace_encoding_step_1.center if limits and limits.kspace_encoding_step_1 else H // 2
     num_slices = limits.slice.maximum + 1 if limits and limits.slice else 1
@@ -124,6 +135,8 @@ class KspaceBuffer:
         slices: S ints, ``idx.slice`` of each slice.
         counters: {"average", "contrast", "phase", "repetition", "set"} shared by the volume.
         complete: False when the stream ended before LAST_IN_SLICE of some slice.
+        warnings: what the assembly repaired (lines dropped for NaN/Inf samples, repeated lines averaged), for the
+            log and the image comment.
     """
     kspace: np.ndarray
     mask: np.ndarray
@@ -132,6 +145,7 @@ class KspaceBuffer:
     slices: list
     counters: dict
     complete: bool = True
+    warnings: list = dataclasses.field(default_factory=list)
 
     @property
     def repetition(self) -> int:
@@ -156,11 +170,20 @@ class _SliceAccumulator:
     """Lines of one slice: kspace [C, H, W], measured / calibration masks [H], headers of the measured lines."""
 
     def __init__(self, channels: int, info: EncodingInfo):
+        volume_bytes = 8 * channels * info.num_lines * info.readout * max(info.num_slices, 1)
+        if volume_bytes > MAX_VOLUME_BYTES:
+            raise ValueError(f"a volume of {info.num_slices} slice(s) x {channels} coils x {info.num_lines} lines x "
+                             f"{info.readout} samples needs {volume_bytes / 2 ** 30:.1f} GiB of k-space, more than the "
+                             f"{MAX_VOLUME_BYTES / 2 ** 30:.0f} GiB budget: check the header's matrix and slice count "
+                             f"(or compress the coils upstream)")
         self.info = info
         self.kspace = np.zeros((channels, info.num_lines, info.readout), dtype=np.complex64)
         self.measured = np.zeros(info.num_lines, dtype=bool)
         self.imaging = np.zeros(info.num_lines, dtype=bool)
         self.calibration = np.zeros(info.num_lines, dtype=bool)
+        self.copies = np.zeros(info.num_lines, dtype=np.int32)   # copies averaged into each line
+        self.dropped: list[int] = []       # scan counters of lines dropped for NaN/Inf samples
+        self.averaged_lines: set[int] = set()
         self.best_header = None            # (distance, is_calibration_only, header)
         self.complete = False
 
@@ -178,10 +201,22 @@ class _SliceAccumulator:
         if start < 0 or start + n > W:
             raise ValueError(f"acquisition scan_counter {head.scan_counter}: {n} samples with centre "
                              f"{head.center_sample} do not fit a readout of {W} (readout oversampling not removed?)")
-        if is_imaging or not self.measured[ky]:
+        if not np.isfinite(data).all():
+            # One corrupt readout must not cost the volume: the line counts as not measured.
+            self.dropped.append(int(head.scan_counter))
+            return
+        line = np.zeros((C, W), dtype=np.complex64)
+        line[:, start:start + n] = data
+        if self.measured[ky] and is_imaging == bool(self.imaging[ky]):
+            # Repeated copies of a line (averages, re-acquisitions) are averaged, never silently overwritten.
+            k = self.copies[ky]
+            self.kspace[:, ky, :] = (self.kspace[:, ky, :] * k + line) / (k + 1)
+            self.copies[ky] = k + 1
+            self.averaged_lines.add(ky)
+        elif is_imaging or not self.measured[ky]:
             # imaging copies take precedence over separate calibration copies of the same line
-            self.kspace[:, ky, :] = 0
-            self.kspace[:, ky, start:start + n] = data
+            self.kspace[:, ky, :] = line
+            self.copies[ky] = 1
         self.measured[ky] = True
         self.imaging[ky] |= is_imaging
         self.calibration[ky] |= is_calibration
@@ -205,16 +240,32 @@ def _volume_buffers(key: tuple, slices: dict[int, _SliceAccumulator]) -> list[Ks
     """Stack the slices of a volume; slices with different sampling patterns go to separate buffers."""
     counters = dict(zip(VOLUME_COUNTERS, key))
     groups: dict[bytes, list[int]] = {}
+    empty = [s for s in sorted(slices) if slices[s].best_header is None]
     for s in sorted(slices):
-        groups.setdefault(slices[s].measured.tobytes(), []).append(s)
+        if s not in empty:
+            groups.setdefault(slices[s].measured.tobytes(), []).append(s)
+    if empty:
+        dropped = sum(len(slices[s].dropped) for s in empty)
+        message = (f"volume {counters}: slice(s) {empty} have no usable line ({dropped} line(s) with NaN/Inf samples "
+                   f"dropped)")
+        if not groups:
+            raise ValueError(message + "; nothing to reconstruct")
+        log.warning("%s; reconstructing the other slices", message)
     buffers = []
     for members in groups.values():
         accs = [slices[s] for s in members]
+        warnings = []
+        for s, a in zip(members, accs):
+            if a.dropped:
+                warnings.append(f"slice {s}: {len(a.dropped)} line(s) with NaN/Inf samples dropped (scan_counter "
+                                f"{', '.join(map(str, a.dropped[:5]))}{', ...' if len(a.dropped) > 5 else ''})")
+            if a.averaged_lines:
+                warnings.append(f"slice {s}: {len(a.averaged_lines)} repeated line(s) averaged")
         buffers.append(KspaceBuffer(
             kspace=np.stack([a.kspace for a in accs]), mask=accs[0].measured.copy(),
             calibration=np.logical_or.reduce([a.calibration for a in accs]),
             reference_headers=[_copy_header(a.best_header[1]) for a in accs], slices=list(members),
-            counters=counters, complete=all(a.complete for a in accs)))
+            counters=counters, complete=all(a.complete for a in accs), warnings=warnings))
     if len(buffers) > 1:
         log.info("volume %s: slices differ in sampling pattern, split into %d buffers", counters, len(buffers))
     return buffers

@@ -447,6 +447,9 @@ class DpmGadget:
                 errors.append(message)
                 return []
         result.info.update(model.choice)
+        if buffer.warnings:
+            result.info["input_warnings"] = "; ".join(buffer.warnings)
+            log.warning("%s: %s", where, result.info["input_warnings"])
         series = cfg.series_index
         if fallback_reason and cfg.fallback_series_index is not None:
             series = cfg.fallback_series_index

@@ -55,6 +55,7 @@ RECORDED_INFO_KEYS = {
     "sampler": "DPM_Sampler",
     "nfe_per_sample": "DPM_NFEPerSample",
     "num_samples": "DPM_NumSamples",
+    "input_warnings": "DPM_InputWarnings",             # what the assembly repaired (dropped / averaged lines)
 }
 
 
@@ -93,6 +94,8 @@ def parameters_text(parameters: dict[str, str]) -> str:
         sha = parameters.get("DPM_ModelSHA256")
         parts.append(f"model={parameters['DPM_Model']}" + (f" sha256 {sha[:8]}" if sha else "") +
                      (f" for {parameters['DPM_Contrast']}" if "DPM_Contrast" in parameters else ""))
+    if "DPM_InputWarnings" in parameters:
+        parts.append(f"input: {parameters['DPM_InputWarnings']}")
     return ", ".join(parts)
 
 

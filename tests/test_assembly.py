@@ -185,6 +185,40 @@ def test_header_validation():
     assert (info.num_lines, info.readout, info.encoded_readout, info.num_slices, info.ky_offset) == (H, W, 2 * W, 5, 0)
 
 
+def test_declared_sizes_are_checked_before_allocating():
+    """An absurd declared matrix is refused from the header, and a volume over the k-space budget before its buffer
+    is allocated — each naming what to check — instead of an allocation failure killing the process."""
+    with pytest.raises(ValueError, match=r"encodedSpace.matrixSize.y = 100000 is outside 1\.\.2048"):
+        assembly.encoding_info(make_header(num_lines=100000, readout=W, num_coils=C))
+    header = make_header(num_lines=2048, readout=2048, num_coils=C, num_slices=64)
+    with pytest.raises(ValueError, match=r"64 slice\(s\) x 32 coils x 2048 lines x 2048 samples needs 64\.0 GiB"):
+        assembly._SliceAccumulator(32, assembly.encoding_info(header))
+
+
+def test_repeated_lines_are_averaged_not_overwritten(scan):
+    """Two copies of one imaging line with different data (no noise scan, so no whitening): the buffer holds their
+    mean — computed here from the two single-copy streams — and says so."""
+    kos, _, _, mask = scan
+    raw = make_raw_acquisitions(kos[0], mask, num_acs=NUM_ACS)
+    line = next(a for a in raw.acquisitions if a.idx.slice == 0 and a.idx.kspace_encode_step_1 == 1)
+    second = copy.deepcopy(line)
+    second.data[:] = 3.0 * line.data + 1.0                    # a conflicting copy
+    first_only = next(iter(assembly.buffers_from_acquisitions(copy.deepcopy(raw.acquisitions), raw.header)))
+    replaced = [copy.deepcopy(second) if a.scan_counter == line.scan_counter else a
+                for a in copy.deepcopy(raw.acquisitions)]
+    second_only = next(iter(assembly.buffers_from_acquisitions(replaced, raw.header)))
+    stream = copy.deepcopy(raw.acquisitions)
+    at = next(i for i, a in enumerate(stream) if a.scan_counter == line.scan_counter)
+    stream.insert(at + 1, copy.deepcopy(second))
+    both = next(iter(assembly.buffers_from_acquisitions(stream, raw.header)))
+    ky = 1 + H // 2 - int(raw.header.encoding[0].encodingLimits.kspace_encoding_step_1.center)
+    expected = (first_only.kspace[0, :, ky] + second_only.kspace[0, :, ky]) / 2
+    np.testing.assert_allclose(both.kspace[0, :, ky], expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+    assert not np.allclose(both.kspace[0, :, ky], second_only.kspace[0, :, ky])       # not last-copy-wins
+    np.testing.assert_array_equal(both.kspace[1:], first_only.kspace[1:])
+    assert both.warnings == ["slice 0: 1 repeated line(s) averaged"]
+
+
 @pytest.mark.skipif(shutil.which("ismrmrd_generate_cartesian_shepp_logan") is None,
                     reason="Debian ismrmrd-tools not installed")
 def test_ismrmrd_tools_dataset_converts_and_assembles(tmp_path):

@@ -136,7 +136,10 @@ def test_dpm_failure_delivers_sense_fallback_and_error(small_scan, properties, i
         np.testing.assert_allclose(image.data[0, 0], expected[s], rtol=0, atol=1e-4 * np.abs(expected[s]).max())
 
 
-def test_nan_samples_error_names_the_slice(small_scan):
+def test_a_corrupt_line_is_dropped_not_its_volume(small_scan):
+    """A readout with a NaN sample costs that line only: both slices come back, slice 1 reconstructed without the line
+    (its image equals SENSE of the k-space with that line unmeasured), and its image comment and DPM_InputWarnings
+    say what was dropped; no ERROR, since nothing is missing."""
     kos, noise, mask = small_scan
     raw = make_raw_acquisitions(kos, mask, num_acs=16, noise=noise)
     acqs = copy.deepcopy(raw.acquisitions)
@@ -145,8 +148,21 @@ def test_nan_samples_error_names_the_slice(small_scan):
     result = GadgetronSide(target="dpm_recon_acquisitions", timeout=TIMEOUT).run(
         raw.header_xml, acqs, config=config_xml({"method": "sense", "trigger": "slice"}))
     _check_clean_end(result)
-    assert len(result.errors) == 1 and "NaN" in result.errors[0] and "slices [1]" in result.errors[0]
-    assert [i.slice for i in result.images] == [0]          # the clean slice is still delivered
+    assert result.errors == [] and sorted(i.slice for i in result.images) == [0, 1]
+    image = next(i for i in result.images if i.slice == 1)
+    warning = image.meta["DPM_InputWarnings"]
+    assert "slice 1: 1 line(s) with NaN/Inf samples dropped" in warning and str(bad.scan_counter) in warning
+    assert "NaN/Inf samples dropped" in image.meta["ImageComment"]
+    assert "DPM_InputWarnings" not in next(i for i in result.images if i.slice == 0).meta
+    # Reference: the same slice with that line never acquired.
+    without = [a for a in copy.deepcopy(raw.acquisitions) if a.scan_counter != bad.scan_counter]
+    buffer = next(b for b in assembly.buffers_from_acquisitions(without, raw.header, trigger="slice")
+                  if b.slices == [1])
+    assert not buffer.mask[bad.idx.kspace_encode_step_1 + H // 2 - int(
+        raw.header.encoding[0].encodingLimits.kspace_encoding_step_1.center)]
+    from dpm_core.reconstruct import Reconstructor
+    expected = Reconstructor(method="sense").reconstruct(buffer.kspace, buffer.mask).images[0]
+    np.testing.assert_allclose(image.data[0, 0], expected, rtol=0, atol=1e-4 * np.abs(expected).max())
 
 
 def test_non_cartesian_header_is_refused(small_scan):
