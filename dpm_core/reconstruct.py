@@ -75,9 +75,17 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     """'auto'/None -> cuda when available, else cpu; anything else as given."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"device {device!r} is not a device name ({exc}); use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device} requested but CUDA is not available here; use device='auto' or 'cpu'")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device} requested but this machine has {torch.cuda.device_count()} CUDA "
+                         f"device(s) (cuda:0..cuda:{torch.cuda.device_count() - 1}); use device='auto' or one of them")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {device} is not supported; use auto, cpu, cuda or cuda:N")
     return device
 
 

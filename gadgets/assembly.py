@@ -54,7 +54,8 @@ class EncodingInfo:
     """What the assembly needs from the ISMRMRD header (encoding 0).
 
     num_lines: H (encoded ky lines); ky_offset: H // 2 - encodingLimits ky centre (added to idx.kspace_encode_step_1);
-    readout: W (recon matrix x); encoded_readout: oversampled x; num_slices: slices per volume (encoding limits);
+    readout: W (recon matrix x); encoded_readout: oversampled x; num_slices: slices per volume (encoding limits; 0
+    when the header does not declare them: volumes then end at LAST_IN_REPETITION / LAST_IN_MEASUREMENT);
     noise_bandwidth: relativeReceiverNoiseBandwidth (informational).
     """
     num_lines: int
@@ -92,7 +93,7 @@ def encoding_info(header) -> EncodingInfo:
                              f"(check the encoding section of the protocol)")
     limits = enc.encodingLimits
     centre = limits.kspace_encoding_step_1.center if limits and limits.kspace_encoding_step_1 else H // 2
-    num_slices = limits.slice.maximum + 1 if limits and limits.slice else 1
+    num_slices = limits.slice.maximum + 1 if limits and limits.slice else 0      # 0: not declared
     pi = enc.parallelImaging
     mode = getattr(pi.calibrationMode, "value", None) if pi is not None and pi.calibrationMode is not None else None
     accel = pi.accelerationFactor.kspace_encoding_step_1 if pi is not None else 1
@@ -403,7 +404,7 @@ def accumulate(acquisitions: Iterable, header, trigger: str = "volume") -> Itera
                 yield from _volume_buffers(key, done)
                 continue
         volume_done = (_flag(flags, ismrmrd.ACQ_LAST_IN_REPETITION) or _flag(flags, ismrmrd.ACQ_LAST_IN_MEASUREMENT)
-                       or (len(slices) >= info.num_slices and all(a.complete for a in slices.values())))
+                       or (0 < info.num_slices <= len(slices) and all(a.complete for a in slices.values())))
         if volume_done and key in open_volumes:
             incomplete = [i for i, a in slices.items() if not a.complete]
             if incomplete and not _flag(flags, ismrmrd.ACQ_LAST_IN_MEASUREMENT):
@@ -481,9 +482,9 @@ def group_volumes(buffers: Iterable[KspaceBuffer], num_slices: int) -> Iterator[
     """Merge consecutive buffers of one volume (Gadgetron's BucketToBuffer with ``split_slices`` sends one ReconData
     per slice) so the Reconstructor batches the slices of a volume.
 
-    A volume is complete when ``num_slices`` distinct slices with the same counters and sampling mask have arrived; a
-    buffer with other counters or another mask, or the end of the stream, flushes what is pending (so a volume is
-    never held back). Slices come out in slice order.
+    A volume is complete when ``num_slices`` (> 0) distinct slices with the same counters and sampling mask have
+    arrived; a buffer with other counters or another mask, or the end of the stream, flushes what is pending (so a
+    volume is never held back). Slices come out in slice order.
     """
     pending: list[KspaceBuffer] = []
 
@@ -495,7 +496,8 @@ def group_volumes(buffers: Iterable[KspaceBuffer], num_slices: int) -> Iterator[
         yield KspaceBuffer(kspace=np.stack([r[1] for r in rows]), mask=pending[0].mask.copy(),
                            calibration=np.logical_or.reduce([b.calibration for b in pending]),
                            reference_headers=[r[2] for r in rows], slices=[r[0] for r in rows],
-                           counters=dict(pending[0].counters), complete=all(b.complete for b in pending))
+                           counters=dict(pending[0].counters), complete=all(b.complete for b in pending),
+                           warnings=[w for b in pending for w in b.warnings])
         pending.clear()
 
     for buffer in buffers:
@@ -503,7 +505,7 @@ def group_volumes(buffers: Iterable[KspaceBuffer], num_slices: int) -> Iterator[
                         or set(buffer.slices) & {s for b in pending for s in b.slices}):
             yield from flush()
         pending.append(buffer)
-        if len({s for b in pending for s in b.slices}) >= num_slices:
+        if 0 < num_slices <= len({s for b in pending for s in b.slices}):
             yield from flush()
     yield from flush()
 

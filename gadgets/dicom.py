@@ -178,12 +178,8 @@ def _parse_header(header):
     if isinstance(header, bytes):
         header = header.decode("utf-8")
     if isinstance(header, str):
-        import ismrmrd.xsd
-        try:
-            return ismrmrd.xsd.CreateFromDocument(header)
-        except Exception as exc:  # noqa: BLE001 - xsdata raises several parser types
-            raise ValueError(f"the ISMRMRD XML header could not be parsed ({exc}); pass the header exactly as "
-                             f"stored in the raw file") from exc
+        from .mrd_io import parse_header
+        return parse_header(header)
     return header
 
 

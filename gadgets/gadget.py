@@ -94,6 +94,13 @@ def _sampler(text: str) -> str:
     return text
 
 
+def _device(text: str) -> str:
+    """auto, cpu, cuda or cuda:N, checked against this machine at start: a missing GPU is refused, not a fallback."""
+    from dpm_core.reconstruct import resolve_device
+    resolve_device(text.strip())
+    return text.strip()
+
+
 def _zeta(text: str):
     """ζ: a positive number, "auto" (chosen per scan from the data), or empty/none/default (the model card's table)."""
     word = text.strip().lower()
@@ -176,7 +183,7 @@ _PARSERS: dict[str, Callable] = {
     "steps": _optional(_positive_int),
     "zeta": _zeta,
     "seed": int,
-    "device": str,
+    "device": _device,
     "num_samples": _positive_int,
     "coil_method": _choice("fast", "sigpy"),
     "num_maps": _num_maps,
@@ -401,7 +408,6 @@ class DpmGadget:
 
         ``model``: the stream's :class:`StreamModel` (default: :meth:`stream_model` of ``header``)."""
         from dpm_core.reconstruct import ReconstructionError
-        import torch
 
         cfg = self.config
         model = self.stream_model(header) if model is None else model
@@ -429,7 +435,7 @@ class DpmGadget:
             log.error(message)
             errors.append(message)
             return []
-        except (ReconstructionError, torch.cuda.OutOfMemoryError) as exc:
+        except Exception as exc:      # ReconstructionError, out of memory, or anything unforeseen: fallback + ERROR
             if cfg.method != "dpm" or not cfg.fallback:
                 message = f"{where}: {cfg.method} reconstruction failed: {type(exc).__name__}: {exc}"
                 log.error(message)
@@ -441,7 +447,7 @@ class DpmGadget:
             log.error("%s: DPM failed (%s); reconstructing with SENSE", where, fallback_reason)
             try:
                 result = reconstructor.reconstruct(buffer.kspace, buffer.mask, method="sense")
-            except (ValueError, RuntimeError) as exc2:
+            except Exception as exc2:
                 message = f"{where}: SENSE fallback failed too: {type(exc2).__name__}: {exc2}"
                 log.error(message)
                 errors.append(message)
@@ -485,6 +491,12 @@ class DpmGadget:
         except ValueError as exc:
             message = f"input stream rejected after {volumes} volume(s): {exc}"
             log.error(message)
+            errors.append(message)
+        except OSError:                # the connection itself failed: nobody is left to tell
+            raise
+        except Exception as exc:      # e.g. MemoryError while assembling: the stream ends with ERROR, not a crash
+            message = f"input stream aborted after {volumes} volume(s): {type(exc).__name__}: {exc}"
+            log.exception(message)
             errors.append(message)
         return volumes
 

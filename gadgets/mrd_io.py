@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import re
 from collections.abc import Iterable, Sequence
 
 import h5py
@@ -31,12 +32,74 @@ import ismrmrd.xsd as xsd
 import numpy as np
 from xsdata.models.datatype import XmlDate, XmlTime
 
-__all__ = ["MrdRaw", "GeometrySpec", "make_header", "make_raw_acquisitions", "write_mrd_raw", "read_mrd_raw",
+__all__ = ["parse_header", "MrdRaw", "GeometrySpec", "make_header", "make_raw_acquisitions", "write_mrd_raw",
+           "read_mrd_raw",
            "convert_ismrmrd_tools_file", "rotation_directions"]
 
 log = logging.getLogger(__name__)
 
 TICK_MS = 2.5            # Siemens-style acquisition_time_stamp unit
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The header parser (the one place an ISMRMRD XML header is parsed)
+
+_MISSING_FIELD = re.compile(r"(\w+)\.__init__\(\) missing \d+ required keyword-only argument[s]?: '(\w+)'")
+
+
+def parse_header(document: str | bytes) -> xsd.ismrmrdHeader:
+    """ISMRMRD XML header -> ``ismrmrd.xsd.ismrmrdHeader``, tolerant where C++ Gadgetron is.
+
+    The ismrmrd package's own parser refuses what Gadgetron passes through; here: unknown elements and attributes are
+    ignored (warning naming them), a missing ``<encodingLimits>`` becomes an empty one (every limit then comes from
+    the matrix sizes, warning), trailing NULs (MRD streaming strings) are stripped. Raises ValueError naming the
+    problem for XML that is not well-formed and for a missing required element other than those.
+    """
+    from xml.etree import ElementTree as ET
+    from xsdata.formats.dataclass.parsers import XmlParser
+    from xsdata.formats.dataclass.parsers.config import ParserConfig
+
+    if isinstance(document, bytes):
+        document = document.split(b"\0", 1)[0].decode("utf-8", errors="replace")
+    document = document.split("\0", 1)[0]
+    try:
+        root = ET.fromstring(document)
+    except ET.ParseError as exc:
+        raise ValueError(f"the ISMRMRD header is not well-formed XML ({exc}); send the header as the scanner wrote "
+                         f"it") from None
+    namespace = root.tag[1:].split("}")[0] if root.tag.startswith("{") else ""
+    prefix = f"{{{namespace}}}" if namespace else ""
+    repaired = False
+    for encoding in root.findall(f"{prefix}encoding"):
+        if encoding.find(f"{prefix}encodingLimits") is None:
+            encoding.append(ET.Element(f"{prefix}encodingLimits"))
+            repaired = True
+    if repaired:
+        log.warning("ISMRMRD header: <encoding> without <encodingLimits>; using an empty one (line and slice ranges "
+                    "from the matrix sizes)")
+        if namespace:
+            ET.register_namespace("", namespace)
+        document = ET.tostring(root, encoding="unicode")
+    def unreadable(exc: Exception) -> ValueError:
+        missing = _MISSING_FIELD.search(str(exc))
+        if missing:
+            return ValueError(f"the ISMRMRD header lacks the required element <{missing.group(2)}> (in "
+                              f"{missing.group(1).removesuffix('Type')}); add it to the header")
+        return ValueError(f"the ISMRMRD header could not be read: {type(exc).__name__}: {exc}")
+
+    try:
+        return XmlParser(config=ParserConfig(fail_on_unknown_properties=True)).from_string(document, xsd.ismrmrdHeader)
+    except TypeError as exc:
+        raise unreadable(exc) from None
+    except Exception as strict_error:     # noqa: BLE001 - xsdata raises several types for unknown content
+        try:
+            header = XmlParser(config=ParserConfig(fail_on_unknown_properties=False,
+                                                   fail_on_unknown_attributes=False)).from_string(document,
+                                                                                                  xsd.ismrmrdHeader)
+        except Exception as exc:          # noqa: BLE001
+            raise unreadable(exc) from None
+        log.warning("ISMRMRD header: ignored content the ISMRMRD schema does not define (%s)", strict_error)
+        return header
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -55,8 +118,8 @@ class MrdRaw:
 
     @property
     def header(self) -> xsd.ismrmrdHeader:
-        """The parsed header (xsdata ``ismrmrdHeader``)."""
-        return xsd.CreateFromDocument(self.header_xml)
+        """The parsed header (xsdata ``ismrmrdHeader``, :func:`parse_header`)."""
+        return parse_header(self.header_xml)
 
 
 @dataclasses.dataclass

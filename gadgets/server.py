@@ -60,6 +60,7 @@ import ismrmrd
 from gadgetron.external import Connection
 
 from . import assembly
+from .mrd_io import parse_header
 from .gadget import (ACCEPTED_PROPERTIES, DpmGadget, GadgetConfig, error_frame, parse_config, send_error,
                      text_frame)
 
@@ -235,9 +236,9 @@ class ServerConnection(Connection):
             raise ProtocolError(f"expected HEADER (id 3) after the configuration; got message id {mid}")
         header_bytes = self._read_string("HEADER")
         try:
-            return ismrmrd.xsd.CreateFromDocument(header_bytes), header_bytes
-        except Exception as exc:        # the xsdata parser raises several unrelated types; all mean the same here
-            raise ProtocolError(f"HEADER is not a valid ISMRMRD XML header: {type(exc).__name__}: {exc}") from exc
+            return parse_header(header_bytes), header_bytes
+        except ValueError as exc:
+            raise ProtocolError(f"HEADER is not a usable ISMRMRD XML header: {exc}") from exc
 
 
 def element_properties(config) -> dict:

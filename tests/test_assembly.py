@@ -185,6 +185,30 @@ def test_header_validation():
     assert (info.num_lines, info.readout, info.encoded_readout, info.num_slices, info.ky_offset) == (H, W, 2 * W, 5, 0)
 
 
+def test_header_parsing_is_tolerant_where_gadgetron_is(scan, caplog):
+    """parse_header (every transport's parser): unknown elements are ignored, a missing <encodingLimits> becomes an
+    empty one and the scan still assembles (what the ismrmrd package's parser refuses with a TypeError), trailing
+    NULs are stripped; XML that is not well-formed and a missing <encodedSpace> are ValueErrors naming the problem."""
+    import re
+    from gadgets.mrd_io import MrdRaw, parse_header
+    kos, _, _, mask = scan
+    raw = make_raw_acquisitions(kos[0], mask, num_acs=NUM_ACS)
+    vendor = raw.header_xml.replace("<encoding>", "<encoding><vendorTweak>7</vendorTweak>", 1)
+    assert parse_header(vendor.encode() + b"\0").encoding[0].encodedSpace.matrixSize.y == H
+    without_limits = re.sub(r"<encodingLimits>.*?</encodingLimits>", "", raw.header_xml, flags=re.S)
+    assert "encodingLimits" not in without_limits
+    buffers = list(assembly.buffers_from_acquisitions(copy.deepcopy(raw.acquisitions),
+                                                      MrdRaw(without_limits, []).header))
+    reference = list(assembly.buffers_from_acquisitions(copy.deepcopy(raw.acquisitions), raw.header))
+    assert len(buffers) == 1 and buffers[0].slices == reference[0].slices
+    np.testing.assert_array_equal(buffers[0].kspace, reference[0].kspace)
+    assert "without <encodingLimits>" in caplog.text
+    with pytest.raises(ValueError, match="not well-formed XML"):
+        parse_header(raw.header_xml[:-40])
+    with pytest.raises(ValueError, match="lacks the required element <encodedSpace>"):
+        parse_header(re.sub(r"<encodedSpace>.*?</encodedSpace>", "", raw.header_xml, flags=re.S))
+
+
 def test_declared_sizes_are_checked_before_allocating():
     """An absurd declared matrix is refused from the header, and a volume over the k-space budget before its buffer
     is allocated — each naming what to check — instead of an allocation failure killing the process."""
@@ -347,7 +371,8 @@ def test_parse_config():
         parse_config({"steps": "-3"})
     with pytest.raises(ValueError, match="'method'"):
         parse_config({"method": "grappa"})
-    for name, value in (("sampler", "nonsense"), ("zeta", "nan"), ("zeta", "-5"), ("zeta", "inf")):
+    for name, value in (("sampler", "nonsense"), ("zeta", "nan"), ("zeta", "-5"), ("zeta", "inf"),
+                        ("device", f"cuda:{torch.cuda.device_count() + 7}"), ("device", "gpu")):
         with pytest.raises(ValueError, match=f"'{name}' = '{value}' is invalid"):   # refused at start, no fallback
             parse_config({name: value})
     assert parse_config({"sampler": "dds_lora", "model_dirs": "/a, /b"}).model_dirs == ("/a", "/b")

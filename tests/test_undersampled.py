@@ -1,5 +1,6 @@
-"""Fine-tuning from accelerated scans alone (training.undersampled): the objective is unbiased on an exact Gaussian prior,
-the held-out-line score needs no reference, and ``dpm-finetune --undersampled`` runs end to end on accelerated files.
+"""Fine-tuning from accelerated scans alone (training.undersampled): the objective is unbiased on an exact Gaussian
+prior, the held-out-line score needs no reference, and ``dpm-finetune --undersampled`` runs end to end on accelerated
+files.
 
 The unbiasedness proof: prior x ~ CN(0, Σ), Σ = Fᴴ diag(p) F; scans y_i = M_i F S x_i + n with a different random
 mask M_i per scan. For a linear denoiser D_g(x) = Fᴴ diag(g) F x at a fixed σ per real channel, the fully sampled

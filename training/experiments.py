@@ -46,7 +46,8 @@ from .preprocess import CachedSlices, build_cache, find_volumes, select_volumes
 from .pretrain import describe_corpus, estimate_sigma_data
 from .training_loop import MODEL_STEM, training_loop
 
-__all__ = ["EXPERIMENTS", "EXTRA_EXPERIMENTS", "CONFIG_DIR", "load_config", "ResultStore", "Experiment", "run_experiments", "main"]
+__all__ = ["EXPERIMENTS", "EXTRA_EXPERIMENTS", "CONFIG_DIR", "load_config", "ResultStore", "Experiment",
+           "run_experiments", "main"]
 
 EXPERIMENTS = ("finetune-sweep", "methods", "zeta")      # "all": the paper's three figures
 EXTRA_EXPERIMENTS = ("undersampled",)                     # fine-tuning from accelerated scans (not in "all")
@@ -823,7 +824,8 @@ def _write_undersampled_md(path: Path, rows: list[dict], best: dict, summary: di
     lines = [f"# Fine-tuning from accelerated scans alone ({exp.config['name']})", "",
              f"NRMSE / SSIM at nominal R = {R:g} (effective {rows[0]['R_eff']:g}), mean ± SE over "
              f"{rows[0]['n_slices']} fixed slices of held-out validation subjects, at each arm's best ζ; "
-             f"Δ = per-slice NRMSE difference, mean ± paired SE. {summary['steps']} optimizer steps per fine-tuned arm.",
+             f"Δ = per-slice NRMSE difference, mean ± paired SE. {summary['steps']} optimizer steps per fine-tuned "
+             f"arm.",
              "", "| arm | best ζ | NRMSE | SSIM | Δ vs none | Δ vs full |", "|---|---|---|---|---|---|"]
     for arm in ("none", "full", "em"):
         r = best[arm]

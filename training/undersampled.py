@@ -1,4 +1,4 @@
-"""``dpm-finetune --undersampled``: fine-tune the prior from a site's accelerated scans alone, by expectation-maximization.
+"""``dpm-finetune --undersampled``: fine-tune the prior from a site's accelerated scans alone, by EM.
 
 A site rarely owns fully sampled FLAIR, but every exam leaves accelerated multi-coil k-space behind. Fisher's identity,
     ∇θ log pθ(y) = E_{x ~ pθ(x | y)} [∇θ log pθ(x)],
