@@ -112,13 +112,17 @@ class Reconstructor:
         l1_lamda, l1_iters: L1-wavelet: λ (None: per scan, :data:`dpm_core.baselines.L1_LAMDA_PER_NOISE` times the
             measured noise level) and the FISTA iteration limit.
         coil_options: extra keyword arguments for the coil-map estimator.
+        output_guard: check every DPM result before returning it (:mod:`dpm_core.guard`: data residual against the
+            measured noise, the model denoising its own output) and raise ReconstructionError when it fails, so the
+            caller sends the SENSE fallback. Off only where models are evaluated while they train (validation, the
+            E-step of EM fine-tuning), not in the scanner's path.
     """
 
     def __init__(self, method: str = "dpm", model=None, sampler: str = "fast", sampler_options: dict | None = None,
                  num_samples: int = 1, zeta: float | None = None, seed: int = 0, device="auto",
                  coil_method: str = "fast", num_maps: int | str = "auto", cg_iters: int = 100, cg_tol: float = 1e-4,
                  l2_weight: float = 1e-3, l1_lamda: float | None = None, l1_iters: int = 200,
-                 coil_options: dict | None = None):
+                 coil_options: dict | None = None, output_guard: bool = True):
         if method not in METHODS:
             raise ValueError(f"method {method!r} is unknown; choose one of {METHODS}")
         if num_maps not in (1, 2, "auto"):
@@ -143,6 +147,7 @@ class Reconstructor:
         self.l1_lamda = l1_lamda
         self.l1_iters = l1_iters
         self.coil_options = dict(coil_options or {})
+        self.output_guard = bool(output_guard)
         self._denoiser = None
         if method == "dpm":
             from .samplers import get_sampler
@@ -293,13 +298,21 @@ class Reconstructor:
         # so must the DPM, whose prior would otherwise paint unconstrained anatomy into the background.
         support = (maps_t.abs().sum(dim=2) > 0)                      # [S, M, H, W]
         mean = mean * support
+        guard = {}
+        if self.output_guard:
+            from .guard import check_output
+            problems, guard = check_output(denoiser, mean, kn, op, noise_std,
+                                           float(getattr(denoiser, "sigma_data", 0.5)), slice_ids)
+            if problems:
+                raise ReconstructionError("the DPM output failed its check: " + "; ".join(problems))
         images = combine_map_images(mean)
         std_img = None
         if self.num_samples > 1:
             std_img = torch.sqrt(((std.float() * support) ** 2).sum(dim=1))     # map sets add in quadrature
         info = {"sampler": self.sampler, "num_samples": self.num_samples, "zeta_rule": zeta_rule,
                 "noise_std": torch.as_tensor(noise_std).cpu().tolist(), **zeta_info,
-                "model": getattr(denoiser, "name", None) or card.get("name"), "model_sha256": card.get("sha256")}
+                "model": getattr(denoiser, "name", None) or card.get("name"), "model_sha256": card.get("sha256"),
+                **({"output_guard": guard} if guard else {})}
         if zeta is not None:
             z = torch.as_tensor(zeta).cpu()
             info["zeta"] = float(z) if z.numel() == 1 else z.tolist()

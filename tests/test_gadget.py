@@ -136,6 +136,34 @@ def test_dpm_failure_delivers_sense_fallback_and_error(small_scan, properties, i
         np.testing.assert_allclose(image.data[0, 0], expected[s], rtol=0, atol=1e-4 * np.abs(expected[s]).max())
 
 
+def test_a_damaged_model_gives_the_flagged_sense_fallback_and_says_why(small_scan, tmp_path):
+    """The output guard through the gadget's code path: the shipped FLAIR weights damaged and saved with a freshly
+    hashed card reconstruct nothing labelled DPM; the SENSE fallback comes out flagged, and the ERROR says that the
+    model failed its denoising check. The intact model on the same scan passes (DPM images, no error)."""
+    from dpm_core.checkpoints import DEFAULT_MODEL_PATH
+    from gadgets.gadget import DpmGadget, parse_config
+    from tests.test_reconstruct import _damaged_copy
+    kos, noise, mask = small_scan
+    raw = make_raw_acquisitions(kos, mask, num_acs=16, noise=noise)
+    damaged = _damaged_copy(DEFAULT_MODEL_PATH, tmp_path)
+    outcome = {}
+    for name, model in (("intact", str(DEFAULT_MODEL_PATH)), ("damaged", str(damaged))):
+        sent, errors = [], []
+        buffers = assembly.buffers_from_acquisitions(copy.deepcopy(raw.acquisitions), raw.header)
+        DpmGadget(parse_config({"model": model, "steps": "20"})).reconstruct_stream(buffers, raw.header, sent.append,
+                                                                                   errors)
+        outcome[name] = (sent, errors)
+    sent, errors = outcome["intact"]
+    assert errors == [] and len(sent) == S
+    assert all("SENSE_FALLBACK" not in ismrmrd.Meta.deserialize(i.attribute_string)["ImageComment"] for i in sent)
+    sent, errors = outcome["damaged"]
+    assert len(errors) == 1 and "worse than a Gaussian low-pass" in errors[0] and "SENSE fallback" in errors[0]
+    assert len(sent) == S
+    for image in sent:
+        meta = ismrmrd.Meta.deserialize(image.attribute_string)
+        assert "SENSE_FALLBACK" in meta["ImageComment"] and "DPM_FAILED" in meta["GADGETRON_ImageProcessingHistory"]
+
+
 def test_a_corrupt_line_is_dropped_not_its_volume(small_scan):
     """A readout with a NaN sample costs that line only: both slices come back, slice 1 reconstructed without the line
     (its image equals SENSE of the k-space with that line unmeasured), and its image comment and DPM_InputWarnings

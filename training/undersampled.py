@@ -197,7 +197,7 @@ def heldout_line_error(denoiser, scans: Sequence[AcceleratedScan], *, fraction: 
     """
     from dpm_core.reconstruct import Reconstructor
     recon = Reconstructor(method="dpm", model=denoiser, sampler=sampler, sampler_options=sampler_options, zeta=zeta,
-                          seed=seed, device=device, coil_method=coil_method, num_maps=1)
+                          seed=seed, device=device, coil_method=coil_method, num_maps=1, output_guard=False)
     ids, errors, rates = [], [], []
     for scan in scans:
         fit, held = holdout_split(scan.mask, fraction, stable_seed(seed, "holdout", scan.source))
@@ -243,7 +243,7 @@ def posterior_targets(denoiser, scans: Sequence[AcceleratedScan], out_dir: str |
     out_dir.mkdir(parents=True, exist_ok=True)
     options = {"steps": int(steps), **(sampler_options or {})}
     recon = Reconstructor(method="dpm", model=denoiser, sampler=sampler, sampler_options=options, zeta=zeta,
-                          seed=seed, device=device, coil_method=coil_method, num_maps=1)
+                          seed=seed, device=device, coil_method=coil_method, num_maps=1, output_guard=False)
     entries, first, t0 = [], 0, time.time()
     iterator = scans
     if progress:
