@@ -498,6 +498,11 @@ class DpmGadget:
             message = f"input stream aborted after {volumes} volume(s): {type(exc).__name__}: {exc}"
             log.exception(message)
             errors.append(message)
+        if volumes == 0 and not errors:
+            message = ("no imaging k-space in the stream (nothing, or only noise-scan readouts, arrived): check that "
+                       "the stream delivers the measurement's data to this gadget")
+            log.error(message)
+            errors.append(message)
         return volumes
 
     def run(self, connection, input_kind: str) -> tuple[int, list[str]]:
@@ -523,9 +528,6 @@ class DpmGadget:
         leftover = _drain(items)
         if leftover:
             log.warning("discarded %d input item(s) after the stream was rejected", leftover)
-        if volumes == 0 and not errors:
-            errors.append(f"no k-space received ({'ReconData' if input_kind == 'recon_data' else 'Acquisition'} "
-                          "input): check that the stream delivers data to this gadget")
         log.info("stream done: %d volume(s) in %.2f s, %d error(s)", volumes, time.perf_counter() - start,
                  len(errors))
         if errors:

@@ -224,7 +224,7 @@ def test_empty_stream_is_an_error(small_scan, target):
     result = GadgetronSide(target=target, timeout=TIMEOUT).run(raw.header_xml, [], config=config_xml(
         {"method": "sense"}))
     _check_clean_end(result)
-    assert result.images == [] and len(result.errors) == 1 and "no k-space received" in result.errors[0]
+    assert result.images == [] and len(result.errors) == 1 and "no imaging k-space in the stream" in result.errors[0]
 
 
 def test_bad_configuration_is_refused(small_scan):

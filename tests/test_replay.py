@@ -164,6 +164,21 @@ def test_replay_refuses_client_mode_without_a_port(inputs, tmp_path):
         replay.replay(str(inputs["flair"]), str(tmp_path), mode="local", config_name="dpm_recon")
 
 
+@pytest.mark.parametrize("keep", ["noise scan only", "nothing"])
+def test_local_replay_of_a_stream_without_imaging_data_names_the_reason(tmp_path, keep):
+    """A measurement whose file holds only its noise scan (or no acquisition at all): local replay ends with an error
+    that says so, not with a blank reason."""
+    from gadgets.mrd_io import MrdRaw
+    from tests.harness import correlated_noise, oversampled_phantom
+    kos, _ = oversampled_phantom(32, 32, 4, 1, seed=1)
+    noise, _ = correlated_noise(4, 256, 1e-3, seed=2)
+    raw = make_raw_acquisitions(kos, np.arange(32) % 2 == 0, num_acs=8, noise=noise)
+    acquisitions = [a for a in raw.acquisitions if a.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)]
+    write_mrd_raw(str(tmp_path / "in.h5"), MrdRaw(raw.header_xml, acquisitions if keep != "nothing" else []))
+    with pytest.raises(RuntimeError, match="no imaging k-space in the stream"):
+        replay.replay(str(tmp_path / "in.h5"), str(tmp_path / "out"), mode="local", config={"method": "sense"})
+
+
 def test_client_mode_names_an_unreachable_server(inputs, tmp_path):
     import socket
 

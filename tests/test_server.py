@@ -317,7 +317,7 @@ def test_text_message_after_the_header_is_read(server, scan):
     text = b'{"parameters": {"config": "dpm_recon"}}'
     result = server.client(header_xml, [struct.pack("<HI", 5, len(text)) + text], config=CONFIG)
     assert result.closed and result.images == []
-    assert len(result.errors) == 1 and "no k-space received" in result.errors[0]
+    assert len(result.errors) == 1 and "no imaging k-space in the stream" in result.errors[0]
     server.wait_for_log(re.escape('TEXT from the client: {"parameters"'), timeout=10)   # log lines lag
 
 
@@ -333,9 +333,9 @@ def test_null_terminated_strings_of_the_mrd_streaming_format_are_accepted(server
     # Errors to such a client go as TEXT "ERROR: ..." (its protocol has no ERROR message), to Gadgetron as ERROR.
     empty = server.client(header_xml, [], config=CONFIG, null_terminated=True)
     assert empty.closed and empty.errors == [] and empty.images == []
-    assert any(t.startswith("ERROR: ") and "no k-space received" in t for t in empty.texts), empty.texts
+    assert any(t.startswith("ERROR: ") and "no imaging k-space in the stream" in t for t in empty.texts), empty.texts
     bare = server.client(header_xml, [], config=CONFIG)
-    assert len(bare.errors) == 1 and "no k-space received" in bare.errors[0] and bare.texts == []
+    assert len(bare.errors) == 1 and "no imaging k-space in the stream" in bare.errors[0] and bare.texts == []
 
 
 def test_json_parameters_in_text_choose_the_configuration_and_set_properties(server, scan):
