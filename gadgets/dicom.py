@@ -719,13 +719,15 @@ def _series_datasets(base_ds: Dataset, hdr, meas, entries, series_number: int, s
 def write_dicom_series(datasets: Sequence[Dataset], out_dir: str | os.PathLike) -> list[Path]:
     """Write datasets as ``out_dir/series_<SeriesNumber:03d>/image_<InstanceNumber:04d>.dcm`` (Part-10 files).
 
-    Series of the same number but different SeriesInstanceUID get a ``_<k>`` folder suffix; nothing is
-    overwritten silently (an existing file name raises ``FileExistsError``).
+    Series of the same number but different SeriesInstanceUID get a ``_<k>`` folder suffix, and images that repeat an
+    InstanceNumber within a series an ``image_<n>_<k>.dcm`` name (warning); nothing is overwritten silently (a file
+    left in the folder by an earlier export raises ``FileExistsError``).
     """
     out_dir = Path(out_dir)
     folder_of: dict[str, Path] = {}
     used_folders: set[Path] = set()
     paths: list[Path] = []
+    written: set[Path] = set()
     for ds in datasets:
         suid = str(ds.SeriesInstanceUID)
         if suid not in folder_of:
@@ -736,9 +738,16 @@ def write_dicom_series(datasets: Sequence[Dataset], out_dir: str | os.PathLike) 
             used_folders.add(folder)
             folder_of[suid] = folder
             folder.mkdir(parents=True, exist_ok=True)
-        path = folder_of[suid] / f"image_{int(ds.get('InstanceNumber') or 0):04d}.dcm"
-        if path.exists() or path in paths:
+        stem = f"image_{int(ds.get('InstanceNumber') or 0):04d}"
+        path, k = folder_of[suid] / f"{stem}.dcm", 1
+        while path in written:               # a repeated InstanceNumber in one series: keep every image
+            path, k = folder_of[suid] / f"{stem}_{k}.dcm", k + 1
+        if k > 1:
+            log.warning("series %s: InstanceNumber %s repeats; writing %s", ds.get("SeriesNumber"),
+                        ds.get("InstanceNumber"), path.name)
+        if path.exists():
             raise FileExistsError(f"{path} exists already; write each export into an empty folder")
+        written.add(path)
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths

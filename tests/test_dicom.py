@@ -332,6 +332,19 @@ def test_write_refuses_to_overwrite(tmp_path):
         write_dicom_series(ds, tmp_path)
 
 
+def test_a_repeated_instance_number_keeps_every_image(tmp_path):
+    """Datasets of one series that share an InstanceNumber (images_to_datasets never makes them, but a writer must not
+    lose data for them): every file is written (no FileExistsError, nothing overwritten), each with its pixels."""
+    import pydicom
+    datasets = images_to_datasets(HEADER, make_images(3, 7))
+    datasets[2].InstanceNumber = datasets[1].InstanceNumber
+    paths = write_dicom_series(datasets, tmp_path)
+    assert len(paths) == 3 and len(set(paths)) == 3 and all(p.is_file() for p in paths)
+    assert sorted(p.name for p in paths)[-1].endswith("_1.dcm")
+    pixels = [pydicom.dcmread(p).pixel_array for p in paths]
+    assert not np.array_equal(pixels[1], pixels[2])
+
+
 def test_marking_follows_the_gadget_meta(tmp_path):
     """Meta exactly as gadgets.images builds it: DPM, SENSE fallback, posterior std, and a non-DPM method."""
     from gadgets.images import image_meta
