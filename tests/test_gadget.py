@@ -76,6 +76,35 @@ def test_ismrmrd_tools_dataset_with_repetitions_acquisition_input(tmp_path):
         np.testing.assert_allclose(image.data[0, 0], expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
+def test_dpm_through_the_spawned_gadget_to_valid_dicom(tmp_path):
+    """The DPM itself through the spawned gadget (ReconData input, synthetic FLAIR, the shipped model chosen from the
+    header, 5 DDS steps): DPM images, not the fallback, with the pixels of the in-process Reconstructor at the same
+    settings (the transport adds nothing), recorded parameters in the meta, and DICOM that dciodvfy accepts."""
+    from gadgets.dicom import images_to_datasets, write_dicom_series
+    from training.synth import generate_subject
+    from tests.test_dicom import dciodvfy_errors
+
+    subject = generate_subject(11, contrast="AXFLAIR", matrix=64, coils=4, slices=2)
+    mask = np.zeros(64, dtype=bool)
+    mask[32 % 3::3] = True
+    raw = make_raw_acquisitions(subject.kspace.numpy(), mask, num_acs=16)
+    messages = bucket_to_buffer(copy.deepcopy(raw.acquisitions), raw.header)
+    result = GadgetronSide(target="dpm_recon", timeout=TIMEOUT).run(
+        raw.header_xml, messages, config=config_xml({"method": "dpm", "steps": "5"}))
+    _check_clean_end(result)
+    assert result.errors == [] and len(result.images) == 2, result.log[-3000:]
+    buffer = next(assembly.buffers_from_acquisitions(copy.deepcopy(raw.acquisitions), raw.header))
+    expected = Reconstructor(method="dpm", sampler_options={"steps": 5}, device="cpu").reconstruct(
+        buffer.kspace, buffer.mask, slice_ids=buffer.slices).images
+    for s, image in enumerate(result.images):
+        assert "SENSE_FALLBACK" not in image.meta["ImageComment"]
+        assert image.meta["DPM_Model"] == "flair_default" and image.meta["DPM_Sampler"] == "fast"
+        np.testing.assert_allclose(image.data[0, 0], expected[s], rtol=0, atol=1e-4 * np.abs(expected[s]).max())
+    if shutil.which("dciodvfy"):
+        for path in write_dicom_series(images_to_datasets(raw.header_xml, result.images), tmp_path / "dicom"):
+            assert dciodvfy_errors(path) == [], path
+
+
 def test_flair_volume_recon_data_input(tmp_path):
     """Main configuration: ReconData from the (emulated) BucketToBuffer, multi-slice synthetic FLAIR."""
     from training.synth import generate_subject

@@ -372,6 +372,20 @@ def test_a_default_configuration_replaces_unknown_names_and_says_so(scan):
         process.kill()
 
 
+def test_dpm_stream_through_the_server_equals_the_spawned_gadget(server, scan):
+    """The DPM itself (shipped model, 5 DDS steps) through the connect-mode server and through the spawned gadget:
+    the same images bit for bit (one pipeline behind both transports), DPM images and not the fallback."""
+    header_xml, acquisitions, _ = scan
+    config = {"method": "dpm", "steps": "5"}
+    served = server.client(header_xml, copy.deepcopy(acquisitions), config=config)
+    spawned = GadgetronSide(target="dpm_recon_acquisitions", timeout=TIMEOUT, env=ENV).run(
+        header_xml, copy.deepcopy(acquisitions), config=config_xml(config))
+    assert served.errors == [] and spawned.errors == [] and len(served.images) == S, server.log[-3000:]
+    assert all("SENSE_FALLBACK" not in i.meta["ImageComment"] and i.meta["DPM_Sampler"] == "fast"
+               for i in served.images)
+    assert_same_images(served.images, spawned.images, server.log)
+
+
 def test_sigterm_stops_the_server_cleanly(scan):
     """A server that has served a stream exits 0 on SIGTERM (within the wait's timeout) and its port is closed. Its
     own process, so that no other test depends on running before it."""
