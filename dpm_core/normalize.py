@@ -46,7 +46,8 @@ def normalization_scale(kspace: torch.Tensor, mask=None, num_acs: int | None = N
         rows = acs_slice(H, min(acs.stop - acs.start, DEFAULT_NUM_ACS))
         if rows.start < acs.start or rows.stop > acs.stop:       # ACS block not centred on H // 2: use it as is
             rows = acs
-    acs_only = torch.zeros_like(kspace)
+    # In double precision: float32 squares overflow from |k| ~ 1e19 on, and the scale is what brings data to O(1).
+    acs_only = torch.zeros_like(kspace, dtype=torch.complex128)
     acs_only[:, :, rows] = kspace[:, :, rows]
     low_res = rss(ifft2c(acs_only))                                          # [S, H, W]
     q = torch.quantile(low_res.flatten(1).float(), NORMALIZATION_PERCENTILE / 100.0, dim=1)
