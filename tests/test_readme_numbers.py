@@ -1,0 +1,72 @@
+"""Every measured number in README.md comes from a results file its section cites (issue 13: numbers with sources).
+
+A README section (``##`` / ``###``) cites its sources by path: ``benchmarks/results/<name>.md`` (or a glob such as
+``gadget*.md``) and ``docs/experiments/<run>/`` folders. Every decimal number of the section must appear in one of
+those files' .md/.json/.csv text, as the same value rounded to the README's number of decimals (also as a percentage
+of a fraction, and up to sign). Version numbers (Python 3.11, torch 2.13.0, ...) are not measurements and are skipped.
+"""
+from __future__ import annotations
+
+import re
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CITE = re.compile(r"((?:benchmarks/results|docs/experiments)/[\w./*-]*)")
+NUMBER = re.compile(r"(?<![\w.])(\d+\.\d+)(?![\w.])")
+VERSION_BEFORE = re.compile(r"(Python|torch|Debian|Gadgetron|ISMRMRD|BART|v|version|CUDA)\s*$", re.I)
+FILE_NUMBER = re.compile(r"-?\d+\.\d+(?:[eE]-?\d+)?|\d+")
+
+
+def sections() -> list[tuple[str, str]]:
+    text = (REPO / "README.md").read_text()
+    parts = re.split(r"\n(?=#{2,3} )", text)
+    return [(p.splitlines()[0].lstrip("# ").strip(), p) for p in parts]
+
+
+def cited_files(section: str) -> list[Path]:
+    files: list[Path] = []
+    for cite in CITE.findall(section):
+        cite = cite.rstrip(".")
+        path = REPO / cite
+        if path.is_dir():
+            files += sorted(path.iterdir())
+        elif "*" in cite:
+            files += sorted(REPO.glob(cite))
+        elif path.is_file():
+            files.append(path)
+    return [f for f in files if f.suffix in (".md", ".json", ".csv")]
+
+
+def file_values(files: list[Path]) -> set[Decimal]:
+    values = set()
+    for f in files:
+        for token in FILE_NUMBER.findall(f.read_text()):
+            try:
+                value = Decimal(token)
+            except ArithmeticError:
+                continue
+            values.add(abs(value))
+            values.add(abs(value) * 100)
+    return values
+
+
+def is_sourced(number: str, values: set[Decimal]) -> bool:
+    quantum = Decimal(1).scaleb(-len(number.split(".")[1]))
+    target = Decimal(number)
+    return any(v.quantize(quantum, rounding=ROUND_HALF_UP) == target for v in values if v < 10 ** 9)
+
+
+@pytest.mark.parametrize("title,section", sections(), ids=[t for t, _ in sections()])
+def test_every_readme_number_is_in_a_cited_results_file(title, section):
+    numbers = [m for m in NUMBER.finditer(section) if not VERSION_BEFORE.search(section[:m.start()][-12:])]
+    if not numbers:
+        return
+    files = cited_files(section)
+    assert files, f"section {title!r} states numbers but cites no results file"
+    values = file_values(files)
+    missing = sorted({m.group(1) for m in numbers if not is_sourced(m.group(1), values)})
+    assert not missing, (f"section {title!r}: {missing} appear in none of "
+                         f"{[str(f.relative_to(REPO)) for f in files]}")
