@@ -309,17 +309,17 @@ def replay(input_path: str, out_dir: str, *, mode: str = "local", dataset: str =
     t0 = time.perf_counter()
     write_ismrmrd_images(images, out / "images.h5", raw.header_xml)
     previews = write_previews(images, out / "png")
-    dicom_files = []
+    dicom_files, dicom_skipped = [], None
     if dicom:
         # Images without usable geometry (e.g. ismrmrd-tools phantoms: direction cosines 0) cannot become DICOM; the
-        # ISMRMRD images and previews are written already, so the run reports the reason instead of losing them.
+        # ISMRMRD images and previews are written already: DICOM is skipped with the reason (summary and log), and
+        # the run still succeeds — the reconstruction did.
         try:
             datasets = images_to_datasets(raw.header_xml, images, deidentify=deidentify)
             dicom_files = write_dicom_series(datasets, out / "dicom")
         except ValueError as exc:
-            message = f"DICOM not written: {exc}"
-            log.error("%s", message)
-            errors.append(message)
+            dicom_skipped = f"DICOM not written: {exc}"
+            log.warning("%s", dicom_skipped)
     timings["output"] = time.perf_counter() - t0
 
     summary = {
@@ -328,7 +328,8 @@ def replay(input_path: str, out_dir: str, *, mode: str = "local", dataset: str =
         "series": {str(k): len(v) for k, v in group_by_series(images).items()},
         "methods": sorted({im.meta["DPM_Method"] for im in images if "DPM_Method" in im.meta}),
         "reconstruction": reconstruction_parameters(images),
-        "num_images": len(images), "num_dicom_files": len(dicom_files), "num_png_files": len(previews),
+        "num_images": len(images), "num_dicom_files": len(dicom_files), "dicom_skipped": dicom_skipped,
+        "num_png_files": len(previews),
         "timings_s": timings,
     }
     if retrospective:
