@@ -191,9 +191,15 @@ class ServerConnection(Connection):
         self.header, self.raw_bytes.header = self._read_header()
         self.filters = []
         self.images_sent = 0
+        self.waveforms_ignored = 0
         sock.settimeout(timeout)
 
     def send(self, item):
+        if self.peer == "mrd" and isinstance(item, ismrmrd.Waveform):
+            # gadgetron-python's filter hands every item it does not deliver back to the peer (Gadgetron's
+            # convention: downstream gadgets may want them); an MRD/FIRE client sent its waveforms to be consumed.
+            self.waveforms_ignored += 1
+            return None
         with self.socket.lock:                          # one whole message, never split by an abort
             result = super().send(item)
         if isinstance(item, ismrmrd.Image):
@@ -617,8 +623,9 @@ class DpmServer:
         finally:
             connection.socket.close()
         log.info("stream %d from %s done: %s, %s input, %d volume(s), %d image(s), %.2f s (+ %.2f s queued), "
-                 "%d error(s)%s", stream.number, stream.peer, description, kind, volumes, connection.images_sent,
+                 "%d error(s)%s%s", stream.number, stream.peer, description, kind, volumes, connection.images_sent,
                  time.monotonic() - stream.started, waited, len(errors),
+                 f", {connection.waveforms_ignored} waveform(s) ignored" if connection.waveforms_ignored else "",
                  (": " + " | ".join(errors)) if errors else "")
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import ismrmrd
 
 MSG_CONFIG_FILE, MSG_CONFIG_TEXT, MSG_HEADER, MSG_CLOSE, MSG_TEXT, MSG_ERROR = 1, 2, 3, 4, 5, 8
-MSG_ACQUISITION, MSG_IMAGE, MSG_RECON_DATA, MSG_IMAGE_ARRAY = 1008, 1022, 1023, 1024
+MSG_ACQUISITION, MSG_IMAGE, MSG_RECON_DATA, MSG_IMAGE_ARRAY, MSG_WAVEFORM = 1008, 1022, 1023, 1024, 1026
 CONFIG_FILE_NAME_BYTES = 1024
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,7 +104,7 @@ def _write_stream(conn, config, header_xml: str, items, send_close: bool, writer
         out.write(struct.pack("<HI", MSG_HEADER, len(payload)) + payload)
         serializer = ismrmrd.ProtocolSerializer(out)
         for item in items:
-            if isinstance(item, ismrmrd.Acquisition):
+            if isinstance(item, (ismrmrd.Acquisition, ismrmrd.Waveform)):
                 serializer.serialize(item)
             elif isinstance(item, ReconData):
                 write_recon_data(out, item)
@@ -150,6 +150,8 @@ def exchange(conn, header_xml: str, items, *, config: str | None = None, config_
                 break
             elif mid == MSG_ACQUISITION:
                 passthrough.append(ismrmrd.Acquisition.deserialize_from(reader.read))
+            elif mid == MSG_WAVEFORM:
+                passthrough.append(ismrmrd.Waveform.deserialize_from(reader.read))
             elif mid == MSG_IMAGE_ARRAY:
                 from gadgetron.types.image_array import read_image_array
                 passthrough.append(read_image_array(reader))

@@ -338,6 +338,28 @@ def test_null_terminated_strings_of_the_mrd_streaming_format_are_accepted(server
     assert len(bare.errors) == 1 and "no imaging k-space in the stream" in bare.errors[0] and bare.texts == []
 
 
+def test_waveforms_are_consumed_for_mrd_clients_and_passed_back_to_gadgetron(server, scan, spawned):
+    """Physiological waveforms (id 1026) interleaved with the acquisitions: an MRD/FIRE client (NUL-terminated
+    strings) gets its images and none of its waveforms back (accepted and ignored, counted in the log); a Gadgetron
+    peer gets them passed back, as Gadgetron's own gadgets do with items they do not consume. Images unchanged."""
+    header_xml, acquisitions, _ = scan
+    waveforms = []
+    for k in range(3):
+        w = ismrmrd.Waveform.from_array(np.arange(64, dtype=np.uint32).reshape(2, 32) + k)
+        w.waveform_id = 1
+        waveforms.append(w)
+    items = copy.deepcopy(acquisitions)
+    items = items[:3] + waveforms[:2] + items[3:10] + waveforms[2:] + items[10:]
+    mrd = server.client(header_xml, copy.deepcopy(items), config=CONFIG, null_terminated=True)
+    assert mrd.closed and mrd.errors == [] and mrd.passthrough == [], server.log[-3000:]
+    assert_same_images(mrd.images, spawned["acquisitions"].images, server.log)
+    server.wait_for_log(r"3 waveform\(s\) ignored", timeout=10)
+    gadgetron = server.client(header_xml, copy.deepcopy(items), config=CONFIG)
+    assert gadgetron.errors == [] and len(gadgetron.passthrough) == 3
+    assert all(isinstance(w, ismrmrd.Waveform) for w in gadgetron.passthrough)
+    assert_same_images(gadgetron.images, spawned["acquisitions"].images, server.log)
+
+
 def test_json_parameters_in_text_choose_the_configuration_and_set_properties(server, scan):
     """A FIRE client's JSON parameters (TEXT after the header): parameters.config names the configuration (the test
     one sets series 7), user keys that are gadget properties apply on top (series_index 9 wins), others are ignored;
