@@ -29,7 +29,7 @@ import numpy as np
 
 log = logging.getLogger("dpm.replay")
 
-MODES = ("local", "gadget", "client")
+MODES = ("local", "gadget", "client", "mrd")   # mrd: a client speaking the MRD streaming format (FIRE/OpenRecon)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -126,9 +126,11 @@ def reconstruct_local(raw, config: dict) -> tuple[list, list[str], dict]:
 def reconstruct_over_wire(raw, config: dict, mode: str, host: str = "127.0.0.1", port: int | None = None,
                           timeout: float = 600.0, config_name: str | None = None,
                           texts: list | None = None) -> tuple[list, list[str], dict]:
-    """``gadget`` mode (spawn the gadget as Gadgetron does) or ``client`` mode (connect to a server; ``config_name``
-    sends CONFIG_FILE, a configuration the server knows by name, instead of ``config`` as CONFIG_TEXT). The peer's
-    TEXT messages (log lines, notices, an MRD server's "ERROR: ...") are appended to ``texts``."""
+    """``gadget`` mode (spawn the gadget as Gadgetron does), ``client`` mode (connect to a server as
+    gadgetron_ismrmrd_client does) or ``mrd`` mode (connect speaking the MRD streaming format: NUL-terminated strings,
+    as FIRE/OpenRecon clients; the server then answers errors as TEXT). ``config_name`` sends CONFIG_FILE, a
+    configuration the server knows by name, instead of ``config`` as CONFIG_TEXT. The peer's TEXT messages (log
+    lines, notices, an MRD server's "ERROR: ...") are appended to ``texts``."""
     from . import wire
 
     t0 = time.perf_counter()
@@ -139,7 +141,7 @@ def reconstruct_over_wire(raw, config: dict, mode: str, host: str = "127.0.0.1",
         if port is None:
             raise ValueError("client mode needs --port (and --host) of a running Gadgetron or MRD server")
         reply = wire.run_client(host, port, raw.header_xml, raw.acquisitions, config=config,
-                                config_name=config_name, timeout=timeout)
+                                config_name=config_name, timeout=timeout, null_terminated=mode == "mrd")
     if texts is not None:
         texts.extend(reply.texts)
     return reply.images, reply.errors, {"wire_total": time.perf_counter() - t0}
@@ -275,8 +277,9 @@ def replay(input_path: str, out_dir: str, *, mode: str = "local", dataset: str =
 
     if mode not in MODES:
         raise ValueError(f"mode {mode!r} is unknown; choose one of {MODES}")
-    if config_name is not None and (mode != "client" or config):
-        raise ValueError("--config-name (CONFIG_FILE) is for --mode client and replaces --set; give one of them")
+    if config_name is not None and (mode not in ("client", "mrd") or config):
+        raise ValueError("--config-name (CONFIG_FILE) is for --mode client or mrd and replaces --set; give one of "
+                         "them")
     if reference and retrospective:
         raise ValueError("give either --reference (a fully sampled file) or --retrospective R, not both")
     config = dict(config or {})
@@ -359,8 +362,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--dataset", default="dataset", help="HDF5 group of the measurement [dataset]")
     parser.add_argument("--mode", choices=MODES, default="local")
-    parser.add_argument("--host", default="127.0.0.1", help="server for --mode client")
-    parser.add_argument("--port", type=int, help="server port for --mode client")
+    parser.add_argument("--host", default="127.0.0.1", help="server for --mode client / mrd")
+    parser.add_argument("--port", type=int, help="server port for --mode client / mrd (mrd: NUL-terminated strings "
+                                                 "and errors as TEXT, the MRD streaming format of FIRE/OpenRecon)")
     parser.add_argument("--reference", help="fully sampled ISMRMRD file of the same measurement (for metrics)")
     parser.add_argument("--retrospective", type=float, metavar="R",
                         help="undersample a fully sampled input at nominal R (equispaced + 24 ACS) and score it")

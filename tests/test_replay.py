@@ -56,6 +56,29 @@ def inputs(tmp_path_factory):
     return files
 
 
+def assert_same_headers(out: Path, reference: Path) -> None:
+    """Every written image has the ImageHeader of its counterpart (same series and index), byte for byte apart from
+    the attribute-string length (the meta holds measured seconds)."""
+    from tests.harness import header_bytes
+
+    def heads(folder):
+        dataset = ismrmrd.Dataset(str(folder / "images.h5"), "dataset", create_if_needed=False)
+        try:
+            out = {}
+            for group in dataset.list():
+                if group.startswith("image_"):
+                    for i in range(dataset.number_of_images(group)):
+                        head = dataset.read_image(group, i).getHead()
+                        head.attribute_string_len = 0
+                        out[(group, int(head.image_index))] = header_bytes(head)
+            return out
+        finally:
+            dataset.close()
+
+    got, expected = heads(out), heads(reference)
+    assert got.keys() == expected.keys() and all(got[k] == expected[k] for k in got)
+
+
 def read_output_images(out: Path) -> dict[int, np.ndarray]:
     """images.h5 (read back with ismrmrd) -> {series: [N, H, W] pixels in image_index order}."""
     dataset = ismrmrd.Dataset(str(out / "images.h5"), "dataset", create_if_needed=False)
@@ -129,14 +152,16 @@ def test_ismrmrd_tools_dataset_in_three_modes(inputs, server, tmp_path):
     assert_same_pixels(results["client"], results["gadget"])
 
 
-def test_synthetic_flair_retrospective_in_three_modes(inputs, server, tmp_path):
-    """Fully sampled FLAIR, undersampled at R=4 (equispaced + 24 ACS): same images and scores in every mode. The
-    client asks for the server's configuration by name (CONFIG_FILE "dpm_recon" = dpm-server's --set defaults)."""
+def test_synthetic_flair_retrospective_in_every_transport(inputs, server, tmp_path):
+    """Fully sampled FLAIR, undersampled at R=4 (equispaced + 24 ACS), through every transport — the spawned gadget
+    (execute mode), replay local, a Gadgetron client of the connect-mode server and an MRD/FIRE client of the same
+    server (NUL-terminated strings): the same pixels and image headers, the same scores. The clients ask for the
+    server's configuration by name (CONFIG_FILE "dpm_recon" = dpm-server's --set defaults)."""
     path = str(inputs["flair"])
     results, scores = {}, {}
-    for mode in ("gadget", "local", "client"):
+    for mode in ("gadget", "local", "client", "mrd"):
         out = tmp_path / mode
-        client = mode == "client"
+        client = mode in ("client", "mrd")
         summary = replay.replay(path, str(out), mode=mode, config=None if client else CONFIG,
                                 retrospective=RETROSPECTIVE_R, port=server.port if client else None, timeout=TIMEOUT,
                                 config_name="dpm_recon" if client else None)
@@ -146,10 +171,11 @@ def test_synthetic_flair_retrospective_in_three_modes(inputs, server, tmp_path):
         assert "metrics" in json.loads((out / "summary.json").read_text())["timings_s"]
         scores[mode] = summary["metrics_vs_reference"]["repetition_0"]
         assert scores[mode]["slices"] == 2
-    assert_same_pixels(results["local"], results["gadget"])
-    assert_same_pixels(results["client"], results["gadget"])
+    for mode in ("local", "client", "mrd"):
+        assert_same_pixels(results[mode], results["gadget"])
+        assert_same_headers(tmp_path / mode, tmp_path / "gadget")
     assert "CONFIG_FILE 'dpm_recon'" in server.log
-    for mode in ("local", "client"):
+    for mode in ("local", "client", "mrd"):
         for name in ("nrmse", "psnr", "ssim"):
             assert scores[mode][name] == pytest.approx(scores["gadget"][name], rel=1e-4)
     # SENSE at R=4 on 4 coils: clearly better than nothing, clearly not perfect (the scores measure something)
