@@ -4,8 +4,8 @@ Two ways a DPM image can be wrong while looking like an image:
 1. It disagrees with the measured lines (a sampler fault, a ζ that let the prior override the data). Check: the data
    residual ‖A x̂ − y‖ against the measured noise, sqrt(‖A x̂ − y‖² / (2σ² N)) with N measured samples and σ the noise
    std per real channel. Data consistency makes it about 0.4–0.8 on good reconstructions (real 16-coil slice at
-   R = 4 and 6, synthetic FLAIR, the test phantom); it must stay below :data:`MAX_RESIDUAL_OVER_NOISE` — unless the misfit is
-   below :data:`MIN_RELATIVE_MISFIT` of the data, so that nearly noise-free data cannot raise a false alarm.
+   R = 4 and 6, synthetic FLAIR, the test phantom); it must stay below :data:`MAX_RESIDUAL_OVER_NOISE`, unless the
+   misfit is below :data:`MIN_RELATIVE_MISFIT` of the data, so that nearly noise-free data cannot raise a false alarm.
 2. The prior itself is broken (damaged weights whose card was re-hashed, a wrong model file): data consistency
    hides it in the measured lines, it shows in the unmeasured ones. Check: the model must denoise the reconstruction
    it produced at least about as well as the best Gaussian low-pass filter does. Noise of std
