@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import logging
-import struct
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -39,15 +38,13 @@ from collections.abc import Callable, Iterable, Iterator
 import ismrmrd
 import numpy as np
 
-from . import assembly, images as images_mod
+from . import assembly, images as images_mod, protocol
 
-__all__ = ["GadgetConfig", "parse_config", "DpmGadget", "StreamModel", "dpm_recon", "dpm_recon_acquisitions",
-           "send_error", "error_frame", "text_frame", "GADGET_MESSAGE_ERROR", "INJECTABLE_FAILURES",
-           "INJECT_FAILURE_ENV"]
+__all__ = ["GadgetConfig", "parse_config", "element_properties", "DpmGadget", "StreamModel", "dpm_recon",
+           "dpm_recon_acquisitions", "send_error", "INJECTABLE_FAILURES", "INJECT_FAILURE_ENV"]
 
 log = logging.getLogger(__name__)
 
-GADGET_MESSAGE_ERROR = 8
 INJECTABLE_FAILURES = ("reconstruction_error", "nan", "out_of_memory")
 INJECT_FAILURE_ENV = "DPM_TEST_INJECT_FAILURE"   # tests only, never a property: the DPM stage fails this way
 
@@ -198,6 +195,21 @@ _PARSERS: dict[str, Callable] = {
 ACCEPTED_PROPERTIES = tuple(_PARSERS)
 
 
+def element_properties(config) -> dict:
+    """``<configuration>`` Element (or None) -> {name: value}: ``<property name="N" value="V"/>`` (attributes) or
+    ``<property><name>N</name><value>V</value></property>`` (Gadgetron's older form). The one XML property reader."""
+    properties = {}
+    if config is None:
+        return properties
+    for prop in config.iter("property"):
+        name = prop.get("name", prop.findtext("name"))
+        value = prop.get("value", prop.findtext("value"))
+        if name is None:
+            raise ValueError(f"gadget configuration: a <property> without a name: {ET.tostring(prop)!r}")
+        properties[name] = "" if value is None else value
+    return properties
+
+
 def parse_config(config) -> GadgetConfig:
     """``connection.config`` (an ``xml.etree`` Element, XML text, a dict, or None) -> :class:`GadgetConfig`.
 
@@ -210,18 +222,9 @@ def parse_config(config) -> GadgetConfig:
         config = ET.fromstring(config) if config.strip() else None
         if config is None:
             return GadgetConfig()
-    if isinstance(config, dict):
-        pairs = list(config.items())
-    else:
-        pairs = []
-        for prop in config.iter("property"):
-            name = prop.get("name", prop.findtext("name"))
-            value = prop.get("value", prop.findtext("value"))
-            if name is None:
-                raise ValueError(f"gadget configuration: a <property> without a name: {ET.tostring(prop)!r}")
-            pairs.append((name, "" if value is None else value))
+    pairs = config if isinstance(config, dict) else element_properties(config)
     values = {}
-    for name, value in pairs:
+    for name, value in pairs.items():
         if name not in _PARSERS:
             raise ValueError(f"gadget configuration: unknown property {name!r}; accepted: {', '.join(_PARSERS)}")
         try:
@@ -232,32 +235,12 @@ def parse_config(config) -> GadgetConfig:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Wire helpers
-
-GADGET_MESSAGE_TEXT = 5
-
-
-def error_frame(text: str, peer: str = "gadgetron") -> bytes:
-    """The bytes that report an error to the peer: Gadgetron's ERROR message (``uint16 8`` + ``uint64 len`` + UTF-8
-    text) — or, to an MRD streaming-format client (``peer="mrd"``: FIRE / OpenRecon, whose protocol has no ERROR
-    and whose reference client stops at an unknown message id), TEXT (``uint16 5`` + ``uint32 len`` +
-    NUL-terminated UTF-8) starting with "ERROR: "."""
-    if peer == "mrd":
-        return text_frame(f"ERROR: {text}", peer)
-    payload = text.encode("utf-8", errors="replace")
-    return struct.pack("<HQ", GADGET_MESSAGE_ERROR, len(payload)) + payload
-
-
-def text_frame(text: str, peer: str = "gadgetron") -> bytes:
-    """A TEXT message (``uint16 5`` + ``uint32 len`` + UTF-8; NUL-terminated for an MRD streaming-format peer)."""
-    payload = text.encode("utf-8", errors="replace") + (b"\0" if peer == "mrd" else b"")
-    return struct.pack("<HI", GADGET_MESSAGE_TEXT, len(payload)) + payload
-
+# Errors to the peer
 
 def send_error(connection, text: str) -> None:
     """Report an error on a connection (gadgetron-python has no API), framed for ``connection.peer`` (Gadgetron when
     the connection does not say)."""
-    connection.socket.write(error_frame(text, getattr(connection, "peer", "gadgetron")))
+    connection.socket.write(protocol.error_frame(text, getattr(connection, "peer", "gadgetron")))
 
 
 def _drain(items: Iterable) -> int:

@@ -61,16 +61,15 @@ from gadgetron.external import Connection
 
 from . import assembly
 from .mrd_io import parse_header
-from .gadget import (ACCEPTED_PROPERTIES, DpmGadget, GadgetConfig, error_frame, parse_config, send_error,
-                     text_frame)
+from .gadget import (ACCEPTED_PROPERTIES, DpmGadget, GadgetConfig, element_properties, parse_config,
+                     send_error)
+from .protocol import (CONFIG_FILE, CONFIG_FILE_NAME_BYTES, CONFIG_TEXT, HEADER, RECON_DATA, TEXT, close_frame,
+                       decode_string, error_frame, text_frame)
 
 __all__ = ["DpmServer", "ServerConnection", "StreamSocket", "ProtocolError", "main"]
 
 log = logging.getLogger("dpm.server")
 
-MSG_CONFIG_FILE, MSG_CONFIG, MSG_HEADER, MSG_CLOSE, MSG_TEXT = 1, 2, 3, 4, 5
-MSG_RECON_DATA = 1023
-CONFIG_NAME_BYTES = 1024
 MAX_TEXT_BYTES = 16 << 20             # CONFIG, HEADER and TEXT messages larger than this are refused
 DEFAULT_CONFIG_NAMES = ("", "default", "dpm_recon")
 INPUT_KINDS = ("auto", "recon_data", "acquisitions")
@@ -81,7 +80,7 @@ class ProtocolError(ValueError):
     """The peer did not open the stream with CONFIG/CONFIG_FILE and HEADER as the protocol requires."""
 
 
-_CLOSE_FRAME = struct.pack("<H", MSG_CLOSE)
+_CLOSE_FRAME = close_frame()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -208,11 +207,11 @@ class ServerConnection(Connection):
 
     def _read_config(self):
         mid = self._read_message_identifier()
-        if mid == MSG_CONFIG_FILE:
-            raw = self.socket.read(CONFIG_NAME_BYTES)
-            self.config_name = raw.split(b"\0", 1)[0].decode("utf-8", errors="replace").strip()
+        if mid == CONFIG_FILE:
+            raw = self.socket.read(CONFIG_FILE_NAME_BYTES)
+            self.config_name = decode_string(raw).strip()
             return None, raw
-        if mid != MSG_CONFIG:
+        if mid != CONFIG_TEXT:
             raise ProtocolError(f"the stream must start with CONFIG (id 2) or CONFIG_FILE (id 1); got message id {mid}")
         config_bytes = self._read_string("CONFIG")
         if not config_bytes.strip(b"\0 \t\r\n"):
@@ -238,27 +237,13 @@ class ServerConnection(Connection):
 
     def _read_header(self):
         mid = self._read_message_identifier()
-        if mid != MSG_HEADER:
+        if mid != HEADER:
             raise ProtocolError(f"expected HEADER (id 3) after the configuration; got message id {mid}")
         header_bytes = self._read_string("HEADER")
         try:
             return parse_header(header_bytes), header_bytes
         except ValueError as exc:
             raise ProtocolError(f"HEADER is not a usable ISMRMRD XML header: {exc}") from exc
-
-
-def element_properties(config) -> dict:
-    """``<configuration>`` Element (or None) -> {name: value}, both property forms (as :func:`parse_config`)."""
-    properties = {}
-    if config is None:
-        return properties
-    for prop in config.iter("property"):
-        name = prop.get("name", prop.findtext("name"))
-        value = prop.get("value", prop.findtext("value"))
-        if name is None:
-            raise ValueError(f"gadget configuration: a <property> without a name: {ET.tostring(prop)!r}")
-        properties[name] = "" if value is None else value
-    return properties
 
 
 def _drain_and_close(sock: socket.socket, drain_s: float) -> None:
@@ -575,18 +560,18 @@ class DpmServer:
         texts = []
         while True:
             (mid,) = struct.unpack("<H", connection.socket.peek(2))
-            if mid != MSG_TEXT:
+            if mid != TEXT:
                 break
             connection.socket.read(2)
             (length,) = struct.unpack("<I", connection.socket.read(4))
             if length > MAX_TEXT_BYTES:
                 raise ProtocolError(f"a TEXT message claims {length} bytes (more than {MAX_TEXT_BYTES})")
-            text = connection.socket.read(length).split(b"\0", 1)[0].decode("utf-8", errors="replace")
+            text = decode_string(connection.socket.read(length))
             log.info("stream %d: TEXT from the client: %s", number, text[:500])
             texts.append(text)
         if self.input_kind != "auto":
             return self.input_kind, texts
-        return ("recon_data" if mid == MSG_RECON_DATA else "acquisitions"), texts
+        return ("recon_data" if mid == RECON_DATA else "acquisitions"), texts
 
     def _serve(self, stream: _Stream) -> None:
         """One stream on the worker: configuration -> DpmGadget.run (the gadget's own code) -> log."""

@@ -25,9 +25,7 @@ from pathlib import Path
 
 import ismrmrd
 
-MSG_CONFIG_FILE, MSG_CONFIG_TEXT, MSG_HEADER, MSG_CLOSE, MSG_TEXT, MSG_ERROR = 1, 2, 3, 4, 5, 8
-MSG_ACQUISITION, MSG_IMAGE, MSG_RECON_DATA, MSG_IMAGE_ARRAY, MSG_WAVEFORM = 1008, 1022, 1023, 1024, 1026
-CONFIG_FILE_NAME_BYTES = 1024
+from . import protocol
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -92,16 +90,12 @@ def _write_stream(conn, config, header_xml: str, items, send_close: bool, writer
 
     out = _SocketWriter(conn)
     try:
+        peer = "mrd" if null_terminated else "gadgetron"
         if config_name is not None:
-            name = config_name.encode("utf-8")
-            if len(name) >= CONFIG_FILE_NAME_BYTES:
-                raise ValueError(f"config name {config_name!r} is longer than {CONFIG_FILE_NAME_BYTES - 1} bytes")
-            out.write(struct.pack("<H", MSG_CONFIG_FILE) + name.ljust(CONFIG_FILE_NAME_BYTES, b"\0"))
+            out.write(protocol.config_file_frame(config_name))
         else:
-            payload = (config or "").encode("utf-8") + (b"\0" if null_terminated else b"")
-            out.write(struct.pack("<HI", MSG_CONFIG_TEXT, len(payload)) + payload)
-        payload = header_xml.encode("utf-8") + (b"\0" if null_terminated else b"")
-        out.write(struct.pack("<HI", MSG_HEADER, len(payload)) + payload)
+            out.write(protocol.string_frame(protocol.CONFIG_TEXT, config or "", peer))
+        out.write(protocol.string_frame(protocol.HEADER, header_xml, peer))
         serializer = ismrmrd.ProtocolSerializer(out)
         for item in items:
             if isinstance(item, (ismrmrd.Acquisition, ismrmrd.Waveform)):
@@ -113,7 +107,7 @@ def _write_stream(conn, config, header_xml: str, items, send_close: bool, writer
             else:
                 raise TypeError(f"cannot send {type(item).__name__} over the wire")
         if send_close:
-            out.write(struct.pack("<H", MSG_CLOSE))
+            out.write(protocol.close_frame())
     except (BrokenPipeError, ConnectionResetError, OSError) as exc:   # the peer may stop reading early
         writer_error.append(exc)
 
@@ -136,26 +130,26 @@ def exchange(conn, header_xml: str, items, *, config: str | None = None, config_
     try:
         while True:
             (mid,) = struct.unpack("<H", reader.read(2))
-            if mid == MSG_IMAGE:
+            if mid == protocol.IMAGE:
                 images.append(ismrmrd.Image.deserialize_from(reader.read))
                 first_image = first_image or time.monotonic()
-            elif mid == MSG_ERROR:
+            elif mid == protocol.ERROR:
                 (length,) = struct.unpack("<Q", reader.read(8))
                 errors.append(reader.read(length).decode("utf-8", errors="replace"))
-            elif mid == MSG_TEXT:
+            elif mid == protocol.TEXT:
                 (length,) = struct.unpack("<I", reader.read(4))
-                texts.append(reader.read(length).split(b"\0", 1)[0].decode("utf-8", errors="replace"))
-            elif mid == MSG_CLOSE:
+                texts.append(protocol.decode_string(reader.read(length)))
+            elif mid == protocol.CLOSE:
                 closed = True
                 break
-            elif mid == MSG_ACQUISITION:
+            elif mid == protocol.ACQUISITION:
                 passthrough.append(ismrmrd.Acquisition.deserialize_from(reader.read))
-            elif mid == MSG_WAVEFORM:
+            elif mid == protocol.WAVEFORM:
                 passthrough.append(ismrmrd.Waveform.deserialize_from(reader.read))
-            elif mid == MSG_IMAGE_ARRAY:
+            elif mid == protocol.IMAGE_ARRAY:
                 from gadgetron.types.image_array import read_image_array
                 passthrough.append(read_image_array(reader))
-            elif mid == MSG_RECON_DATA:
+            elif mid == protocol.RECON_DATA:
                 from gadgetron.types.recon_data import read_recon_data
                 passthrough.append(read_recon_data(reader))
             else:
