@@ -53,7 +53,8 @@ def write_synthetic_exam(out: Path, acceleration: float, seed: int, matrix: int,
 
 
 def main(argv=None) -> int:
-    from .replay import parse_properties, replay
+    from .gadget import parse_properties
+    from .replay import replay
 
     parser = argparse.ArgumentParser(prog="dpm-demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="out/demo", help="output directory [out/demo]")

@@ -40,8 +40,8 @@ import numpy as np
 
 from . import assembly, images as images_mod, protocol
 
-__all__ = ["GadgetConfig", "parse_config", "element_properties", "DpmGadget", "StreamModel", "dpm_recon",
-           "dpm_recon_acquisitions", "send_error", "INJECTABLE_FAILURES", "INJECT_FAILURE_ENV"]
+__all__ = ["GadgetConfig", "parse_config", "element_properties", "parse_properties", "DpmGadget", "StreamModel",
+           "dpm_recon", "dpm_recon_acquisitions", "send_error", "INJECTABLE_FAILURES", "INJECT_FAILURE_ENV"]
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +208,17 @@ def element_properties(config) -> dict:
             raise ValueError(f"gadget configuration: a <property> without a name: {ET.tostring(prop)!r}")
         properties[name] = "" if value is None else value
     return properties
+
+
+def parse_properties(pairs: list[str]) -> dict:
+    """Command-line ``--set`` pairs ["name=value", ...] -> {name: value} (the gadget's properties)."""
+    config = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"--set expects name=value (a gadget property), got {pair!r}")
+        name, value = pair.split("=", 1)
+        config[name.strip()] = value.strip()
+    return config
 
 
 def parse_config(config) -> GadgetConfig:

@@ -345,18 +345,9 @@ def replay(input_path: str, out_dir: str, *, mode: str = "local", dataset: str =
     return summary
 
 
-def parse_properties(pairs: list[str]) -> dict:
-    """["name=value", ...] -> {name: value} (the gadget's <configuration> properties)."""
-    config = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise ValueError(f"--set expects name=value (a gadget property), got {pair!r}")
-        name, value = pair.split("=", 1)
-        config[name.strip()] = value.strip()
-    return config
-
-
 def main(argv=None) -> int:
+    from .gadget import parse_properties          # the one --set parser (the gadget's configuration)
+
     parser = argparse.ArgumentParser(prog="dpm-replay", description=__doc__.split("\n\n")[0])
     parser.add_argument("input", help="ISMRMRD raw .h5 file")
     parser.add_argument("--out", required=True, help="output directory")

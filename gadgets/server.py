@@ -62,7 +62,7 @@ from gadgetron.external import Connection
 from . import assembly
 from .mrd_io import parse_header
 from .gadget import (ACCEPTED_PROPERTIES, DpmGadget, GadgetConfig, element_properties, parse_config,
-                     send_error)
+                     parse_properties, send_error)
 from .protocol import (CONFIG_FILE, CONFIG_FILE_NAME_BYTES, CONFIG_TEXT, HEADER, RECON_DATA, TEXT, close_frame,
                        decode_string, error_frame, text_frame)
 
@@ -662,7 +662,6 @@ def _try_send_error(connection: ServerConnection, message: str) -> None:
 # Command line
 
 def main(argv=None) -> int:
-    from .replay import parse_properties
 
     parser = argparse.ArgumentParser(prog="dpm-server", description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, required=True, help="TCP port (0: any free port, printed in the log)")
