@@ -116,13 +116,15 @@ class Reconstructor:
             measured noise, the model denoising its own output) and raise ReconstructionError when it fails, so the
             caller sends the SENSE fallback. Off only where models are evaluated while they train (validation, the
             E-step of EM fine-tuning), not in the scanner's path.
+        progress: sampler progress — "auto" (a tqdm bar with ETA over the sampler's steps, shown only on a terminal),
+            a callable ``progress(done, total)`` called after every step (servers log with it), or None.
     """
 
     def __init__(self, method: str = "dpm", model=None, sampler: str = "fast", sampler_options: dict | None = None,
                  num_samples: int = 1, zeta: float | None = None, seed: int = 0, device="auto",
                  coil_method: str = "fast", num_maps: int | str = "auto", cg_iters: int = 100, cg_tol: float = 1e-4,
                  l2_weight: float = 1e-3, l1_lamda: float | None = None, l1_iters: int = 200,
-                 coil_options: dict | None = None, output_guard: bool = True):
+                 coil_options: dict | None = None, output_guard: bool = True, progress="auto"):
         if method not in METHODS:
             raise ValueError(f"method {method!r} is unknown; choose one of {METHODS}")
         if num_maps not in (1, 2, "auto"):
@@ -148,6 +150,9 @@ class Reconstructor:
         self.l1_iters = l1_iters
         self.coil_options = dict(coil_options or {})
         self.output_guard = bool(output_guard)
+        if not (progress in (None, "auto") or callable(progress)):
+            raise ValueError(f"progress must be 'auto', None or a callable(done, total); got {progress!r}")
+        self.progress = progress
         self._denoiser = None
         if method == "dpm":
             from .samplers import get_sampler
@@ -286,11 +291,16 @@ class Reconstructor:
                 zeta, zeta_info = gcv_zeta(spec, denoiser, kn, op, noise_std, seed=self.seed,
                                            slice_ids=slice_ids, options=options)
             options["zeta"] = zeta
+        callback, bar = self._progress_callback(spec, denoiser, options)
         try:
             mean, std, sampler_info = posterior_samples(spec, denoiser, kn, op, num_samples=self.num_samples,
-                                                        seed=self.seed, slice_ids=slice_ids, **options)
+                                                        seed=self.seed, slice_ids=slice_ids, callback=callback,
+                                                        **options)
         except torch.cuda.OutOfMemoryError as exc:
             raise ReconstructionError(f"out of GPU memory while sampling {kn.shape[0]} slices: {exc}") from exc
+        finally:
+            if bar is not None:
+                bar.close()
         if not bool(torch.isfinite(mean).all()):
             raise ReconstructionError("the DPM sampler produced non-finite pixels (NaN/Inf); check the model and "
                                       "sampler settings")
@@ -318,6 +328,27 @@ class Reconstructor:
             info["zeta"] = float(z) if z.numel() == 1 else z.tolist()
         info.update(sampler_info or {})
         return images, std_img, info
+
+    def _progress_callback(self, spec, denoiser, options: dict):
+        """(sampler callback, tqdm bar or None) for :attr:`progress`: a bar with an ETA over the sampler's levels on a
+        terminal ("auto"; tqdm hides it elsewhere: servers, spawned gadgets, tests), ``progress(done, total)`` for a
+        callable, nothing for None."""
+        if self.progress is None:
+            return None, None
+        from .samplers import default_sigmas
+        sigmas = options.get("sigmas")
+        levels = len(sigmas if sigmas is not None else default_sigmas(spec, denoiser, options.get("steps")))
+        total = max(levels - (1 if spec.schedule == "karras" else 0), 1)
+        if callable(self.progress):
+            done = [0]
+
+            def report(_state):
+                done[0] += 1
+                self.progress(done[0], total)
+            return report, None
+        from tqdm import tqdm
+        bar = tqdm(total=total, desc=f"DPM {spec.name}", unit="step", leave=False, disable=None, dynamic_ncols=True)
+        return (lambda _state: bar.update(1)), bar
 
     def _zeta_rule(self, card: dict, acceleration: float):
         """(ζ or "auto", the rule's name): a given number; "auto"; or the card's table where it brackets the scan's R."""

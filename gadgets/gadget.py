@@ -301,6 +301,23 @@ class StreamModel:
     unavailable: str | None = None
 
 
+PROGRESS_LOG_EVERY = 0.25       # servers and spawned gadgets log sampler progress at every quarter
+
+
+def _sampler_progress():
+    """A tqdm bar on a terminal (replay, demo); in a server or a spawned gadget, whose stderr is a log, a log line at
+    every quarter of the sampler's steps, so that a long volume never runs silent."""
+    import sys
+    if sys.stderr is not None and sys.stderr.isatty():
+        return "auto"
+
+    def log_progress(done: int, total: int) -> None:
+        marks = {max(1, round(total * k * PROGRESS_LOG_EVERY)) for k in range(1, int(1 / PROGRESS_LOG_EVERY) + 1)}
+        if done in marks:
+            log.info("sampling: step %d of %d (%.0f %%)", done, total, 100.0 * done / total)
+    return log_progress
+
+
 class DpmGadget:
     """Configuration + reconstructors for streams (the server keeps one per configuration, models loaded once).
 
@@ -343,7 +360,7 @@ class DpmGadget:
         reconstructor, the reason). The model is loaded now, so that a bad model shows at once."""
         from dpm_core.reconstruct import Reconstructor
 
-        kwargs = {**self.config.reconstructor_kwargs(), "model": model}
+        kwargs = {**self.config.reconstructor_kwargs(), "model": model, "progress": _sampler_progress()}
         try:
             reconstructor = Reconstructor(**kwargs)
             if self.config.method == "dpm":

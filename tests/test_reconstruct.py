@@ -151,3 +151,14 @@ def test_output_guard_sees_a_reconstruction_that_ignores_the_data(flair_scan):
     rec = Reconstructor(model=Constant(), sampler_options={"steps": 2, "cg_iters": 0}, device="cpu")
     with pytest.raises(ReconstructionError, match="misses the measured data"):
         rec.reconstruct(kspace, mask)
+
+
+def test_progress_reports_every_sampler_step(denoiser, problem):
+    """progress=callable is called after each of the sampler's steps, with the total known up front."""
+    kspace, mask, maps = problem
+    calls = []
+    Reconstructor(method="dpm", model=denoiser, sampler_options={"steps": 4}, device="cpu", output_guard=False,
+                  progress=lambda done, total: calls.append((done, total))).reconstruct(kspace, mask, maps=maps)
+    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    with pytest.raises(ValueError, match="progress"):
+        Reconstructor(progress="yes")
