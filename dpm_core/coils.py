@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from .fft import ifft2c
-from .masks import DEFAULT_NUM_ACS, acs_slice, find_acs_lines, phase_encode_mask
+from .masks import DEFAULT_NUM_ACS, acs_of, acs_slice, phase_encode_mask
 
 __all__ = [
     "MAX_CALIB_WIDTH", "DEFAULT_THRESHOLD", "DEFAULT_CROP", "SECOND_MAP_ENERGY_THRESHOLD",
@@ -86,7 +86,7 @@ def calibration_width(kspace_shape, mask=None, num_acs: int | None = None) -> in
     if mask is None:
         n = int(num_acs or DEFAULT_NUM_ACS)
     else:
-        rows = find_acs_lines(phase_encode_mask(mask, H, common=True))
+        rows = acs_of(mask, H)
         # Centred block [H//2 - n//2, H//2 - n//2 + n) must fit in [rows.start, rows.stop).
         n = rows.stop - rows.start
         while n > 0 and not (H // 2 - n // 2 >= rows.start and H // 2 - n // 2 + n <= rows.stop):
@@ -495,10 +495,7 @@ def second_map_energy(maps: torch.Tensor, kspace, mask=None, kernel_width: int =
     S, C, H, W = k.shape
     if maps.shape[1] < 2:
         return torch.zeros(S, device=maps.device)
-    if mask is None:
-        rows = acs_slice(H, DEFAULT_NUM_ACS)
-    else:
-        rows = find_acs_lines(phase_encode_mask(mask, H, common=True))
+    rows = acs_slice(H, DEFAULT_NUM_ACS) if mask is None else acs_of(mask, H)
     acs_only = torch.zeros_like(k)
     acs_only[:, :, rows] = k[:, :, rows]
     energy = (ifft2c(acs_only).abs() ** 2).sum(dim=1)                          # [S, H, W]

@@ -15,9 +15,12 @@ Always report :func:`effective_acceleration`.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-__all__ = ["phase_encode_mask", "acs_slice", "equispaced_mask", "random_mask", "effective_acceleration", "find_acs_lines", "make_mask"]
+__all__ = ["phase_encode_mask", "acs_slice", "equispaced_mask", "random_mask", "effective_acceleration",
+           "find_acs_lines", "make_mask", "Sampling", "sampling_of", "acs_of"]
 
 DEFAULT_NUM_ACS = 24   # fastMRI / EDM practice (DESIGN.md §2)
 
@@ -104,6 +107,8 @@ def phase_encode_mask(mask, height: int, common: bool = False) -> np.ndarray:
     A per-slice mask [S, 1, H, 1] must be the same for every slice, unless ``common`` is True: then the lines
     measured in every slice are returned (what coil calibration can use).
     """
+    if isinstance(mask, Sampling):
+        return mask.mask
     m = np.asarray(mask.detach().cpu() if hasattr(mask, "detach") else mask).astype(bool)
     if m.ndim == 4 and m.shape[1] == 1 and m.shape[2] == height and m.shape[3] == 1:
         if common:
@@ -134,3 +139,31 @@ def find_acs_lines(mask: np.ndarray) -> slice:
     while stop < mask.size and mask[stop]:
         stop += 1
     return slice(start, stop)
+
+
+class Sampling(NamedTuple):
+    """The sampling of one buffer, derived once (:func:`sampling_of`) and passed down as one value: ``mask`` [H] bool
+    (the measured phase-encode lines), ``acs`` (the ACS block, :func:`find_acs_lines`), ``effective_acceleration``.
+    Every function that takes a mask also takes a Sampling and then re-derives nothing."""
+    mask: np.ndarray
+    acs: slice
+    effective_acceleration: float
+
+
+def sampling_of(mask, height: int) -> Sampling:
+    """A mask ([H] or [S, 1, H, 1], see :func:`phase_encode_mask`) -> its :class:`Sampling`; a Sampling passes
+    through unchanged. Raises ValueError when the centre line is not measured (no ACS block)."""
+    if isinstance(mask, Sampling):
+        if mask.mask.size != height:
+            raise ValueError(f"the sampling has {mask.mask.size} lines but the k-space has H={height}")
+        return mask
+    mask_1d = phase_encode_mask(mask, height)
+    return Sampling(mask_1d, find_acs_lines(mask_1d), effective_acceleration(mask_1d))
+
+
+def acs_of(mask, height: int) -> slice:
+    """The ACS block of a :class:`Sampling` (as derived), or of a mask: the lines measured in every slice around
+    H // 2 (what coil calibration can use)."""
+    if isinstance(mask, Sampling):
+        return mask.acs
+    return find_acs_lines(phase_encode_mask(mask, height, common=True))

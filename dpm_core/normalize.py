@@ -15,7 +15,7 @@ import torch
 
 from .combine import rss
 from .fft import ifft2c
-from .masks import DEFAULT_NUM_ACS, acs_slice, find_acs_lines
+from .masks import DEFAULT_NUM_ACS, Sampling, acs_of, acs_slice
 
 __all__ = ["NORMALIZATION_RULE", "NORMALIZATION_PERCENTILE", "normalization_scale"]
 
@@ -28,8 +28,9 @@ def normalization_scale(kspace: torch.Tensor, mask=None, num_acs: int | None = N
 
     Args:
         kspace: [S, C, H, W] complex k-space (undersampled and zero-filled, or fully sampled).
-        mask: 1-D phase-encode mask [H] (numpy or torch, bool). Its contiguous block around H // 2 is the ACS. If None
-            the k-space is taken as fully sampled and the central ``num_acs`` lines are used.
+        mask: 1-D phase-encode mask [H] (numpy or torch, bool) or a :class:`dpm_core.masks.Sampling`. Its contiguous
+            block around H // 2 is the ACS. If None the k-space is taken as fully sampled and the central ``num_acs``
+            lines are used.
         num_acs: ACS width when ``mask`` is None (default :data:`dpm_core.masks.DEFAULT_NUM_ACS`).
     Returns: [S] float32 scale (> 0).
     """
@@ -39,10 +40,12 @@ def normalization_scale(kspace: torch.Tensor, mask=None, num_acs: int | None = N
     if mask is None:
         rows = acs_slice(H, min(num_acs or DEFAULT_NUM_ACS, DEFAULT_NUM_ACS))
     else:
-        mask_1d = np.asarray(torch.as_tensor(mask).detach().cpu()).astype(bool).reshape(-1)
-        if mask_1d.size != H:
-            raise ValueError(f"normalization needs a 1-D phase-encode mask of length H={H}; got {mask_1d.size} entries")
-        acs = find_acs_lines(mask_1d)
+        if not isinstance(mask, Sampling):
+            mask = np.asarray(torch.as_tensor(mask).detach().cpu()).astype(bool).reshape(-1)
+            if mask.size != H:
+                raise ValueError(f"normalization needs a 1-D phase-encode mask of length H={H}; got {mask.size} "
+                                 f"entries")
+        acs = acs_of(mask, H)
         rows = acs_slice(H, min(acs.stop - acs.start, DEFAULT_NUM_ACS))
         if rows.start < acs.start or rows.stop > acs.stop:       # ACS block not centred on H // 2: use it as is
             rows = acs

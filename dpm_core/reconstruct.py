@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from . import baselines
-from .masks import effective_acceleration, find_acs_lines, phase_encode_mask
+from .masks import Sampling, sampling_of
 from .normalize import normalization_scale
 from .operators import combine_map_images
 
@@ -203,32 +203,32 @@ class Reconstructor:
             raise ValueError("kspace contains NaN or Inf samples; check the acquisition (corrupt lines) before "
                              "reconstructing")
         S, C, H, W = k.shape
-        mask_1d = phase_encode_mask(mask, H)
-        find_acs_lines(mask_1d)                                     # raises with a clear message when no ACS
-        k = k.to(self.device, torch.complex64) * torch.from_numpy(mask_1d).to(self.device).view(1, 1, H, 1)
+        sampling = sampling_of(mask, H)                             # derived once; raises when there is no ACS
+        k = k.to(self.device, torch.complex64) * torch.from_numpy(sampling.mask).to(self.device).view(1, 1, H, 1)
 
-        scale = normalization_scale(k, mask_1d)                     # [S]
+        scale = normalization_scale(k, sampling)                    # [S]
         kn = k / scale.view(S, 1, 1, 1)
 
         t0 = time.perf_counter()
-        maps_t, map_energy = self._coil_maps(kn, mask_1d, maps)
+        maps_t, map_energy = self._coil_maps(kn, sampling, maps)
         timings["coil_maps"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
         std = None
-        info = {"effective_acceleration": effective_acceleration(mask_1d), "num_maps": int(maps_t.shape[1]),
+        info = {"effective_acceleration": sampling.effective_acceleration, "num_maps": int(maps_t.shape[1]),
                 "scale": scale.cpu().tolist()}
         if map_energy is not None:
             info["second_map_energy"] = map_energy.cpu().tolist()
         if method == "zero_filled":
-            images = baselines.zero_filled(kn, mask_1d, maps_t)
+            images = baselines.zero_filled(kn, sampling, maps_t)
         elif method == "sense":
-            images = combine_map_images(baselines.sense_cg(kn, mask_1d, maps_t, self.cg_iters, self.l2_weight,
+            images = combine_map_images(baselines.sense_cg(kn, sampling, maps_t, self.cg_iters, self.l2_weight,
                                                            tol=self.cg_tol))
             info["l2_weight"] = self.l2_weight
         elif method == "l1_wavelet":
-            x, l1_info = baselines.l1_wavelet(kn, mask_1d, maps_t, lamda=self.l1_lamda,
-                                              noise_std=estimate_noise_std(kn, mask_1d), max_iter=self.l1_iters,
+            x, l1_info = baselines.l1_wavelet(kn, sampling, maps_t, lamda=self.l1_lamda,
+                                              noise_std=estimate_noise_std(kn, sampling.mask),
+                                              max_iter=self.l1_iters,
                                               return_info=True)
             images = combine_map_images(x)
             info.update({"l1_lamda": l1_info["lamda"], "l1_iterations": l1_info["iterations"],
@@ -238,7 +238,7 @@ class Reconstructor:
             ids = list(range(S)) if slice_ids is None else [int(i) for i in slice_ids]
             if len(ids) != S:
                 raise ValueError(f"slice_ids has {len(ids)} entries for {S} slices")
-            images, std, dpm_info = self._sample(kn, mask_1d, maps_t, info["effective_acceleration"], ids)
+            images, std, dpm_info = self._sample(kn, sampling, maps_t, ids)
             info.update(dpm_info)
         timings["sampling"] = time.perf_counter() - t0
 
@@ -252,7 +252,7 @@ class Reconstructor:
                            maps=maps_t.detach().cpu().numpy(), method=name, timings=timings, info=info)
 
     # -- stages ------------------------------------------------------------------------------------------------------
-    def _coil_maps(self, kn: torch.Tensor, mask_1d: np.ndarray, maps):
+    def _coil_maps(self, kn: torch.Tensor, sampling: Sampling, maps):
         """Maps [S, M, C, H, W] and, when two map sets were estimated, the second map's energy [S] (else None)."""
         from .coils import choose_map_sets, estimate_coil_maps, second_map_energy
         S, C, H, W = kn.shape
@@ -262,31 +262,31 @@ class Reconstructor:
                 m = m.unsqueeze(1)
             if m.ndim != 5 or m.shape[0] != S or m.shape[2:] != (C, H, W):
                 raise ValueError(f"maps must be [S={S}, M, C={C}, H={H}, W={W}]; got {tuple(m.shape)}")
-            return m, (second_map_energy(m, kn, mask_1d) if m.shape[1] > 1 else None)
+            return m, (second_map_energy(m, kn, sampling) if m.shape[1] > 1 else None)
         estimated = 2 if self.num_maps == "auto" else self.num_maps
-        m = estimate_coil_maps(kn, mask_1d, method=self.coil_method, num_maps=estimated, **self.coil_options)
+        m = estimate_coil_maps(kn, sampling, method=self.coil_method, num_maps=estimated, **self.coil_options)
         if estimated == 1:
             return m, None
         kernel_width = self.coil_options.get("kernel_width", 6)
         if self.num_maps == "auto":
-            return choose_map_sets(m, kn, mask_1d, kernel_width)
-        return m, second_map_energy(m, kn, mask_1d, kernel_width)
+            return choose_map_sets(m, kn, sampling, kernel_width)
+        return m, second_map_energy(m, kn, sampling, kernel_width)
 
-    def _sample(self, kn, mask_1d, maps_t, acceleration, slice_ids):
+    def _sample(self, kn, sampling: Sampling, maps_t, slice_ids):
         from .operators import SenseOp
         from .samplers import get_sampler, posterior_samples
 
         denoiser = self.denoiser()
         card = getattr(denoiser, "card", {}) or {}
-        op = SenseOp(maps_t, mask_1d)
+        op = SenseOp(maps_t, sampling)
         options = dict(self.sampler_options)
         spec = get_sampler(self.sampler)
-        noise_std = estimate_noise_std(kn, mask_1d)
+        noise_std = estimate_noise_std(kn, sampling.mask)
         if "noise_std" in spec.options:                  # the data term is weighed by the measured noise, per slice
             noise_std = options.setdefault("noise_std", noise_std)
         zeta, zeta_rule, zeta_info = None, "n/a (sampler has no ζ)", {}
         if "zeta" in spec.options:
-            zeta, zeta_rule = self._zeta_rule(card, acceleration)
+            zeta, zeta_rule = self._zeta_rule(card, sampling.effective_acceleration)
             if zeta == "auto":
                 zeta, zeta_info = gcv_zeta(spec, denoiser, kn, op, noise_std, seed=self.seed,
                                            slice_ids=slice_ids, options=options)

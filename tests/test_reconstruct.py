@@ -162,3 +162,23 @@ def test_progress_reports_every_sampler_step(denoiser, problem):
     assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]
     with pytest.raises(ValueError, match="progress"):
         Reconstructor(progress="yes")
+
+
+@pytest.mark.parametrize("method", ["sense", "l1_wavelet", "dpm"])
+def test_the_sampling_is_derived_once_per_reconstruction(denoiser, problem, method, monkeypatch):
+    """One Sampling per reconstruction (issue 13): the ACS search runs once, and normalization, coil maps (both map
+    sets and the second-map check), the operator and the noise estimate all receive it instead of re-deriving it."""
+    import dpm_core.masks as masks
+    kspace, mask, _ = problem
+    calls = []
+    original = masks.find_acs_lines
+    monkeypatch.setattr(masks, "find_acs_lines", lambda m: calls.append(1) or original(m))
+    rec = Reconstructor(method=method, model=denoiser, sampler_options={"steps": 2}, device="cpu",
+                        output_guard=False, num_maps="auto")
+    result = rec.reconstruct(kspace, mask)
+    assert len(calls) == 1, len(calls)
+    assert result.info["effective_acceleration"] == pytest.approx(masks.effective_acceleration(mask))
+    sampling = masks.sampling_of(mask, 32)
+    assert masks.sampling_of(sampling, 32) is sampling and masks.acs_of(sampling, 32) == sampling.acs
+    with pytest.raises(ValueError, match="centre line"):
+        masks.sampling_of(np.arange(32) % 2 == 1, 32)
