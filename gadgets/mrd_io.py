@@ -412,11 +412,17 @@ def write_mrd_raw(path: str, raw: MrdRaw, dataset: str = "dataset") -> None:
 def read_mrd_raw(path: str, dataset: str = "dataset") -> MrdRaw:
     """Read header + all acquisitions of an ISMRMRD HDF5 file in bulk (one HDF5 read, not one per row).
 
-    Raises ValueError naming the file when the dataset, its header or its acquisitions are missing.
+    Raises ValueError naming the file when it is not readable HDF5 (not HDF5, truncated) or when the dataset, its
+    header or its acquisitions are missing.
     """
     from ismrmrd.hdf5 import acquisition_header_dtype
 
-    with h5py.File(path, "r") as f:
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:                      # not HDF5, truncated, unreadable
+        raise ValueError(f"{path}: not a readable ISMRMRD HDF5 file ({exc}); pass the raw file as the scanner or "
+                         f"siemens_to_ismrmrd wrote it (a copy cut short cannot be read)") from None
+    with f:
         if dataset not in f:
             raise ValueError(f"{path}: no group {dataset!r}; groups present: {list(f.keys())}")
         group = f[dataset]

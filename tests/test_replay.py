@@ -205,6 +205,25 @@ def test_local_replay_of_a_stream_without_imaging_data_names_the_reason(tmp_path
         replay.replay(str(tmp_path / "in.h5"), str(tmp_path / "out"), mode="local", config={"method": "sense"})
 
 
+@pytest.mark.parametrize("content", ["text", "truncated"])
+def test_replay_of_a_file_that_is_not_readable_hdf5_names_it(tmp_path, content):
+    """A file that is not HDF5 at all, or an ISMRMRD file cut short: a ValueError naming the file and what is wrong
+    (dpm-replay turns it into its error message, rc 2), not an h5py traceback."""
+    from gadgets.mrd_io import MrdRaw
+    from tests.harness import oversampled_phantom
+    path = tmp_path / "in.h5"
+    if content == "text":
+        path.write_text("not an HDF5 file\n")
+    else:
+        kos, _ = oversampled_phantom(32, 32, 4, 1, seed=1)
+        raw = make_raw_acquisitions(kos, np.arange(32) % 2 == 0, num_acs=8)
+        write_mrd_raw(str(tmp_path / "full.h5"), MrdRaw(raw.header_xml, raw.acquisitions))
+        data = (tmp_path / "full.h5").read_bytes()
+        path.write_bytes(data[: len(data) // 3])
+    with pytest.raises(ValueError, match=r"in\.h5: not a readable ISMRMRD HDF5 file"):
+        replay.replay(str(path), str(tmp_path / "out"), mode="local", config={"method": "sense"})
+
+
 def test_client_mode_names_an_unreachable_server(inputs, tmp_path):
     import socket
 
