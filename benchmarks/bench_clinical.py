@@ -1,6 +1,6 @@
 """A FLAIR exam of clinical size through the gadget path: per stage time, peak memory, three transports.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_clinical.py                 # CPU: 2 slices, extrapolated to 32
+    OMP_NUM_THREADS=1 python benchmarks/bench_clinical.py                 # CPU: 1 slice, extrapolated to 32
     python benchmarks/bench_clinical.py --slices 32 --device cuda --name clinical_gpu          # a GPU host
 
 The exam: synthetic FLAIR (training.synth, subject 21), 320 x 320 after oversampling removal (640 readout samples
@@ -11,7 +11,8 @@ the default fast sampler (50 DDS steps), method dpm. Rows:
   the process's peak RSS and (CUDA) peak device memory;
 - ``spawned gadget``: the acquisitions streamed to ``python -m gadgetron ... dpm_recon_acquisitions`` as Gadgetron
   does (Python start, imports and model load included);
-- ``warm server``: the second of two identical streams to one ``dpm-server`` (model loaded, nothing to start).
+- ``warm server``: a stream to a ``dpm-server`` that has served one before (a one-step warm-up: model loaded,
+  torch initialised, nothing to start).
 On the CPU the volume has ``--slices`` slices; per-slice stages scale linearly with the slice count (the sampler runs
 the slices as one batch, so this is an upper bound), and the table adds the 32-slice extrapolation of each row.
 Writes benchmarks/results/<name>.{json,md}.
@@ -100,7 +101,7 @@ def parse_volume_log(log: str) -> tuple[float, float, float]:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--slices", type=int, default=2)
+    parser.add_argument("--slices", type=int, default=1)
     parser.add_argument("--matrix", type=int, default=320)
     parser.add_argument("--coils", type=int, default=16)
     parser.add_argument("--device", default="cpu")
@@ -114,7 +115,7 @@ def main(argv=None) -> None:
 
     import torch
 
-    from gadgets.wire import run_spawned_gadget
+    from gadgets.wire import run_client, run_spawned_gadget
     from tests.test_server import ServerProcess
     scale = CLINICAL_SLICES / args.slices
     t0 = time.perf_counter()
@@ -133,8 +134,11 @@ def main(argv=None) -> None:
                                  copy.deepcopy(raw.acquisitions), config=config, timeout=args.timeout)
     server = ServerProcess("--set", f"device={args.device}")
     try:
-        server.client(raw.header_xml, copy.deepcopy(raw.acquisitions), config=config)          # warm-up
-        warm = server.client(raw.header_xml, copy.deepcopy(raw.acquisitions), config=config)
+        # Warm-up: one sampler step loads the model and initialises torch; the second stream is the measured one.
+        run_client("127.0.0.1", server.port, raw.header_xml, copy.deepcopy(raw.acquisitions),
+                   config={**config, "steps": "1"}, timeout=args.timeout)
+        warm = run_client("127.0.0.1", server.port, raw.header_xml, copy.deepcopy(raw.acquisitions), config=config,
+                          timeout=args.timeout)
         server_log = server.log
     finally:
         server.kill()
@@ -168,7 +172,9 @@ def main(argv=None) -> None:
                   f"volume_s = the gadget's reconstruction of the volume (coil maps + sampling + normalization + "
                   f"images); the last column scales it by {CLINICAL_SLICES}/{args.slices} (linear in slices, an upper "
                   "bound when slices batch). start_load_transfer_s = everything else in the stream: Python start, "
-                  "imports and model load (spawned), socket transfer, assembly. Peak memory: local process only.",
+                  "imports and model load (spawned), socket transfer, assembly. Peak memory: local process only. "
+                  "Threads: the local run and the spawned gadget inherit OMP_NUM_THREADS of the command (1 above); "
+                  "the server runs with OMP_NUM_THREADS=2 (tests/test_server.py).",
                   extra={"local_stages": stages})
 
 
