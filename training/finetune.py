@@ -313,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_corpus_arguments(parser, contrasts_default=["AXFLAIR"])
     add_training_arguments(parser, lr=1e-5, batch=8)
     g = parser.add_argument_group("fine-tuning and validation")
-    g.add_argument("--epochs", type=int, required=True, help="epoch budget")
+    g.add_argument("--epochs", type=int, required=True, help="epoch budget (per EM round with --undersampled)")
     g.add_argument("--eval-every", type=int, default=1, help="validate every k epochs")
     g.add_argument("--val-data", nargs="+", required=True, help="held-out volumes: fully sampled (accelerated with --undersampled)")
     g.add_argument("--val-contrasts", nargs="*", default=None, help="default: --contrasts")
@@ -322,7 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--sampler", default="fast", help="sampler of dpm_core.samplers used for validation")
     g.add_argument("--sampler-options", default=None, help="JSON dict of extra sampler options")
     g.add_argument("--eval-zeta", type=float, default=1.0, help="ζ during the per-epoch validation")
-    g.add_argument("--zetas", type=float, nargs="*", default=[0.5, 1.0, 2.0], help="final ζ sweep (empty: skip)")
+    g.add_argument("--zetas", type=float, nargs="*", default=[0.5, 1.0, 2.0],
+                   help="final ζ sweep (empty: skip; not with --undersampled, which keeps the init card's ζ table)")
     g.add_argument("--export", default=None, help="also save the best model here (e.g. dpm_core/models/flair_default)")
     u = parser.add_argument_group("from accelerated scans alone (--undersampled; training.undersampled)")
     u.add_argument("--undersampled", action="store_true",
