@@ -37,7 +37,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "dpm-demo=gadgets.demo:main",
+            "dpm-demo=training.demo:main",
             "dpm-replay=gadgets.replay:main",
             "dpm-server=gadgets.server:main",
             "dpm-synth=training.synth:main",

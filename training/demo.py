@@ -28,7 +28,7 @@ def write_synthetic_exam(out: Path, acceleration: float, seed: int, matrix: int,
     from dpm_core.masks import equispaced_mask
     from training.synth import generate_subject
 
-    from .mrd_io import GeometrySpec, make_raw_acquisitions, write_mrd_raw
+    from gadgets.mrd_io import GeometrySpec, make_raw_acquisitions, write_mrd_raw
 
     subject = generate_subject(seed, "AXFLAIR", matrix, coils, slices, lesion=True)
     protocol = subject.protocol
@@ -53,8 +53,8 @@ def write_synthetic_exam(out: Path, acceleration: float, seed: int, matrix: int,
 
 
 def main(argv=None) -> int:
-    from .gadget import parse_properties
-    from .replay import replay
+    from gadgets.gadget import parse_properties
+    from gadgets.replay import replay
 
     parser = argparse.ArgumentParser(prog="dpm-demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="out/demo", help="output directory [out/demo]")
