@@ -40,9 +40,9 @@ from dpm_core.combine import mvue
 from dpm_core.masks import DEFAULT_NUM_ACS
 from dpm_core.normalize import NORMALIZATION_RULE, normalization_scale
 
-__all__ = ["CACHE_VERSION", "SourceVolume", "SliceEntry", "find_volumes", "select_volumes", "read_volume",
-           "compute_targets", "build_cache", "load_index", "CachedSlices", "add_corpus_arguments", "cache_from_args",
-           "main"]
+__all__ = ["CACHE_VERSION", "SourceVolume", "SliceEntry", "find_volumes", "select_volumes", "read_kspace",
+           "read_volume", "compute_targets", "build_cache", "load_index", "CachedSlices", "add_corpus_arguments",
+           "cache_from_args", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -164,30 +164,39 @@ def select_volumes(volumes: Sequence[SourceVolume], contrasts: Sequence[str] | N
     return out
 
 
-def read_volume(volume: SourceVolume) -> torch.Tensor:
-    """Fully sampled k-space [S, C, H, W] complex64 with readout oversampling removed.
+def read_kspace(volume: SourceVolume) -> list[tuple[torch.Tensor, np.ndarray | None, list[int], str]]:
+    """The k-space of one file, readout oversampling removed: [(kspace [S, C, H, W] complex64, measured lines [H]
+    bool or None, slice numbers, description)], one entry per buffer.
 
-    fastMRI files carry 2x readout oversampling (the recon FOV is the central half of the readout, DESIGN.md §7);
-    ISMRMRD files go through :func:`gadgets.assembly.buffers_from_acquisitions` (noise prewhitening, oversampling
-    removal, accumulation), exactly as the gadget does, and must be fully sampled.
+    fastMRI files carry 2x readout oversampling (the recon FOV is the central half of the readout, DESIGN.md §7) and
+    give one entry whose mask is None (the file's own ``mask`` dataset, if any, is for the caller to read); ISMRMRD
+    files go through :func:`gadgets.assembly.buffers_from_acquisitions` (noise prewhitening, oversampling removal,
+    accumulation), exactly as the gadget does, one entry per assembled buffer with its mask.
     """
     if volume.kind == "fastmri":
         from .fastmri_data import FastMRISliceDataset, FastMRIVolumeIndex
         slices = FastMRISliceDataset(FastMRIVolumeIndex([volume.path]))
-        return torch.stack([slices[s].kspace for s in range(len(slices))]).to(torch.complex64)   # [S, C, H, W]
+        kspace = torch.stack([slices[s].kspace for s in range(len(slices))]).to(torch.complex64)   # [S, C, H, W]
+        return [(kspace, None, list(range(kspace.shape[0])), "the volume")]
     from gadgets.assembly import buffers_from_acquisitions
     from gadgets.mrd_io import iter_acquisitions, read_mrd_raw
     raw = read_mrd_raw(volume.path)
-    buffers = list(buffers_from_acquisitions(iter_acquisitions(raw), raw.header))
-    if not buffers:
+    parts = [(torch.from_numpy(np.asarray(b.kspace, dtype=np.complex64)), np.asarray(b.mask, dtype=bool),
+              list(b.slices), b.describe()) for b in buffers_from_acquisitions(iter_acquisitions(raw), raw.header)]
+    if not parts:
         raise ValueError(f"{volume.path}: no imaging data assembled from the ISMRMRD acquisitions")
-    parts = []
-    for buf in buffers:
-        if not np.all(buf.mask):
-            raise ValueError(f"{volume.path}: {buf.describe()} is undersampled ({int(buf.mask.sum())} of "
-                             f"{buf.mask.size} lines); training targets need fully sampled k-space")
-        parts.append(torch.from_numpy(np.asarray(buf.kspace, dtype=np.complex64)))
-    return torch.cat(parts)
+    return parts
+
+
+def read_volume(volume: SourceVolume) -> torch.Tensor:
+    """Fully sampled k-space [S, C, H, W] complex64 with readout oversampling removed (:func:`read_kspace`); an
+    undersampled ISMRMRD buffer is refused (training targets need fully sampled k-space)."""
+    parts = read_kspace(volume)
+    for _, mask, _, where in parts:
+        if mask is not None and not np.all(mask):
+            raise ValueError(f"{volume.path}: {where} is undersampled ({int(mask.sum())} of {mask.size} lines); "
+                             f"training targets need fully sampled k-space")
+    return torch.cat([kspace for kspace, _, _, _ in parts])
 
 
 def compute_targets(kspace: torch.Tensor, coil_method: str = "fast", num_acs: int = DEFAULT_NUM_ACS,

@@ -59,7 +59,8 @@ from dpm_core.operators import SenseOp
 from dpm_core.seeding import stable_seed
 
 from . import distributed as dist_utils
-from .preprocess import CACHE_VERSION, CachedSlices, SliceEntry, SourceVolume, find_volumes, select_volumes
+from .preprocess import (CACHE_VERSION, CachedSlices, SliceEntry, SourceVolume, find_volumes, read_kspace,
+                         select_volumes)
 from .training_loop import MODEL_STEM, training_loop
 
 __all__ = ["AcceleratedScan", "read_accelerated", "load_accelerated", "write_accelerated_copy", "holdout_split",
@@ -91,10 +92,9 @@ def read_accelerated(volume: SourceVolume) -> list[AcceleratedScan]:
     Raises ValueError when a scan has no ACS block around the k-space centre (coil maps and normalization need it).
     """
     name = Path(volume.path).name
+    parts = read_kspace(volume)
     if volume.kind == "fastmri":
-        from .fastmri_data import FastMRISliceDataset, FastMRIVolumeIndex
-        slices = FastMRISliceDataset(FastMRIVolumeIndex([volume.path]))
-        kspace = torch.stack([slices[s].kspace for s in range(len(slices))]).to(torch.complex64)   # [S, C, H, W]
+        (kspace, _, slice_numbers, _), = parts
         H = kspace.shape[2]
         with h5py.File(volume.path, "r") as f:
             mask = np.asarray(f["mask"][()]).astype(bool).reshape(-1) if "mask" in f else None
@@ -103,17 +103,9 @@ def read_accelerated(volume: SourceVolume) -> list[AcceleratedScan]:
         elif mask.size != H:
             raise ValueError(f"{volume.path}: the mask dataset has {mask.size} entries but the k-space has {H} "
                              f"phase-encode lines; write the mask over the phase-encode (last) axis of kspace")
-        parts = [(kspace * torch.from_numpy(mask).view(1, 1, H, 1), mask, list(range(kspace.shape[0])))]
-    else:
-        from gadgets.assembly import buffers_from_acquisitions
-        from gadgets.mrd_io import iter_acquisitions, read_mrd_raw
-        raw = read_mrd_raw(volume.path)
-        parts = [(torch.from_numpy(np.asarray(b.kspace, dtype=np.complex64)), np.asarray(b.mask, dtype=bool),
-                  list(b.slices)) for b in buffers_from_acquisitions(iter_acquisitions(raw), raw.header)]
-        if not parts:
-            raise ValueError(f"{volume.path}: no imaging data assembled from the ISMRMRD acquisitions")
+        parts = [(kspace * torch.from_numpy(mask).view(1, 1, H, 1), mask, slice_numbers, "")]
     scans = []
-    for kspace, mask, slice_numbers in parts:
+    for kspace, mask, slice_numbers, _ in parts:
         try:
             find_acs_lines(mask)
         except ValueError as err:
