@@ -184,6 +184,17 @@ def correlated_noise(coils: int, samples: int, sigma: float, seed: int = 0) -> t
     return (sigma * mixing @ white).astype(np.complex64), mixing
 
 
+def noisy_phantom(height: int, width: int, coils: int, slices: int, seed: int, noise_samples: int,
+                  sigma: float = 2e-3) -> tuple[np.ndarray, np.ndarray]:
+    """(oversampled k-space [S, C, H, 2W] complex64 with correlated noise, a noise scan [C, noise_samples] of the same
+    covariance): :func:`oversampled_phantom` (seed), :func:`correlated_noise` (seed + 1), the k-space noise seed + 2."""
+    kos, _ = oversampled_phantom(height, width, coils, slices, seed=seed)
+    noise, mixing = correlated_noise(coils, noise_samples, sigma, seed=seed + 1)
+    rng = np.random.default_rng(seed + 2)
+    white = (rng.standard_normal(kos.shape) + 1j * rng.standard_normal(kos.shape)) / np.sqrt(2)
+    return (kos + np.einsum("dc,schw->sdhw", mixing, sigma * white)).astype(np.complex64), noise
+
+
 def image_geometry(image) -> dict:
     """Geometry and counters of an ismrmrd.Image as plain Python values (for comparisons)."""
     return {"position": tuple(np.round(image.position, 4)), "read_dir": tuple(np.round(image.read_dir, 5)),

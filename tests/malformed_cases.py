@@ -20,7 +20,7 @@ import ismrmrd
 import numpy as np
 
 from gadgets.mrd_io import make_header, make_raw_acquisitions
-from tests.harness import correlated_noise, oversampled_phantom
+from tests.harness import noisy_phantom, oversampled_phantom
 
 H = W = 32
 C, S = 4, 2
@@ -37,14 +37,10 @@ class Case:
 
 
 def _base():
-    kos, _ = oversampled_phantom(H, W, C, S, seed=31)
-    noise, mixing = correlated_noise(C, 256, 2e-3, seed=32)
-    rng = np.random.default_rng(33)
-    kos = kos + np.einsum("dc,schw->sdhw", mixing, 2e-3 * (rng.standard_normal(kos.shape)
-                                                           + 1j * rng.standard_normal(kos.shape)) / np.sqrt(2))
+    kos, noise = noisy_phantom(H, W, C, S, seed=31, noise_samples=256)
     mask = np.zeros(H, dtype=bool)
     mask[H // 2 % 2::2] = True
-    return make_raw_acquisitions(kos.astype(np.complex64), mask, num_acs=NUM_ACS, noise=noise)
+    return make_raw_acquisitions(kos, mask, num_acs=NUM_ACS, noise=noise)
 
 
 _BASE = None

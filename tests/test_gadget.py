@@ -18,7 +18,7 @@ from dpm_core.reconstruct import Reconstructor
 from gadgets import assembly
 from gadgets.gadget import INJECT_FAILURE_ENV
 from gadgets.mrd_io import convert_ismrmrd_tools_file, make_raw_acquisitions, read_mrd_raw
-from tests.harness import GadgetronSide, bucket_to_buffer, config_xml, correlated_noise, oversampled_phantom
+from tests.harness import GadgetronSide, bucket_to_buffer, config_xml, noisy_phantom
 
 TIMEOUT = 150.0
 H = W = 48            # the failure-case scans
@@ -42,14 +42,10 @@ def _direct_images(raw, method: str = "sense") -> list[np.ndarray]:
 @pytest.fixture(scope="module")
 def small_scan():
     """Two-slice phantom, one repetition, nominal R=3 + 16 ACS lines, with a noise scan."""
-    kos, _ = oversampled_phantom(H, W, C, S, seed=11)
-    noise, mixing = correlated_noise(C, 512, 2e-3, seed=12)
-    rng = np.random.default_rng(13)
-    kos = kos + np.einsum("dc,schw->sdhw", mixing, 2e-3 * (rng.standard_normal(kos.shape)
-                                                           + 1j * rng.standard_normal(kos.shape)) / np.sqrt(2))
+    kos, noise = noisy_phantom(H, W, C, S, seed=11, noise_samples=512)
     mask = np.zeros(H, dtype=bool)
     mask[H // 2 % 3::3] = True
-    return kos.astype(np.complex64), noise, mask
+    return kos, noise, mask
 
 
 # ---------------------------------------------------------------------------------------------------------------------
