@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import re
 import resource
 import subprocess
 import sys
@@ -33,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
+from common import parse_volume_log, write_results  # noqa: E402
 
 CLINICAL_SLICES = 32
 
@@ -90,13 +90,6 @@ def local_stages(args) -> dict:
             "reconstruct_s": volume_s, "dicom_s": dicom_s, "timings": timings,
             "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
             "peak_device_gib": peak_device}
-
-
-def parse_volume_log(log: str) -> tuple[float, float, float]:
-    """(reconstruction, coil maps, sampling) seconds summed over the gadget's per-volume log lines."""
-    rows = [tuple(map(float, m)) for m in re.findall(r" in ([0-9.]+) s \(coil maps ([0-9.]+) s, sampling ([0-9.]+) s\)",
-                                                      log)]
-    return tuple(sum(r[i] for r in rows) for i in range(3)) if rows else (float("nan"),) * 3
 
 
 def main(argv=None) -> None:
@@ -162,7 +155,6 @@ def main(argv=None) -> None:
                      "assembly_s": None, "coil_maps_s": round(coil, 2), "sampling_s": round(sampling, 2),
                      "volume_s": round(recon, 2), "dicom_s": None, "peak_rss_GiB": None, "peak_device_GiB": None,
                      f"volume_s at {CLINICAL_SLICES} slices": round(recon * scale, 0)})
-    from common import write_results
     write_results(args.name, rows, list(rows[0]),
                   f"A clinical-size FLAIR exam through the gadget path ({args.slices} of {CLINICAL_SLICES} slices)",
                   f"One command: `OMP_NUM_THREADS=1 python benchmarks/bench_clinical.py --slices {args.slices} "

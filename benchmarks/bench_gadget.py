@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 
 from gadgets.mrd_io import make_raw_acquisitions  # noqa: E402
+from common import parse_volume_log  # noqa: E402
 from tests.harness import GadgetronSide, bucket_to_buffer, config_xml  # noqa: E402
 
 
@@ -34,11 +34,7 @@ def stream_once(args, method: str, raw) -> dict:
         items, prep = copy.deepcopy(raw.acquisitions), 0.0
     result = GadgetronSide(target=args.target, timeout=args.timeout).run(
         raw.header_xml, items, config=config_xml({"method": method, **({"steps": args.steps} if args.steps else {})}))
-    volumes = [tuple(map(float, m)) for m in
-               re.findall(r" in ([0-9.]+) s \(coil maps ([0-9.]+) s, sampling ([0-9.]+) s\)", result.log)]
-    recon = sum(v[0] for v in volumes)
-    coil = sum(v[1] for v in volumes)
-    sampling = sum(v[2] for v in volumes)
+    recon, coil, sampling = parse_volume_log(result.log)
     return {"method": method, "target": args.target, "images": len(result.images), "errors": len(result.errors),
             "stream_s": result.elapsed, "first_image_s": result.first_image_s or -1.0,
             "spawn_import_transport_s": result.elapsed - recon, "coil_maps_s": coil, "sampling_s": sampling,

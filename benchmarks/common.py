@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import statistics
 import time
 from pathlib import Path
@@ -65,3 +66,12 @@ def write_results(name: str, rows: list[dict], columns: list[str], title: str, n
     path.write_text("\n".join(lines) + "\n")
     print(path.read_text())
     return path
+
+
+VOLUME_LOG = re.compile(r" in ([0-9.]+) s \(coil maps ([0-9.]+) s, sampling ([0-9.]+) s\)")
+
+
+def parse_volume_log(log: str) -> tuple[float, float, float]:
+    """(reconstruction, coil maps, sampling) seconds summed over the gadget's per-volume log lines (NaN if none)."""
+    rows = [tuple(map(float, m)) for m in VOLUME_LOG.findall(log)]
+    return tuple(sum(r[i] for r in rows) for i in range(3)) if rows else (float("nan"),) * 3
