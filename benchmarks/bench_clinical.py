@@ -39,14 +39,15 @@ CLINICAL_SLICES = 32
 
 def make_exam(slices: int, matrix: int, coils: int):
     from dpm_core.masks import equispaced_mask
-    from gadgets.mrd_io import make_raw_acquisitions
-    from training.synth import generate_subject
+    from gadgets.mrd_io import GeometrySpec, make_raw_acquisitions
+    from training.synth import IMAGE_FRAME, generate_subject
     subject = generate_subject(21, "AXFLAIR", matrix, coils, slices, lesion=True)
     rng = np.random.default_rng(0)
     n = 8 * subject.kspace.shape[-1]
     noise = (subject.noise_std / np.sqrt(2) * (rng.standard_normal((coils, n))
                                                + 1j * rng.standard_normal((coils, n)))).astype(np.complex64)
-    return make_raw_acquisitions(subject.kspace.numpy(), equispaced_mask(matrix, 4, 24), num_acs=24, noise=noise)
+    return make_raw_acquisitions(subject.kspace.numpy(), equispaced_mask(matrix, 4, 24), num_acs=24, noise=noise,
+                                 geometry=GeometrySpec(frame=IMAGE_FRAME))
 
 
 def local_stages(args) -> dict:

@@ -67,6 +67,11 @@ class SenseOp:
         self.ishape = (S, M, H, W)
         self.oshape = (S, C, H, W)
 
+    def select(self, index: torch.Tensor) -> "SenseOp":
+        """The operator of the slices ``index`` ([n] int64, repeats allowed: a slice's posterior samples)."""
+        index = index.to(self.maps.device)
+        return SenseOp(self.maps[index], None if self.mask is None else self.mask[index])
+
     def _check(self, x: torch.Tensor, shape: tuple, what: str) -> None:
         if tuple(x.shape) != shape:
             raise ValueError(f"SenseOp {what}: expected shape {shape}, got {tuple(x.shape)}")

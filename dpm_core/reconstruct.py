@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -28,6 +29,8 @@ __all__ = ["Reconstructor", "ReconResult", "ReconstructionError", "METHODS", "re
            "gcv_zeta", "ZETA_GRID"]
 
 METHODS = ("dpm", "sense", "l1_wavelet", "zero_filled")
+WARM_START_SIGMA = 0.2   # DPM warm start: the SENSE image + noise at this level; chosen on validation subjects
+                         # (benchmarks/bench_warm_start.py, docs/samplers.md)
 
 
 def estimate_noise_std(kspace: torch.Tensor, mask_1d: np.ndarray, edge_fraction: float = 0.125) -> torch.Tensor:
@@ -116,15 +119,24 @@ class Reconstructor:
             measured noise, the model denoising its own output) and raise ReconstructionError when it fails, so the
             caller sends the SENSE fallback. Off only where models are evaluated while they train (validation, the
             E-step of EM fine-tuning), not in the scanner's path.
-        progress: sampler progress — "auto" (a tqdm bar with ETA over the sampler's steps, shown only on a terminal),
-            a callable ``progress(done, total)`` called after every step (servers log with it), or None.
+        progress: sampler progress in slice-steps (steps × slices × samples) — "auto" (a tqdm bar with ETA, shown
+            only on a terminal), a callable ``progress(done, total)`` called after every step of every sampler call
+            (servers log with it), or None.
+        memory_budget: bytes of working memory one sampler call may use; the slices (and samples) of a volume run in
+            as few calls as fit it, sized from the measured peak of the first, one-slice call (:mod:`dpm_core.memory`).
+            "auto": what the device has free at the start of the volume; None: all in one call, nothing measured.
+        warm_start: the DPM starts from the SENSE-CG image plus noise of this σ and runs only the levels of its
+            schedule at or below it (:func:`dpm_core.samplers.warm_start_sigmas`; about 4x fewer network evaluations
+            than from pure noise at equal or lower error, docs/samplers.md); None starts from pure noise at the
+            schedule's σ_max. Default :data:`WARM_START_SIGMA`.
     """
 
     def __init__(self, method: str = "dpm", model=None, sampler: str = "fast", sampler_options: dict | None = None,
                  num_samples: int = 1, zeta: float | None = None, seed: int = 0, device="auto",
                  coil_method: str = "fast", num_maps: int | str = "auto", cg_iters: int = 100, cg_tol: float = 1e-4,
                  l2_weight: float = 1e-3, l1_lamda: float | None = None, l1_iters: int = 200,
-                 coil_options: dict | None = None, output_guard: bool = True, progress="auto"):
+                 coil_options: dict | None = None, output_guard: bool = True, progress="auto",
+                 memory_budget: int | str | None = "auto", warm_start: float | None = WARM_START_SIGMA):
         if method not in METHODS:
             raise ValueError(f"method {method!r} is unknown; choose one of {METHODS}")
         if num_maps not in (1, 2, "auto"):
@@ -153,6 +165,12 @@ class Reconstructor:
         if not (progress in (None, "auto") or callable(progress)):
             raise ValueError(f"progress must be 'auto', None or a callable(done, total); got {progress!r}")
         self.progress = progress
+        if not (warm_start is None or (isinstance(warm_start, (int, float)) and 0 < warm_start < float("inf"))):
+            raise ValueError(f"warm_start must be a positive σ or None (start from pure noise); got {warm_start!r}")
+        self.warm_start = None if warm_start is None else float(warm_start)
+        if not (memory_budget in (None, "auto") or (isinstance(memory_budget, int) and memory_budget > 0)):
+            raise ValueError(f"memory_budget must be a positive number of bytes, 'auto' or None; got {memory_budget!r}")
+        self.memory_budget = memory_budget
         self._denoiser = None
         if method == "dpm":
             from .samplers import get_sampler
@@ -273,14 +291,28 @@ class Reconstructor:
         return m, second_map_energy(m, kn, sampling, kernel_width)
 
     def _sample(self, kn, sampling: Sampling, maps_t, slice_ids):
+        from .memory import available_bytes
         from .operators import SenseOp
-        from .samplers import get_sampler, posterior_samples
+        from .samplers import default_sigmas, get_sampler, posterior_samples, warm_start_sigmas
 
         denoiser = self.denoiser()
         card = getattr(denoiser, "card", {}) or {}
         op = SenseOp(maps_t, sampling)
         options = dict(self.sampler_options)
         spec = get_sampler(self.sampler)
+        sigmas = options.pop("sigmas", None)
+        if sigmas is None:
+            sigmas = default_sigmas(spec, denoiser, options.pop("steps", None))
+        elif "steps" in options:
+            raise ValueError("sampler_options: give either sigmas or steps, not both")
+        warm_image, x_init = None, None
+        if self.warm_start is not None:
+            sigmas = warm_start_sigmas(sigmas, self.warm_start)
+
+            def warm_image(y):                                       # the start as a function of the data (GCV)
+                return baselines.sense_cg(y, sampling, maps_t, self.cg_iters, self.l2_weight, tol=self.cg_tol)
+            x_init = warm_image(kn)
+        options["sigmas"] = sigmas
         noise_std = estimate_noise_std(kn, sampling.mask)
         if "noise_std" in spec.options:                  # the data term is weighed by the measured noise, per slice
             noise_std = options.setdefault("noise_std", noise_std)
@@ -289,13 +321,15 @@ class Reconstructor:
             zeta, zeta_rule = self._zeta_rule(card, sampling.effective_acceleration)
             if zeta == "auto":
                 zeta, zeta_info = gcv_zeta(spec, denoiser, kn, op, noise_std, seed=self.seed,
-                                           slice_ids=slice_ids, options=options)
+                                           slice_ids=slice_ids, options=options,
+                                           warm_image=warm_image)
             options["zeta"] = zeta
-        callback, bar = self._progress_callback(spec, denoiser, options)
+        callback, bar = self._progress_callback(spec, options, kn.shape[0] * self.num_samples)
         try:
+            budget = available_bytes(kn.device) if self.memory_budget == "auto" else self.memory_budget
             mean, std, sampler_info = posterior_samples(spec, denoiser, kn, op, num_samples=self.num_samples,
                                                         seed=self.seed, slice_ids=slice_ids, callback=callback,
-                                                        **options)
+                                                        x_init=x_init, memory_budget=budget, **options)
         except torch.cuda.OutOfMemoryError as exc:
             raise ReconstructionError(f"out of GPU memory while sampling {kn.shape[0]} slices: {exc}") from exc
         finally:
@@ -321,6 +355,7 @@ class Reconstructor:
             std_img = torch.sqrt(((std.float() * support) ** 2).sum(dim=1))     # map sets add in quadrature
         info = {"sampler": self.sampler, "num_samples": self.num_samples, "zeta_rule": zeta_rule,
                 "noise_std": torch.as_tensor(noise_std).cpu().tolist(), **zeta_info,
+                "warm_start": self.warm_start,
                 "model": getattr(denoiser, "name", None) or card.get("name"), "model_sha256": card.get("sha256"),
                 **({"output_guard": guard} if guard else {})}
         if zeta is not None:
@@ -329,26 +364,25 @@ class Reconstructor:
         info.update(sampler_info or {})
         return images, std_img, info
 
-    def _progress_callback(self, spec, denoiser, options: dict):
-        """(sampler callback, tqdm bar or None) for :attr:`progress`: a bar with an ETA over the sampler's levels on a
-        terminal ("auto"; tqdm hides it elsewhere: servers, spawned gadgets, tests), ``progress(done, total)`` for a
-        callable, nothing for None."""
+    def _progress_callback(self, spec, options: dict, items: int):
+        """(sampler callback, tqdm bar or None) for :attr:`progress`, counted in slice-steps (sampler steps × the
+        slices of each call, so that chunked calls add up): a bar with an ETA on a terminal ("auto"; tqdm hides it
+        elsewhere: servers, spawned gadgets, tests), ``progress(done, total)`` for a callable, nothing for None."""
         if self.progress is None:
             return None, None
-        from .samplers import default_sigmas
-        sigmas = options.get("sigmas")
-        levels = len(sigmas if sigmas is not None else default_sigmas(spec, denoiser, options.get("steps")))
-        total = max(levels - (1 if spec.schedule == "karras" else 0), 1)
+        levels = len(options["sigmas"])
+        total = max(levels - (1 if spec.schedule == "karras" else 0), 1) * items
         if callable(self.progress):
             done = [0]
 
-            def report(_state):
-                done[0] += 1
+            def report(state):
+                done[0] += int(state["x"].shape[0])
                 self.progress(done[0], total)
             return report, None
         from tqdm import tqdm
-        bar = tqdm(total=total, desc=f"DPM {spec.name}", unit="step", leave=False, disable=None, dynamic_ncols=True)
-        return (lambda _state: bar.update(1)), bar
+        bar = tqdm(total=total, desc=f"DPM {spec.name}", unit="slice-step", leave=False, disable=None,
+                   dynamic_ncols=True)
+        return (lambda state: bar.update(int(state["x"].shape[0]))), bar
 
     def _zeta_rule(self, card: dict, acceleration: float):
         """(ζ or "auto", the rule's name): a given number; "auto"; or the card's table where it brackets the scan's R."""
@@ -368,7 +402,8 @@ AUTO_ZETA_STEPS = 10    # sampler steps per candidate run (2 runs per candidate:
 GCV_PROBE_SAMPLE = 1 << 20   # sample index of the GCV probe's seed: disjoint from the posterior samples' 0..K-1
 
 
-def gcv_zeta(sampler, denoiser, kn, op, noise_std, *, seed: int, slice_ids, options: dict | None = None):
+def gcv_zeta(sampler, denoiser, kn, op, noise_std, *, seed: int, slice_ids, options: dict | None = None,
+             warm_image: Callable[[torch.Tensor], torch.Tensor] | None = None):
     """ζ per slice by generalized cross-validation (GCV), from the measured data alone; no noise level needed.
 
     For every ζ of :data:`ZETA_GRID` the sampler runs a short schedule (:data:`AUTO_ZETA_STEPS` steps, the slice's
@@ -382,9 +417,12 @@ def gcv_zeta(sampler, denoiser, kn, op, noise_std, *, seed: int, slice_ids, opti
     with the smallest GCV is kept. On the real 16-coil slice GCV picked ζ = 256 at nominal R = 4 and 6, where the
     image error is smallest too; on a synthetic FLAIR slice ζ = 4 against an NRMSE optimum at 16 (2.6 % worse).
 
+    A warm-started reconstruction is scored as it runs: its own schedule (``options["sigmas"]``) from
+    ``warm_image(y)`` (the SENSE image of the same data, so the start's own dependence on y is in the divergence).
+
     Args: the sampler (name or :class:`dpm_core.samplers.Sampler`), denoiser, normalized k-space kn [S, C, H, W] and
     operator of the reconstruction; noise_std σ̂ per slice (only sets the probe's step ε); seed and slice_ids as for
-    the reconstruction; sampler options.
+    the reconstruction; sampler options; warm_image: k-space [S, C, H, W] -> start image [S, M, H, W], or None.
     Returns (ζ [S] tensor, info with the GCV table).
     """
     from .samplers import posterior_samples
@@ -399,11 +437,15 @@ def gcv_zeta(sampler, denoiser, kn, op, noise_std, *, seed: int, slice_ids, opti
     b = torch.stack(probes).to(kn.device) * op.mask
     n = 2 * (op.mask.expand(S, 1, *kn.shape[2:]).flatten(1).sum(1) * kn.shape[1]).to(torch.float32)
 
-    trial = {k: v for k, v in (options or {}).items() if k not in ("steps", "sigmas")}   # the short schedule instead
+    trial = dict(options or {})
+    if warm_image is None:                                   # from pure noise: a short schedule instead of the full one
+        trial = {k: v for k, v in trial.items() if k not in ("steps", "sigmas")}
+        trial["steps"] = AUTO_ZETA_STEPS
 
     def predicted(y, zeta):
         mean, _, _ = posterior_samples(sampler, denoiser, y, op, num_samples=1, seed=seed,
-                                       slice_ids=slice_ids, steps=AUTO_ZETA_STEPS, **trial, zeta=zeta)
+                                       slice_ids=slice_ids, x_init=None if warm_image is None else warm_image(y),
+                                       **trial, zeta=zeta)
         return op.forward(mean)
 
     gcv, dof = [], []

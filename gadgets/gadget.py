@@ -111,6 +111,31 @@ def _zeta(text: str):
     return value
 
 
+def _warm_start(text: str):
+    """σ of the DPM warm start from the SENSE image: a positive number, default (the Reconstructor's), or none/off
+    (start from pure noise)."""
+    word = text.strip().lower()
+    if word in ("none", "off", "false", "no"):
+        return None
+    if word in ("", "default"):
+        return "default"
+    value = float(text)
+    if not (value > 0 and value != float("inf")):
+        raise ValueError(f"expected a positive finite σ, default or none, got {text!r}")
+    return value
+
+
+def _memory_budget(text: str):
+    """GiB of working memory per sampler call: a positive number, or auto (what the device has free)."""
+    word = text.strip().lower()
+    if word in ("", "auto"):
+        return "auto"
+    value = float(text)
+    if not (value > 0 and value != float("inf")):
+        raise ValueError(f"expected a positive number of GiB or auto, got {text!r}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -136,6 +161,10 @@ class GadgetConfig:
     sampler: sampler name [fast].  steps: sampler steps [sampler default].
     zeta: data-consistency ζ, a number | auto (per scan, GCV) | default [default: the model card's table where it
     brackets the scan's R, else auto].
+    warm_start: σ at which the DPM starts from the SENSE image | none (from pure noise) | default [default:
+    dpm_core.reconstruct.WARM_START_SIGMA].
+    memory_budget_gb: GiB of working memory one sampler call may use (a volume runs in as many calls as it needs)
+    | auto (what the device has free) [auto].
     seed [0].  device: auto | cpu | cuda | cuda:N [auto].  num_samples: posterior samples [1].
     coil_method: fast | sigpy [fast].  num_maps: 1 | 2 | auto [auto].
     series_index: series of repetition 0 [1].  std_series_index: series of the posterior-std maps [1001].
@@ -151,6 +180,8 @@ class GadgetConfig:
     sampler: str = "fast"
     steps: int | None = None
     zeta: float | str | None = None
+    warm_start: float | str | None = "default"
+    memory_budget_gb: float | str = "auto"
     seed: int = 0
     device: str = "auto"
     num_samples: int = 1
@@ -169,7 +200,9 @@ class GadgetConfig:
         options = {} if self.steps is None else {"steps": self.steps}
         return dict(method=self.method, model=self.model, sampler=self.sampler, sampler_options=options,
                     num_samples=self.num_samples, zeta=self.zeta, seed=self.seed, device=self.device,
-                    coil_method=self.coil_method, num_maps=self.num_maps)
+                    coil_method=self.coil_method, num_maps=self.num_maps,
+                    memory_budget="auto" if self.memory_budget_gb == "auto" else int(self.memory_budget_gb * 2 ** 30),
+                    **({} if self.warm_start == "default" else {"warm_start": self.warm_start}))
 
 
 _PARSERS: dict[str, Callable] = {
@@ -179,6 +212,8 @@ _PARSERS: dict[str, Callable] = {
     "sampler": _sampler,
     "steps": _optional(_positive_int),
     "zeta": _zeta,
+    "warm_start": _warm_start,
+    "memory_budget_gb": _memory_budget,
     "seed": int,
     "device": _device,
     "num_samples": _positive_int,
@@ -306,15 +341,21 @@ PROGRESS_LOG_EVERY = 0.25       # servers and spawned gadgets log sampler progre
 
 def _sampler_progress():
     """A tqdm bar on a terminal (replay, demo); in a server or a spawned gadget, whose stderr is a log, a log line at
-    every quarter of the sampler's steps, so that a long volume never runs silent."""
+    every quarter of the volume's slice-steps (sampler steps × slices), so that a long volume never runs silent."""
     import sys
     if sys.stderr is not None and sys.stderr.isatty():
         return "auto"
 
+    state = {"quarter": 0, "done": 0}                 # quarters logged so far in this volume, last count
+
     def log_progress(done: int, total: int) -> None:
-        marks = {max(1, round(total * k * PROGRESS_LOG_EVERY)) for k in range(1, int(1 / PROGRESS_LOG_EVERY) + 1)}
-        if done in marks:
-            log.info("sampling: step %d of %d (%.0f %%)", done, total, 100.0 * done / total)
+        if done <= state["done"]:                      # a new volume (or a new sampler run) starts counting again
+            state["quarter"] = 0
+        state["done"] = done
+        quarter = int(done / total / PROGRESS_LOG_EVERY + 1e-9)
+        if quarter > state["quarter"]:
+            state["quarter"] = quarter
+            log.info("sampling: %.0f %% (%d of %d slice-steps)", 100.0 * done / total, done, total)
     return log_progress
 
 

@@ -23,7 +23,7 @@ import ismrmrd
 import numpy as np
 
 __all__ = ["images_from_result", "image_meta", "field_of_view", "recorded_parameters", "parameters_text",
-           "FALLBACK_TAG", "PIXEL_FORMATS", "to_uint16"]
+           "display_orientation", "FALLBACK_TAG", "PIXEL_FORMATS", "to_uint16"]
 
 FALLBACK_TAG = "SENSE_FALLBACK"
 PIXEL_FORMATS = ("complex", "uint16")
@@ -53,6 +53,8 @@ RECORDED_INFO_KEYS = {
     "contrast": "DPM_Contrast",                        # the scan's contrast class the model was chosen for
     "model_choice": "DPM_ModelChoice",                 # why that model (dpm_core.model_choice)
     "sampler": "DPM_Sampler",
+    "warm_start": "DPM_WarmStartSigma",                # σ of the start from the SENSE image (absent: pure noise)
+    "slices_per_call": "DPM_SlicesPerCall",            # the memory budget's batching of the sampler
     "nfe_per_sample": "DPM_NFEPerSample",
     "num_samples": "DPM_NumSamples",
     "input_warnings": "DPM_InputWarnings",             # what the assembly repaired (dropped / averaged lines)
@@ -106,6 +108,34 @@ def field_of_view(header, num_lines: int) -> tuple[float, float, float]:
     fov_r, fov_e = enc.reconSpace.fieldOfView_mm, enc.encodedSpace.fieldOfView_mm
     y = fov_r.y if enc.reconSpace.matrixSize.y == num_lines else fov_e.y * num_lines / enc.encodedSpace.matrixSize.y
     return float(fov_r.x), float(y), float(fov_r.z)
+
+
+# Radiological display (DICOM patient coordinates LPS: +x patient left, +y posterior, +z head): the patient direction
+# the display's columns (left -> right) and rows (top -> bottom) should run along, by the slice normal's main axis.
+_DISPLAY_AXES = {2: ((1, 0, 0), (0, 1, 0)),      # axial: patient left on the right, anterior up
+                 1: ((1, 0, 0), (0, 0, -1)),     # coronal: patient left on the right, head up
+                 0: ((0, 1, 0), (0, 0, -1))}     # sagittal: anterior on the left, head up
+
+
+def display_orientation(pixels: np.ndarray, read_dir, phase_dir, slice_dir) -> np.ndarray:
+    """An image [H, W] (x along read_dir, y along phase_dir; ISMRMRD) turned for radiological display: transposed
+    and/or flipped so that its columns run towards the patient's left (axial, coronal) or posterior (sagittal) and
+    its rows towards posterior (axial) or feet (coronal, sagittal). Unchanged when the directions are zero or
+    unknown (e.g. ismrmrd-tools phantoms)."""
+    read, phase, normal = (np.asarray(v, dtype=np.float64).reshape(3) for v in (read_dir, phase_dir, slice_dir))
+    if not (np.linalg.norm(read) > 0.5 and np.linalg.norm(phase) > 0.5):
+        return pixels
+    if np.linalg.norm(normal) < 0.5:
+        normal = np.cross(read, phase)
+    col_target, row_target = (np.asarray(v, dtype=np.float64) for v in _DISPLAY_AXES[int(np.argmax(np.abs(normal)))])
+    out = pixels
+    if abs(phase @ col_target) > abs(read @ col_target):       # the columns run along phase_dir: swap the axes
+        out, read, phase = out.T, phase, read
+    if read @ col_target < 0:
+        out = out[:, ::-1]
+    if phase @ row_target < 0:
+        out = out[::-1, :]
+    return np.ascontiguousarray(out)
 
 
 def _fmt(values) -> list[str]:

@@ -122,13 +122,20 @@ class MrdRaw:
         return parse_header(self.header_xml)
 
 
+AXIAL_FRAME = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))    # read = x (left), phase = y (posterior), z
+
+
 @dataclasses.dataclass
 class GeometrySpec:
     """Slice-group geometry in patient coordinates (mm, LPS as Siemens/ISMRMRD).
 
     Attributes:
         centre: (3,) centre of the slice group.
-        angles_deg: (3,) rotations about x, y, z applied to the axial frame read=x, phase=y, slice=z.
+        angles_deg: (3,) rotations about x, y, z applied to ``frame``.
+        frame: (read, phase, slice) directions before the rotation: the axes the k-space's columns (readout),
+            rows (phase encoding) and slice index run along. Default the axial frame read=x, phase=y, slice=z; k-space
+            whose image content runs otherwise (e.g. training.synth's, :data:`training.synth.IMAGE_FRAME`) needs its
+            own, or the images' direction cosines contradict their anatomy.
         slice_thickness: mm.
         slice_gap: mm between slices (centre spacing = thickness + gap).
         table_position: (3,) patient_table_position.
@@ -138,16 +145,20 @@ class GeometrySpec:
     slice_thickness: float = 5.0
     slice_gap: float = 1.0
     table_position: Sequence[float] = (0.0, 0.0, -1250.0)
+    frame: Sequence[Sequence[float]] = AXIAL_FRAME
 
 
-def rotation_directions(angles_deg: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(read_dir, phase_dir, slice_dir): the columns of Rz Ry Rx applied to the axial frame. Orthonormal, float32."""
+def rotation_directions(angles_deg: Sequence[float], frame: Sequence[Sequence[float]] = AXIAL_FRAME
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(read_dir, phase_dir, slice_dir): Rz Ry Rx applied to the frame's three directions (default axial: the
+    columns of Rz Ry Rx). Orthonormal, float32."""
     ax, ay, az = np.deg2rad(np.asarray(angles_deg, dtype=np.float64))
     rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
     ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
     rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
     r = rz @ ry @ rx
-    return r[:, 0].astype(np.float32), r[:, 1].astype(np.float32), r[:, 2].astype(np.float32)
+    read, phase, normal = (r @ np.asarray(v, dtype=np.float64) for v in frame)
+    return read.astype(np.float32), phase.astype(np.float32), normal.astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -294,7 +305,7 @@ def make_raw_acquisitions(kspace: np.ndarray, imaging_mask: np.ndarray, *, num_a
         header = make_header(**kw)
     header_xml = header if isinstance(header, str) else header.toXML()
 
-    read_dir, phase_dir, slice_dir = rotation_directions(geometry.angles_deg)
+    read_dir, phase_dir, slice_dir = rotation_directions(geometry.angles_deg, geometry.frame)
     spacing = float(geometry.slice_thickness + geometry.slice_gap)
     centre = np.asarray(geometry.centre, dtype=np.float64)
 
@@ -469,7 +480,7 @@ def convert_ismrmrd_tools_file(src: str, dst: str, dataset: str = "dataset",
         acceleration=pi.accelerationFactor.kspace_encoding_step_1 if pi else 1,
         calibration=(pi.calibrationMode.value if pi and pi.calibrationMode else None), protocol="SHEPP LOGAN")
     geometry = geometry or GeometrySpec(angles_deg=(0.0, 0.0, 0.0))
-    read_dir, phase_dir, slice_dir = rotation_directions(geometry.angles_deg)
+    read_dir, phase_dir, slice_dir = rotation_directions(geometry.angles_deg, geometry.frame)
     for n, acq in enumerate(raw.acquisitions):
         acq.scan_counter = n
         if acq.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT):

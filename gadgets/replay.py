@@ -190,15 +190,24 @@ def write_ismrmrd_images(images, path: Path, header_xml: str) -> None:
     dataset.close()
 
 
+def display_array(image) -> np.ndarray:
+    """ismrmrd.Image -> its magnitude [rows, columns] float32 in radiological display orientation
+    (:func:`gadgets.images.display_orientation`)."""
+    from .images import display_orientation
+    return display_orientation(np.abs(image_array(image)).astype(np.float32), image.read_dir, image.phase_dir,
+                               image.slice_dir)
+
+
 def write_previews(images, out_dir: Path) -> list[Path]:
-    """A PNG per image (magnitude, windowed per series at its 99.5th percentile; a repeated image_index gets a
-    suffix, never overwrites) and a contact sheet per series. Returns every file written, once."""
+    """A PNG per image (magnitude in radiological display orientation, windowed per series at its 99.5th percentile;
+    a repeated image_index gets a suffix, never overwrites) and a contact sheet per series. Returns every file
+    written, once."""
     from PIL import Image
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for series, members in group_by_series(images).items():
-        planes = [np.abs(image_array(im)).astype(np.float32) for im in members]
+        planes = [display_array(im) for im in members]
         top = float(np.percentile(np.concatenate([p.ravel() for p in planes]), 99.5)) or 1.0
         tiles = []
         used: set[str] = set()
@@ -227,39 +236,50 @@ def write_previews(images, out_dir: Path) -> list[Path]:
     return written
 
 
-def reference_metrics(images, reference_raw, config: dict) -> dict:
-    """NRMSE/PSNR/SSIM of the main series against a fully sampled reference, per repetition.
+def read_ismrmrd_images(path: Path) -> list:
+    """Every image of an ISMRMRD file written by :func:`write_ismrmrd_images` (all ``image_*`` groups)."""
+    import ismrmrd
+    dataset = ismrmrd.Dataset(str(path), "dataset", create_if_needed=False)
+    try:
+        groups = [g for g in dataset.list() if g.startswith("image_")]
+        return [dataset.read_image(g, i) for g in groups for i in range(dataset.number_of_images(g))]
+    finally:
+        dataset.close()
 
-    The reference image is the SENSE (= MVUE for full sampling) combination of the fully sampled k-space with the coil
-    maps the accelerated reconstruction used, so only the undersampling differs. Also reports the SENSE and
-    zero-filled reconstructions of the same accelerated data for context.
-    """
-    from dpm_core import metrics
 
+def reference_volumes(images, reference_raw, config: dict) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """{repetition: (reconstruction [S, H, W], reference [S, H, W])} of the main series against a fully sampled
+    reference: the SENSE (= MVUE for full sampling) reconstruction of the reference file's k-space, so only the
+    undersampling differs."""
     from . import assembly
     from .gadget import DpmGadget, parse_config
 
     main_series = int(config.get("series_index", 1))
     by_series = group_by_series(images)
-    settings = dict(config)
-    settings["method"] = "sense"
-    gadget = DpmGadget(parse_config(settings))
-    report = {}
+    gadget = DpmGadget(parse_config({**config, "method": "sense"}))
+    volumes = {}
     for buffer in assembly.buffers_from_acquisitions(iter(reference_raw.acquisitions), reference_raw.header):
         series = main_series + buffer.repetition
         if series not in by_series:
             continue
         recon = np.stack([image_array(im) for im in by_series[series]])
-        full = gadget.reconstructor.reconstruct(buffer.kspace, buffer.mask)
-        ref = full.images
+        ref = gadget.reconstructor.reconstruct(buffer.kspace, buffer.mask).images
         if recon.shape != ref.shape:
             raise ValueError(f"reference volume {ref.shape} and reconstruction {recon.shape} differ in shape; is "
                              "the reference the fully sampled version of the same measurement?")
-        report[f"repetition_{buffer.repetition}"] = {"nrmse": metrics.nrmse(recon, ref), "psnr": metrics.psnr(recon, ref),
-                                                    "ssim": metrics.ssim(recon, ref), "slices": int(ref.shape[0])}
-    if not report:
+        volumes[buffer.repetition] = (recon, ref)
+    if not volumes:
         raise ValueError("the reference file produced no volume matching the reconstructed series")
-    return report
+    return volumes
+
+
+def reference_metrics(images, reference_raw, config: dict) -> dict:
+    """NRMSE/PSNR/SSIM of the main series against a fully sampled reference (:func:`reference_volumes`), per
+    repetition."""
+    from dpm_core import metrics
+    return {f"repetition_{rep}": {"nrmse": metrics.nrmse(recon, ref), "psnr": metrics.psnr(recon, ref),
+                                  "ssim": metrics.ssim(recon, ref), "slices": int(ref.shape[0])}
+            for rep, (recon, ref) in reference_volumes(images, reference_raw, config).items()}
 
 
 # ---------------------------------------------------------------------------------------------------------------------

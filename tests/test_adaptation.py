@@ -112,7 +112,7 @@ def test_concurrent_reconstructions_get_independent_adapters():
 
 def test_reconstructor_with_the_shipped_model_keeps_its_weights_bit_identical(real_brain_kspace):
     from dpm_core.masks import equispaced_mask
-    rec = Reconstructor(sampler="dds_lora", sampler_options={"steps": 3}, zeta=8.0)
+    rec = Reconstructor(sampler="dds_lora", sampler_options={"steps": 3}, zeta=8.0, warm_start=None)
     kspace = real_brain_kspace[:, :, :, :]
     mask = equispaced_mask(kspace.shape[2], 4, num_acs=24)
     before = _weights_digest(rec.denoiser())

@@ -376,6 +376,17 @@ def test_parse_config():
         with pytest.raises(ValueError, match=f"'{name}' = '{value}' is invalid"):   # refused at start, no fallback
             parse_config({name: value})
     assert parse_config({"sampler": "dds_lora", "model_dirs": "/a, /b"}).model_dirs == ("/a", "/b")
+    from dpm_core.reconstruct import WARM_START_SIGMA
+    assert GadgetConfig().reconstructor_kwargs().get("warm_start", WARM_START_SIGMA) == WARM_START_SIGMA
+    assert parse_config({"warm_start": "none"}).reconstructor_kwargs()["warm_start"] is None
+    assert parse_config({"warm_start": "0.4"}).reconstructor_kwargs()["warm_start"] == 0.4
+    for value in ("0", "-1", "nan", "inf", "soon"):
+        with pytest.raises(ValueError, match=f"'warm_start' = '{value}' is invalid"):
+            parse_config({"warm_start": value})
+    assert parse_config({"memory_budget_gb": "0.5"}).reconstructor_kwargs()["memory_budget"] == 2 ** 29
+    assert GadgetConfig().reconstructor_kwargs()["memory_budget"] == "auto"
+    with pytest.raises(ValueError, match="'memory_budget_gb' = '-2' is invalid"):
+        parse_config({"memory_budget_gb": "-2"})
     assert "inject_failure" not in ACCEPTED_PROPERTIES               # the failure test hook is an environment variable
     with pytest.raises(ValueError, match="unknown property 'inject_failure'"):
         parse_config({"inject_failure": "nan"})

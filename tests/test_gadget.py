@@ -89,7 +89,7 @@ def test_dpm_through_the_spawned_gadget_to_valid_dicom(tmp_path):
         raw.header_xml, messages, config=config_xml({"method": "dpm", "steps": "5"}))
     _check_clean_end(result)
     assert result.errors == [] and len(result.images) == 2, result.log[-3000:]
-    assert "sampling: step 5 of 5 (100 %)" in result.log                    # a long volume never runs silent
+    assert "sampling: 100 % (" in result.log                                # a long volume never runs silent
     buffer = next(assembly.buffers_from_acquisitions(copy.deepcopy(raw.acquisitions), raw.header))
     expected = Reconstructor(method="dpm", sampler_options={"steps": 5}, device="cpu").reconstruct(
         buffer.kspace, buffer.mask, slice_ids=buffer.slices).images

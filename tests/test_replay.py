@@ -319,3 +319,56 @@ def test_client_mode_records_the_servers_text_messages(inputs, server, tmp_path)
     assert summary["num_images"] > 0
     assert any("'invertcontrast' is unknown here" in t for t in summary["texts"])
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["texts"] == summary["texts"]
+
+
+@pytest.mark.parametrize("read,phase,normal", [
+    ((1, 0, 0), (0, 1, 0), (0, 0, 1)),          # axial as scanners store it: nothing to do
+    ((0, 1, 0), (1, 0, 0), (0, 0, -1)),         # axial, read along anterior-posterior: transpose
+    ((-1, 0, 0), (0, -1, 0), (0, 0, 1)),        # axial, both reversed: flip both
+    ((1, 0, 0), (0, 0, 1), (0, -1, 0)),         # coronal, phase towards the head: flip rows
+    ((0, 0, -1), (0, 1, 0), (1, 0, 0)),         # sagittal, read towards the feet: transpose
+    ((0.995, 0.0998, 0), (-0.0998, 0.995, 0), (0, 0, 1)),    # axial, 5.7° in-plane rotation
+])
+def test_previews_are_in_radiological_display_orientation(read, phase, normal):
+    """Each pixel's patient position (DICOM LPS, from the directions: p = column · read + row · phase) after the
+    turn: axial — patient left grows to the right, posterior downwards; coronal — left to the right, feet downwards;
+    sagittal — posterior to the right, feet downwards."""
+    from gadgets.images import display_orientation
+    H, W = 6, 8
+    rows, cols = np.meshgrid(np.arange(H) - H / 2, np.arange(W) - W / 2, indexing="ij")
+    position = [cols * r + rows * p for r, p in zip(read, phase)]               # x, y, z images [H, W]
+    shown = [display_orientation(c, read, phase, normal) for c in position]
+    main = int(np.argmax(np.abs(normal)))
+    right, down = {2: ((0, 1), (1, 1)), 1: ((0, 1), (2, -1)), 0: ((1, 1), (2, -1))}[main]
+    assert np.all(np.diff(shown[right[0]], axis=1) * right[1] > 0)
+    assert np.all(np.diff(shown[down[0]], axis=0) * down[1] > 0)
+    zero = np.arange(12.0).reshape(3, 4)
+    assert np.array_equal(display_orientation(zero, (0, 0, 0), (0, 0, 0), (0, 0, 0)), zero)   # unknown: unchanged
+
+
+def test_demo_exam_geometry_agrees_with_its_anatomy(tmp_path):
+    """The demo's raw file: displayed by its own direction cosines, the head is longer top to bottom (anterior-
+    posterior, ~ 1.2 x) than across (left-right), as every human head is; with the plain axial frame it would not be."""
+    import torch
+
+    from dpm_core.combine import rss
+    from dpm_core.fft import ifft2c
+    from gadgets import assembly
+    from gadgets.images import display_orientation
+    from gadgets.mrd_io import read_mrd_raw, rotation_directions
+    from training.demo import write_synthetic_exam
+    paths = write_synthetic_exam(tmp_path, 4.0, seed=7, matrix=64, coils=2, slices=2)
+    raw = read_mrd_raw(str(paths["full"]))
+    acq = [a for a in raw.acquisitions if not a.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)][0]
+    buffer = next(assembly.buffers_from_acquisitions(iter(raw.acquisitions), raw.header))
+    image = rss(ifft2c(torch.as_tensor(buffer.kspace[:1]))).numpy()[0]
+    head = image > 0.2 * image.max()
+
+    def extents(mask):
+        rows, cols = np.nonzero(mask)
+        return rows.max() - rows.min(), cols.max() - cols.min()
+    tall, wide = extents(display_orientation(head, acq.read_dir, acq.phase_dir, acq.slice_dir))
+    assert tall > 1.1 * wide, (tall, wide)
+    axial = rotation_directions((12.0, 0.0, 6.0))
+    tall, wide = extents(display_orientation(head, *axial))
+    assert not tall > 1.1 * wide

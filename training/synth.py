@@ -47,10 +47,15 @@ from . import phantom
 from .fastmri_data import remove_readout_oversampling
 
 __all__ = ["GENERATOR_VERSION", "SyntheticSubject", "generate_subject", "build_header", "write_fastmri_h5",
-           "subject_seed", "generate_corpus", "main"]
+           "subject_seed", "generate_corpus", "main", "IMAGE_FRAME"]
 
 GENERATOR_VERSION = "dpm-flair.training.synth/1"
 _STREAM_ANATOMY, _STREAM_SESSION, _STREAM_CONTRAST = 0, 1, 2
+# Where the generated images run in patient coordinates (DICOM LPS), before the subject's pose: rows (phase encoding)
+# towards the patient's left, columns (readout) towards posterior, the slice index towards the head
+# (phantom._atlas_grid: u -> -x, v -> -y in MNI RAS, z -> z). The (read, phase, slice) frame of
+# gadgets.mrd_io.GeometrySpec for raw files written from this k-space.
+IMAGE_FRAME = ((0.0, 1.0, 0.0), (1.0, 0.0, 0.0), (0.0, 0.0, 1.0))
 _RSS_SCALE = 1e-4          # target 99.5th percentile of |image| (fastMRI-like magnitudes), times a random gain
 
 

@@ -20,7 +20,8 @@ Every sampler has one signature::
 - ``generators``: one ``torch.Generator`` per slice (:func:`dpm_core.seeding.make_generators`); all randomness of slice
   s comes from ``generators[s]`` and every norm, scale and step size is per slice, so a slice's result never depends
   on its batch-mates. The global RNG is never used.
-- ``x_init``: [S, M, H, W]; the start is x_init + sigmas[0] * z (default x_init = 0, pure noise).
+- ``x_init``: [S, M, H, W]; the start is x_init + sigmas[0] * z (default x_init = 0, pure noise). A warm start
+  (:func:`warm_start_sigmas`) gives an estimate here and the tail of the schedule below its error level.
 - ``callback``: called after every step with a dict ``{"i", "sigma", "x", "denoised"}``.
 The samplers are not wrapped in ``torch.no_grad`` (DPS differentiates through the denoiser); the parts that need no
 graph run under ``torch.no_grad``.
@@ -32,8 +33,9 @@ from .ald import ald
 from .dds import dds
 from .dds_lora import dds_lora
 from .dps import dps
-from .posterior import PosteriorSamples, posterior_samples, repeat_operator
-from .registry import SAMPLERS, Sampler, default_sigmas, get_sampler, num_evaluations
+from .posterior import PosteriorSamples, posterior_samples
+from .registry import SAMPLERS, Sampler, default_sigmas, get_sampler, num_evaluations, warm_start_sigmas
 
-__all__ = ["Sampler", "SAMPLERS", "get_sampler", "default_sigmas", "num_evaluations", "ald", "dps", "dds", "dds_lora",
-           "posterior_samples", "PosteriorSamples", "repeat_operator", "slice_seed", "make_generators"]
+__all__ = ["Sampler", "SAMPLERS", "get_sampler", "default_sigmas", "warm_start_sigmas", "num_evaluations", "ald", "dps",
+           "dds", "dds_lora",
+           "posterior_samples", "PosteriorSamples", "slice_seed", "make_generators"]

@@ -12,7 +12,7 @@ from .dds import dds
 from .dds_lora import dds_lora
 from .dps import dps
 
-__all__ = ["Sampler", "SAMPLERS", "get_sampler", "default_sigmas", "num_evaluations"]
+__all__ = ["Sampler", "SAMPLERS", "get_sampler", "default_sigmas", "warm_start_sigmas", "num_evaluations"]
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,22 @@ def default_sigmas(sampler: str | Sampler, denoiser=None, steps: int | None = No
     if spec.schedule == "geometric":
         return geometric_sigmas(sigma_max, sigma_min, n)
     return karras_sigmas(n, sigma_min, sigma_max)
+
+
+def warm_start_sigmas(sigmas: torch.Tensor, sigma_start: float) -> torch.Tensor:
+    """The levels of a schedule at or below ``sigma_start`` (a Karras schedule keeps its final 0): the part a sampler
+    runs when it starts from an estimate instead of pure noise (SDEdit; "come closer, diffuse faster", Chung, Sim & Ye,
+    CVPR 2022). The start is then x_init + sigmas[0] z, so ``sigma_start`` should be about the estimate's error.
+    Raises ValueError when no level > 0 is left (sigma_start below the schedule's smallest level).
+    """
+    sigmas = torch.as_tensor(sigmas, dtype=torch.float64).reshape(-1)
+    if not sigma_start > 0:
+        raise ValueError(f"warm start: sigma_start={sigma_start} must be > 0")
+    kept = sigmas[sigmas <= sigma_start]
+    if int((kept > 0).sum()) == 0:
+        raise ValueError(f"warm start: sigma_start={sigma_start:g} is below every level of the schedule "
+                         f"(smallest {float(sigmas[sigmas > 0].min()):g}); choose a larger one")
+    return kept
 
 
 def num_evaluations(sampler: str | Sampler, sigmas: torch.Tensor, backward: bool = False, **options) -> int:
