@@ -5,7 +5,8 @@
 
 The exam: synthetic FLAIR (training.synth, subject 21), 320 x 320 after oversampling removal (640 readout samples
 sent), 16 coils, equispaced nominal R = 4 + 24 ACS lines, a noise scan; the shipped model (auto choice: FLAIR),
-the default fast sampler (50 DDS steps), method dpm. Rows:
+the Reconstructor's defaults (method dpm, the fast sampler DDS started from the SENSE image at σ = WARM_START_SIGMA,
+the memory budget of the device's free memory). Rows:
 - ``local, stages``: the pipeline in a fresh process, each stage timed on its own — assembly (prewhitening,
   oversampling removal, accumulation), coil maps and sampling (the Reconstructor's own timings), images, DICOM — with
   the process's peak RSS and (CUDA) peak device memory;
@@ -33,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 from common import parse_volume_log, write_results  # noqa: E402
+
+from dpm_core.reconstruct import WARM_START_SIGMA  # noqa: E402
 
 CLINICAL_SLICES = 32
 
@@ -160,8 +163,9 @@ def main(argv=None) -> None:
                   f"A clinical-size FLAIR exam through the gadget path ({args.slices} of {CLINICAL_SLICES} slices)",
                   f"One command: `OMP_NUM_THREADS=1 python benchmarks/bench_clinical.py --slices {args.slices} "
                   f"--device {args.device} --name {args.name}`. Synthetic FLAIR, {args.matrix}² after oversampling "
-                  f"removal, {args.coils} coils, nominal R = 4 + 24 ACS, noise scan, shipped FLAIR model, 50 DDS "
-                  f"steps, torch {torch.__version__}, {torch.get_num_threads()} torch thread(s) in this process. "
+                  f"removal, {args.coils} coils, nominal R = 4 + 24 ACS, noise scan, shipped FLAIR model, the "
+                  f"Reconstructor's defaults (DDS warm-started from the SENSE image at σ = {WARM_START_SIGMA:g}), "
+                  f"torch {torch.__version__}, {torch.get_num_threads()} torch thread(s) in this process. "
                   f"volume_s = the gadget's reconstruction of the volume (coil maps + sampling + normalization + "
                   f"images); the last column scales it by {CLINICAL_SLICES}/{args.slices} (linear in slices, an upper "
                   "bound when slices batch). start_load_transfer_s = everything else in the stream: Python start, "

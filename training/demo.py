@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -126,6 +127,10 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    for previous in (out / "replay", out / "replay_sense"):      # a re-run replaces the demo's own earlier outputs
+        if previous.is_dir():
+            logging.getLogger("dpm-demo").info("replacing the previous run's %s", previous)
+            shutil.rmtree(previous)
     paths = write_synthetic_exam(out, args.acceleration, args.seed, args.matrix, args.coils, args.slices)
     config = parse_properties(args.set)
     summary = replay(str(paths["accelerated"]), str(out / "replay"), config=config, reference=str(paths["full"]))
