@@ -28,13 +28,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import write_results  # noqa: E402
+from eval_default_model import central_slices  # noqa: E402
 
 from dpm_core import metrics  # noqa: E402
 from dpm_core.checkpoints import DEFAULT_MODEL_PATH  # noqa: E402
-from dpm_core.coils import remove_readout_oversampling  # noqa: E402
 from dpm_core.masks import effective_acceleration, equispaced_mask  # noqa: E402
 from dpm_core.reconstruct import WARM_START_SIGMA, Reconstructor  # noqa: E402
-from training.synth import generate_subject, subject_seed  # noqa: E402
 
 VALIDATION_CORPUS_SEED = 3
 SIGMA_GRID = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
@@ -42,16 +41,9 @@ STEPS_GRID = (15, 20, 30, 50)
 MODELS = {"flair_default": ("AXFLAIR",), "foundation_default": ("AXT1", "AXT2")}
 
 
-def validation_volumes(contrast: str, subjects: int, slices: int, matrix: int = 128, coils: int = 8):
+def validation_volumes(contrast: str, subjects: int, slices: int):
     """[(name, k-space [slices, C, H, W])]: central slices of validation subjects (corpus seed 3) of one contrast."""
-    out = []
-    for i in range(subjects):
-        subject = generate_subject(subject_seed(VALIDATION_CORPUS_SEED, i, contrast), contrast, matrix, coils, 8,
-                                   lesion=contrast == "AXFLAIR")
-        k = remove_readout_oversampling(subject.kspace, 2)
-        start = 4 - slices // 2
-        out.append((f"{contrast}_val{i}", k[start:start + slices]))
-    return out
+    return central_slices(VALIDATION_CORPUS_SEED, contrast, subjects, slices, f"{contrast}_val")
 
 
 def main(argv=None):

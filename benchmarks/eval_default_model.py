@@ -30,16 +30,23 @@ from training.synth import generate_subject, subject_seed  # noqa: E402
 HELD_OUT_CORPUS_SEED = 1000
 
 
-def held_out_volumes(subjects: int, slices: int, matrix: int = 128, coils: int = 8):
-    """[(name, k-space [slices, C, H, W])] of held-out FLAIR subjects (central slices of an 8-slice volume)."""
+def central_slices(corpus_seed: int, contrast: str, subjects: int, slices: int, prefix: str, matrix: int = 128,
+                   coils: int = 8):
+    """[(name, k-space [slices, C, H, W])]: the central slices of an 8-slice volume of ``subjects`` synthetic
+    subjects of one corpus seed and contrast (a lesion in FLAIR), readout oversampling removed."""
     out = []
     for i in range(subjects):
-        subject = generate_subject(subject_seed(HELD_OUT_CORPUS_SEED, i, "AXFLAIR"), "AXFLAIR", matrix, coils, 8,
-                                   lesion=True)
+        subject = generate_subject(subject_seed(corpus_seed, i, contrast), contrast, matrix, coils, 8,
+                                   lesion=contrast == "AXFLAIR")
         k = remove_readout_oversampling(subject.kspace, 2)
         start = 4 - slices // 2
-        out.append((f"heldout{i}", k[start:start + slices]))
+        out.append((f"{prefix}{i}", k[start:start + slices]))
     return out
+
+
+def held_out_volumes(subjects: int, slices: int, matrix: int = 128, coils: int = 8):
+    """[(name, k-space [slices, C, H, W])] of held-out FLAIR subjects (central slices of an 8-slice volume)."""
+    return central_slices(HELD_OUT_CORPUS_SEED, "AXFLAIR", subjects, slices, "heldout", matrix, coils)
 
 
 def main(argv=None):

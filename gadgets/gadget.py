@@ -98,42 +98,27 @@ def _device(text: str) -> str:
     return text.strip()
 
 
-def _zeta(text: str):
-    """ζ: a positive number, "auto" (chosen per scan from the data), or empty/none/default (the model card's table)."""
-    word = text.strip().lower()
-    if word in ("", "none", "default"):
-        return None
-    if word == "auto":
-        return "auto"
-    value = float(text)
-    if not (value > 0 and value != float("inf")):
-        raise ValueError(f"expected a positive finite number, auto or default, got {text!r}")
-    return value
+def _positive_or(keywords: dict, expected: str) -> Callable[[str], object]:
+    """A parser of a positive finite number, or one of ``keywords`` (lower-case word -> value)."""
+    def parse(text: str):
+        word = text.strip().lower()
+        if word in keywords:
+            return keywords[word]
+        value = float(text)
+        if not (value > 0 and value != float("inf")):
+            raise ValueError(f"expected {expected}, got {text!r}")
+        return value
+    return parse
 
 
-def _warm_start(text: str):
-    """σ of the DPM warm start from the SENSE image: a positive number, default (the Reconstructor's), or none/off
-    (start from pure noise)."""
-    word = text.strip().lower()
-    if word in ("none", "off", "false", "no"):
-        return None
-    if word in ("", "default"):
-        return "default"
-    value = float(text)
-    if not (value > 0 and value != float("inf")):
-        raise ValueError(f"expected a positive finite σ, default or none, got {text!r}")
-    return value
-
-
-def _memory_budget(text: str):
-    """GiB of working memory per sampler call: a positive number, or auto (what the device has free)."""
-    word = text.strip().lower()
-    if word in ("", "auto"):
-        return "auto"
-    value = float(text)
-    if not (value > 0 and value != float("inf")):
-        raise ValueError(f"expected a positive number of GiB or auto, got {text!r}")
-    return value
+# ζ: a number, "auto" (chosen per scan from the data), or empty/none/default (the model card's table).
+_zeta = _positive_or({"": None, "none": None, "default": None, "auto": "auto"},
+                     "a positive finite number, auto or default")
+# σ of the DPM warm start from the SENSE image; default: the Reconstructor's; none/off: start from pure noise.
+_warm_start = _positive_or({"none": None, "off": None, "false": None, "no": None, "": "default", "default": "default"},
+                           "a positive finite σ, default or none")
+# GiB of working memory per sampler call, or auto (what the device has free).
+_memory_budget = _positive_or({"": "auto", "auto": "auto"}, "a positive number of GiB or auto")
 
 
 def _positive_int(text: str) -> int:
