@@ -61,12 +61,13 @@ def local_stages(args) -> dict:
 
     from gadgets import assembly
     from gadgets.dicom import images_to_datasets, write_dicom_series
-    from gadgets.gadget import DpmGadget, parse_config
+    from gadgets.config import parse_config
+    from gadgets.pipeline import Pipeline
     raw = make_exam(args.slices, args.matrix, args.coils)
     props = {"method": "dpm", "device": args.device}
     t0 = time.perf_counter()
-    gadget = DpmGadget(parse_config(props))
-    model = gadget.stream_model(raw.header)
+    pipeline = Pipeline(parse_config(props))
+    model = pipeline.stream_model(raw.header)
     model.reconstructor.denoiser()
     load = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -76,12 +77,12 @@ def local_stages(args) -> dict:
     lines: list[str] = []
     handler = logging.Handler()
     handler.emit = lambda record: lines.append(record.getMessage())
-    logging.getLogger("gadgets.gadget").addHandler(handler)
-    logging.getLogger("gadgets.gadget").setLevel(logging.INFO)
+    logging.getLogger("gadgets.pipeline").addHandler(handler)
+    logging.getLogger("gadgets.pipeline").setLevel(logging.INFO)
     t0 = time.perf_counter()
     errors, images = [], []
     for buffer in buffers:
-        images += gadget.reconstruct_buffer(buffer, raw.header, errors, model)
+        images += pipeline.reconstruct_buffer(buffer, raw.header, errors, model)
     volume_s = time.perf_counter() - t0
     _, coil, sampling = parse_volume_log("\n".join(lines))
     timings = {"coil_maps": coil, "sampling": sampling}

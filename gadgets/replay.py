@@ -5,7 +5,7 @@
 Modes (one reconstruction path, three transports):
 - ``local``: in this process, the gadget's own stages: :func:`gadgets.assembly.buffers_from_acquisitions` (noise
   prewhitening, readout-oversampling removal, BucketToBuffer-style slice assembly) then
-  :meth:`gadgets.gadget.DpmGadget.reconstruct_stream` (Reconstructor, image headers and meta, SENSE fallback).
+  :meth:`gadgets.pipeline.Pipeline.reconstruct_stream` (Reconstructor, image headers and meta, SENSE fallback).
 - ``gadget``: spawns ``python -m gadgetron <port> gadgets.gadget dpm_recon_acquisitions`` exactly as Gadgetron does
   and plays Gadgetron's side of the wire protocol (:mod:`gadgets.wire`).
 - ``client``: connects to a running Gadgetron or FIRE/OpenRecon-style MRD server at ``--host``/``--port`` and speaks
@@ -83,20 +83,21 @@ def retrospective_undersample(raw, acceleration: float, num_acs: int = 24, mask_
 # Reconstruction in the three modes
 
 def reconstruct_local(raw, config: dict) -> tuple[list, list[str], dict]:
-    """The gadget's stages in this process. Returns (images, errors, timings)."""
+    """The pipeline in this process. Returns (images, errors, timings)."""
     from . import assembly
-    from .gadget import DpmGadget, parse_config
+    from .config import parse_config
+    from .pipeline import Pipeline
 
     timings = {}
     t0 = time.perf_counter()
-    gadget = DpmGadget(parse_config(config))
+    pipeline = Pipeline(parse_config(config))
     timings["model_load"] = time.perf_counter() - t0
     header = raw.header
     images, errors = [], []
     stage = {"assembly": 0.0, "reconstruction": 0.0}
 
     def timed_buffers():
-        iterator = assembly.buffers_from_acquisitions(iter(raw.acquisitions), header, trigger=gadget.config.trigger)
+        iterator = assembly.buffers_from_acquisitions(iter(raw.acquisitions), header, trigger=pipeline.config.trigger)
         while True:
             t = time.perf_counter()
             try:
@@ -115,11 +116,10 @@ def reconstruct_local(raw, config: dict) -> tuple[list, list[str], dict]:
 
     t0 = time.perf_counter()
     buffers = (progress.update(1) or b for b in timed_buffers())
-    gadget.reconstruct_stream(buffers, header, send, errors)
+    pipeline.reconstruct_stream(buffers, header, send, errors)
     progress.close()
     stage["reconstruction"] = time.perf_counter() - t0 - stage["assembly"]
     timings.update(stage)
-    timings.update(getattr(gadget, "last_timings", {}))
     return images, errors, timings
 
 
@@ -252,18 +252,19 @@ def reference_volumes(images, reference_raw, config: dict) -> dict[int, tuple[np
     reference: the SENSE (= MVUE for full sampling) reconstruction of the reference file's k-space, so only the
     undersampling differs."""
     from . import assembly
-    from .gadget import DpmGadget, parse_config
+    from .config import parse_config
+    from .pipeline import Pipeline
 
     main_series = int(config.get("series_index", 1))
     by_series = group_by_series(images)
-    gadget = DpmGadget(parse_config({**config, "method": "sense"}))
+    sense = Pipeline(parse_config({**config, "method": "sense"}))
     volumes = {}
     for buffer in assembly.buffers_from_acquisitions(iter(reference_raw.acquisitions), reference_raw.header):
         series = main_series + buffer.repetition
         if series not in by_series:
             continue
         recon = np.stack([image_array(im) for im in by_series[series]])
-        ref = gadget.reconstructor.reconstruct(buffer.kspace, buffer.mask).images
+        ref = sense.reconstructor.reconstruct(buffer.kspace, buffer.mask).images
         if recon.shape != ref.shape:
             raise ValueError(f"reference volume {ref.shape} and reconstruction {recon.shape} differ in shape; is "
                              "the reference the fully sampled version of the same measurement?")
@@ -366,7 +367,7 @@ def replay(input_path: str, out_dir: str, *, mode: str = "local", dataset: str =
 
 
 def main(argv=None) -> int:
-    from .gadget import parse_properties          # the one --set parser (the gadget's configuration)
+    from .config import parse_properties          # the one --set parser (the pipeline's configuration)
 
     parser = argparse.ArgumentParser(prog="dpm-replay", description=__doc__.split("\n\n")[0])
     parser.add_argument("input", help="ISMRMRD raw .h5 file")

@@ -8,10 +8,11 @@ Gadgetron's ``<external><connect port="P" address="A"/>`` node connects to this 
 speaks exactly what it speaks to a spawned gadget (DESIGN.md §4): CONFIG (id 2, ``uint32 len`` + the
 ``<configuration>`` XML), HEADER (3), the items, CLOSE (4). Each connection becomes a gadgetron-python ``Connection``
 (:class:`ServerConnection`) and is reconstructed by the very code a spawned gadget runs,
-:meth:`gadgets.gadget.DpmGadget.run` — there is no second reconstruction path.
+:func:`gadgets.gadget.run_connection` over :class:`gadgets.pipeline.Pipeline` — there is no second
+reconstruction path.
 
 What the server adds:
-- the model is loaded once: one :class:`~gadgets.gadget.DpmGadget` per distinct configuration, sharing one
+- the model is loaded once: one :class:`~gadgets.pipeline.Pipeline` per distinct configuration, sharing one
   ``Reconstructor`` (and so one loaded model) per distinct set of reconstruction settings; the default configuration
   (``--set`` values) is built before the port opens, so a bad model or setting shows at start;
 - connections are accepted concurrently (a short handshake thread reads CONFIG and HEADER) and queued for ONE worker
@@ -61,10 +62,11 @@ from gadgetron.external import Connection
 
 from . import assembly
 from .mrd_io import parse_header
-from .gadget import (ACCEPTED_PROPERTIES, DpmGadget, GadgetConfig, element_properties, parse_config,
-                     parse_properties, send_error)
+from .config import GadgetConfig, element_properties, parse_config, parse_properties, text_parameters
+from .gadget import run_connection
+from .pipeline import Pipeline
 from .protocol import (CONFIG_FILE, CONFIG_FILE_NAME_BYTES, CONFIG_TEXT, HEADER, RECON_DATA, TEXT, close_frame,
-                       decode_string, error_frame, text_frame)
+                       decode_string, error_frame, send_error, text_frame)
 
 __all__ = ["DpmServer", "ServerConnection", "StreamSocket", "ProtocolError", "main"]
 
@@ -101,7 +103,7 @@ class StreamSocket:
         self.lock = threading.RLock()
         self.aborted = False
         self.closed = False
-        self.peer = "gadgetron"            # how errors are framed (gadgets.gadget.error_frame); set by ServerConnection
+        self.peer = "gadgetron"            # how errors are framed (gadgets.protocol.error_frame); set by ServerConnection
 
     def read(self, nbytes: int) -> bytes:
         buffer = bytearray(nbytes)
@@ -324,8 +326,8 @@ class DpmServer:
         self._waiting: collections.deque[_Stream] = collections.deque()
         self._wakeup = threading.Condition(self._lock)
         self._current: _Stream | None = None
-        self._gadgets: collections.OrderedDict = collections.OrderedDict()        # GadgetConfig -> DpmGadget
-        self._shared: collections.OrderedDict = collections.OrderedDict()         # reconstructor key -> DpmGadget
+        self._pipelines: collections.OrderedDict = collections.OrderedDict()        # GadgetConfig -> Pipeline
+        self._shared: collections.OrderedDict = collections.OrderedDict()         # reconstructor key -> Pipeline
         self._numbers = itertools.count(1)
         self._listener: socket.socket | None = None
         self._worker: threading.Thread | None = None
@@ -393,37 +395,37 @@ class DpmServer:
         return json.dumps({**config.reconstructor_kwargs(), "model_dirs": list(config.model_dirs)}, sort_keys=True,
                           default=str)
 
-    def gadget_for(self, config: GadgetConfig) -> DpmGadget:
-        """The cached gadget for ``config``; a new config with known reconstruction settings shares that model."""
-        if config in self._gadgets:
-            self._gadgets.move_to_end(config)
-            return self._gadgets[config]
+    def pipeline_for(self, config: GadgetConfig) -> Pipeline:
+        """The cached pipeline for ``config``; a new config with known reconstruction settings shares that model."""
+        if config in self._pipelines:
+            self._pipelines.move_to_end(config)
+            return self._pipelines[config]
         key = self._settings_key(config)
         shared = self._shared.get(key)
         if shared is None:
             t0 = time.perf_counter()
-            gadget = DpmGadget(config)
+            pipeline = Pipeline(config)
             log.info("built reconstructor (%s) in %.2f s%s", key, time.perf_counter() - t0,
-                     f"; {gadget.dpm_unavailable}" if gadget.dpm_unavailable else "")
-            self._shared[key] = gadget
+                     f"; {pipeline.dpm_unavailable}" if pipeline.dpm_unavailable else "")
+            self._shared[key] = pipeline
             while len(self._shared) > self.max_reconstructors:
                 dropped, _ = self._shared.popitem(last=False)
-                self._gadgets = collections.OrderedDict(
-                    (c, g) for c, g in self._gadgets.items()
+                self._pipelines = collections.OrderedDict(
+                    (c, p) for c, p in self._pipelines.items()
                     if self._settings_key(c) != dropped)
                 log.info("dropped the least recently used reconstructor (%s)", dropped)
         else:
             self._shared.move_to_end(key)
-            gadget = DpmGadget(config, share_with=shared)
-        self._gadgets[config] = gadget
-        while len(self._gadgets) > 8 * self.max_reconstructors:
-            self._gadgets.popitem(last=False)
-        return gadget
+            pipeline = Pipeline(config, share_with=shared)
+        self._pipelines[config] = pipeline
+        while len(self._pipelines) > 8 * self.max_reconstructors:
+            self._pipelines.popitem(last=False)
+        return pipeline
 
     # -- lifecycle -----------------------------------------------------------------------------------------------------
     def start(self) -> None:
         """Build the default configuration (loads the model), open the port, start the worker."""
-        default = self.gadget_for(parse_config(self.defaults))
+        default = self.pipeline_for(parse_config(self.defaults))
         default.preload()
         if default.dpm_unavailable:
             log.error("default configuration: %s -- streams get SENSE fallback images", default.dpm_unavailable)
@@ -574,7 +576,7 @@ class DpmServer:
         return ("recon_data" if mid == RECON_DATA else "acquisitions"), texts
 
     def _serve(self, stream: _Stream) -> None:
-        """One stream on the worker: configuration -> DpmGadget.run (the gadget's own code) -> log."""
+        """One stream on the worker: configuration -> run_connection (the spawned gadget's own code) -> log."""
         connection = stream.connection
         stream.started = time.monotonic()
         waited = stream.started - stream.accepted
@@ -585,7 +587,7 @@ class DpmServer:
                     description = f"CONFIG_FILE {connection.config_name!r}"
                 kind, texts = self._input_kind(connection, stream.number)
                 properties, description = self.stream_properties(connection, texts)
-                gadget = self.gadget_for(parse_config(properties))
+                pipeline = self.pipeline_for(parse_config(properties))
                 assembly.encoding_info(connection.header)
             except (ValueError, ImportError, OSError, KeyError, RuntimeError) as exc:
                 message = f"dpm_recon: cannot start: {type(exc).__name__}: {exc}"
@@ -596,7 +598,7 @@ class DpmServer:
                 send_error(connection, message)
             else:
                 log.info("stream %d: reconstructing (%s input, %s)", stream.number, kind, description)
-                volumes, errors = gadget.run(connection, kind)
+                volumes, errors = run_connection(pipeline, connection, kind)
         except OSError as exc:                 # peer gone, idle timeout, aborted by shutdown
             errors.append(f"stream ended: {type(exc).__name__}: {exc}")
             log.error("stream %d from %s: ended: %s: %s", stream.number, stream.peer, type(exc).__name__, exc)
@@ -612,36 +614,6 @@ class DpmServer:
                  time.monotonic() - stream.started, waited, len(errors),
                  f", {connection.waveforms_ignored} waveform(s) ignored" if connection.waveforms_ignored else "",
                  (": " + " | ".join(errors)) if errors else "")
-
-
-def text_parameters(texts: list[str]) -> tuple[str | None, dict, list[str]]:
-    """FIRE/OpenRecon JSON parameters sent as TEXT -> (configuration name or None, properties, ignored keys).
-
-    Each TEXT that parses as a JSON object with a ``parameters`` object counts, later ones over earlier ones, as the
-    reference MRD server reads them: ``customconfig`` (when not empty) over ``config`` names the configuration; keys
-    that are gadget properties (``method``, ``num_samples``, ``series_index``, ...) become properties (values as
-    text); other keys are ignored and listed. Text that is not such JSON is ignored (it is logged by the caller).
-    """
-    name, properties, ignored = None, {}, []
-    for text in texts:
-        try:
-            message = json.loads(text)
-        except ValueError:
-            continue
-        parameters = message.get("parameters") if isinstance(message, dict) else None
-        if not isinstance(parameters, dict):
-            continue
-        for key, value in parameters.items():
-            if key in ("config", "customconfig"):
-                continue
-            if key in ACCEPTED_PROPERTIES:
-                properties[key] = value if isinstance(value, str) else json.dumps(value)
-            else:
-                ignored.append(key)
-        for key in ("config", "customconfig"):
-            if isinstance(parameters.get(key), str) and parameters[key].strip():
-                name = parameters[key].strip()
-    return name, properties, ignored
 
 
 def element_properties_or_text(connection: ServerConnection):

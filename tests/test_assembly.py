@@ -18,7 +18,7 @@ from dpm_core.coils import noise_covariance, whitening_matrix
 from dpm_core.masks import acs_slice
 from dpm_core.reconstruct import Reconstructor
 from gadgets import assembly, images as images_mod
-from gadgets.gadget import ACCEPTED_PROPERTIES, GadgetConfig, parse_config
+from gadgets.config import ACCEPTED_PROPERTIES, GadgetConfig, parse_config
 from gadgets.mrd_io import (GeometrySpec, convert_ismrmrd_tools_file, make_header, make_raw_acquisitions,
                             read_mrd_raw, rotation_directions, write_mrd_raw)
 from tests.harness import bucket_to_buffer, correlated_noise, oversampled_phantom
@@ -395,7 +395,7 @@ def test_parse_config():
 def test_uint16_pixel_format_is_the_scaled_magnitude_with_window_meta():
     """pixel_format=uint16 (as FIRE modules send images): stored = round(|x| / s) with one scale s = max|x| / 4095
     per volume, s in DPM_IntensityScale, WindowCenter/Width 2048/4096 — checked against the complex output."""
-    from gadgets.gadget import DpmGadget
+    from gadgets.pipeline import Pipeline
 
     kspace_os, _ = oversampled_phantom(height=32, width=32, coils=4, slices=2)
     imaging = np.zeros(32, bool)
@@ -405,7 +405,7 @@ def test_uint16_pixel_format_is_the_scaled_magnitude_with_window_meta():
     def run(properties):
         sent, errors = [], []
         buffers = assembly.buffers_from_acquisitions(iter(raw.acquisitions), raw.header)
-        DpmGadget(parse_config(properties)).reconstruct_stream(buffers, raw.header, sent.append, errors)
+        Pipeline(parse_config(properties)).reconstruct_stream(buffers, raw.header, sent.append, errors)
         assert not errors and len(sent) == 2
         return sent
 

@@ -16,7 +16,7 @@ import pytest
 
 from dpm_core.reconstruct import Reconstructor
 from gadgets import assembly
-from gadgets.gadget import INJECT_FAILURE_ENV
+from gadgets.pipeline import INJECT_FAILURE_ENV
 from gadgets.mrd_io import convert_ismrmrd_tools_file, make_raw_acquisitions, read_mrd_raw
 from tests.harness import GadgetronSide, bucket_to_buffer, config_xml, noisy_phantom
 
@@ -167,7 +167,8 @@ def test_a_damaged_model_gives_the_flagged_sense_fallback_and_says_why(small_sca
     hashed card reconstruct nothing labelled DPM; the SENSE fallback comes out flagged, and the ERROR says that the
     model failed its denoising check. The intact model on the same scan passes (DPM images, no error)."""
     from dpm_core.checkpoints import DEFAULT_MODEL_PATH
-    from gadgets.gadget import DpmGadget, parse_config
+    from gadgets.config import parse_config
+    from gadgets.pipeline import Pipeline
     from tests.test_reconstruct import _damaged_copy
     kos, noise, mask = small_scan
     raw = make_raw_acquisitions(kos, mask, num_acs=16, noise=noise)
@@ -176,7 +177,7 @@ def test_a_damaged_model_gives_the_flagged_sense_fallback_and_says_why(small_sca
     for name, model in (("intact", str(DEFAULT_MODEL_PATH)), ("damaged", str(damaged))):
         sent, errors = [], []
         buffers = assembly.buffers_from_acquisitions(copy.deepcopy(raw.acquisitions), raw.header)
-        DpmGadget(parse_config({"model": model, "steps": "20"})).reconstruct_stream(buffers, raw.header, sent.append,
+        Pipeline(parse_config({"model": model, "steps": "20"})).reconstruct_stream(buffers, raw.header, sent.append,
                                                                                    errors)
         outcome[name] = (sent, errors)
     sent, errors = outcome["intact"]

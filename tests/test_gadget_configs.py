@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gadgets.gadget import parse_config
+from gadgets.config import parse_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs_xml").glob("*.xml"))
 

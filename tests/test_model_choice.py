@@ -111,9 +111,10 @@ def test_no_model_for_a_contrast_is_refused_with_the_fix(tmp_path):
 ])
 def test_gadget_picks_the_model_from_the_header_and_records_it(protocol, tr, te, ti, expected_model,
                                                                expected_contrast):
-    """Through the gadget's own code path (acquisitions -> buffers -> DpmGadget): the chosen model's name, sha256,
+    """Through the gadget's own code path (acquisitions -> buffers -> Pipeline): the chosen model's name, sha256,
     contrast and reason reach every image's meta (and so the DICOM and summary.json); the model property overrides."""
-    from gadgets.gadget import DpmGadget, parse_config
+    from gadgets.config import parse_config
+    from gadgets.pipeline import Pipeline
     from tests.harness import oversampled_phantom
 
     kspace_os, _ = oversampled_phantom(height=32, width=32, coils=4, slices=1)
@@ -125,7 +126,7 @@ def test_gadget_picks_the_model_from_the_header_and_records_it(protocol, tr, te,
     def meta_of_first_image(properties):
         sent, errors = [], []
         buffers = assembly.buffers_from_acquisitions(iter(raw.acquisitions), raw.header)
-        DpmGadget(parse_config(properties)).reconstruct_stream(buffers, raw.header, sent.append, errors)
+        Pipeline(parse_config(properties)).reconstruct_stream(buffers, raw.header, sent.append, errors)
         assert not errors and sent
         return ismrmrd.Meta.deserialize(sent[0].attribute_string)
 
@@ -139,7 +140,8 @@ def test_gadget_picks_the_model_from_the_header_and_records_it(protocol, tr, te,
 
 
 def test_a_model_name_that_is_not_registered_is_refused_at_start():
-    from gadgets.gadget import DpmGadget, parse_config
+    from gadgets.config import parse_config
+    from gadgets.pipeline import Pipeline
     with pytest.raises(ValueError, match="flair_default.*foundation_default"):
-        DpmGadget(parse_config({"model": "flair_defualt"}))
+        Pipeline(parse_config({"model": "flair_defualt"}))
 

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gadgets.gadget import ACCEPTED_PROPERTIES, parse_config
-from gadgets.server import text_parameters
+from gadgets.config import ACCEPTED_PROPERTIES, parse_config, text_parameters
 from tests.test_server import ServerProcess
 
 REPO = Path(__file__).resolve().parents[1]

@@ -242,7 +242,7 @@ def test_local_replay_records_the_reconstruction_parameters(inputs, tmp_path, ca
     import pydicom
 
     out = tmp_path / "local"
-    with caplog.at_level(logging.INFO, logger="gadgets.gadget"):
+    with caplog.at_level(logging.INFO, logger="gadgets.pipeline"):
         summary = replay.replay(str(inputs["flair"]), str(out), mode="local", config={"method": "sense"},
                                 retrospective=RETROSPECTIVE_R)
     on_disk = json.loads((out / "summary.json").read_text())
@@ -262,7 +262,7 @@ def test_local_replay_records_the_reconstruction_parameters(inputs, tmp_path, ca
         assert image.meta["ImageComment"].endswith("; maps=1")
     comments = [str(pydicom.dcmread(path).ImageComments) for path in (out / "dicom").rglob("*.dcm")]
     assert len(comments) == 2 and all("; maps=1]" in comment for comment in comments)
-    logged = [r.getMessage() for r in caplog.records if r.name == "gadgets.gadget" and "images; " in r.getMessage()]
+    logged = [r.getMessage() for r in caplog.records if r.name == "gadgets.pipeline" and "images; " in r.getMessage()]
     assert len(logged) == 1 and logged[0].endswith("2 images; maps=1")             # one volume, one line
 
 

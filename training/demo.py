@@ -111,7 +111,7 @@ def write_figure(path: Path, dpm_dir: Path, sense_dir: Path, reference_file: Pat
 
 
 def main(argv=None) -> int:
-    from gadgets.gadget import parse_properties
+    from gadgets.config import parse_properties
     from gadgets.replay import replay
 
     parser = argparse.ArgumentParser(prog="dpm-demo", description=__doc__.split("\n\n")[0])
