@@ -125,6 +125,11 @@ class GadgetConfig:
     send_std: send std maps when num_samples > 1 [true].  fallback: SENSE fallback when DPM fails [true].
     fallback_series_index: series for fallback images [series_index].
     trigger: volume | slice — acquisition input only: reconstruct whole volumes or each slice as it completes [volume].
+    error_report: error | log — how per-volume problems reach a Gadgetron peer [error]. error: one ERROR message after
+    the last image (Gadgetron as a server hands it to its client). log: only the gadget's log and the image flags,
+    unless the stream produced no image at all — for ``gadgetron --from_stream`` (offline processing), which aborts on
+    an ERROR (rc 134) and loses the images already sent, a delivered SENSE fallback included (docs/gadget.md).
+    MRD peers always get the TEXT "ERROR: ..." (it aborts nothing).
     """
     method: str = "dpm"
     model: str | None = None
@@ -146,6 +151,7 @@ class GadgetConfig:
     fallback: bool = True
     fallback_series_index: int | None = None
     trigger: str = "volume"
+    error_report: str = "error"
 
     def reconstructor_kwargs(self) -> dict:
         """Keyword arguments for :class:`dpm_core.reconstruct.Reconstructor`."""
@@ -178,6 +184,7 @@ _PARSERS: dict[str, Callable] = {
     "fallback": _parse_bool,
     "fallback_series_index": _optional(_series),
     "trigger": _choice("volume", "slice"),
+    "error_report": _choice("error", "log"),
 }
 ACCEPTED_PROPERTIES = tuple(_PARSERS)
 

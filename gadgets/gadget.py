@@ -17,7 +17,9 @@ Configuration: ``<property name=... value=.../>`` children of the ``<configurati
 Errors (gadgetron-python never reports them itself; a Python exception would end the stream with a plain CLOSE and
 Gadgetron would see silently missing images): a bad configuration or an unusable header (non-Cartesian, 3-D, no
 encoding) -> ERROR (id 8) at once, the input drained, no images; per-volume problems (the pipeline's failure rules,
-including a delivered SENSE fallback) -> one ERROR after the last image, just before CLOSE.
+including a delivered SENSE fallback) -> one ERROR after the last image, just before CLOSE — or, with the property
+``error_report=log`` (offline ``gadgetron --from_stream``, which aborts on ERROR and loses the images already sent),
+only the log and the images' SENSE_FALLBACK flags, unless no image at all was sent.
 """
 from __future__ import annotations
 
@@ -66,14 +68,25 @@ def run_connection(pipeline: Pipeline, connection, input_kind: str) -> tuple[int
         buffers = assembly.buffers_from_acquisitions(items, header, trigger=pipeline.config.trigger)
     else:
         raise ValueError(f"input_kind must be 'recon_data' or 'acquisitions'; got {input_kind!r}")
-    volumes = pipeline.reconstruct_stream(buffers, header, connection.send, errors)
+    sent = [0]
+
+    def send(image) -> None:
+        connection.send(image)
+        sent[0] += 1
+    volumes = pipeline.reconstruct_stream(buffers, header, send, errors)
     leftover = _drain(items)
     if leftover:
         log.warning("discarded %d input item(s) after the stream was rejected", leftover)
-    log.info("stream done: %d volume(s) in %.2f s, %d error(s)", volumes, time.perf_counter() - start,
-             len(errors))
+    log.info("stream done: %d volume(s), %d image(s) in %.2f s, %d error(s)", volumes, sent[0],
+             time.perf_counter() - start, len(errors))
     if errors:
-        send_error(connection, "dpm_recon: " + " | ".join(errors))
+        report = "dpm_recon: " + " | ".join(errors)
+        if pipeline.config.error_report == "log" and sent[0] > 0 and getattr(connection, "peer", "gadgetron") != "mrd":
+            # gadgetron --from_stream aborts on ERROR and loses what was sent: the images carry their flags instead
+            log.error("%s (error_report=log: not sent as ERROR, so that the %d image(s) sent are kept)", report,
+                      sent[0])
+        else:
+            send_error(connection, report)
     return volumes, errors
 
 

@@ -162,6 +162,33 @@ def test_dpm_failure_delivers_sense_fallback_and_error(small_scan, properties, i
         np.testing.assert_allclose(image.data[0, 0], expected[s], rtol=0, atol=1e-4 * np.abs(expected[s]).max())
 
 
+@pytest.mark.parametrize("properties,expect_error", [
+    ({"method": "dpm", "error_report": "log"}, False),                  # fallback images sent: flags + log, no ERROR
+    ({"method": "dpm", "error_report": "log", "fallback": "false"}, True),   # nothing sent: ERROR even so
+    ({"method": "dpm", "error_report": "error"}, True),
+])
+def test_error_report_log_keeps_the_fallback_images_of_an_offline_run(small_scan, properties, expect_error):
+    """error_report=log (configs_xml/dpm_recon_offline.xml, for gadgetron --from_stream, which aborts on ERROR and
+    loses the images sent before it): a failed DPM stage still delivers its flagged SENSE images and the stream ends
+    in a plain CLOSE; a stream that produced no image at all still ends in ERROR."""
+    kos, noise, mask = small_scan
+    raw = make_raw_acquisitions(kos, mask, num_acs=16, noise=noise)
+    result = GadgetronSide(target="dpm_recon_acquisitions", timeout=TIMEOUT,
+                           env={INJECT_FAILURE_ENV: "reconstruction_error"}).run(
+        raw.header_xml, copy.deepcopy(raw.acquisitions), config=config_xml(properties))
+    _check_clean_end(result)
+    if properties.get("fallback") == "false":
+        assert result.images == []
+    else:
+        assert len(result.images) == S
+        assert all("SENSE_FALLBACK" in image.meta["ImageComment"] for image in result.images)
+    if expect_error:
+        assert len(result.errors) == 1 and "DPM" in result.errors[0], result.errors
+    else:
+        assert result.errors == [], result.errors
+        assert "error_report=log: not sent as ERROR" in result.log
+
+
 def test_a_damaged_model_gives_the_flagged_sense_fallback_and_says_why(small_scan, tmp_path):
     """The output guard through the gadget's code path: the shipped FLAIR weights damaged and saved with a freshly
     hashed card reconstruct nothing labelled DPM; the SENSE fallback comes out flagged, and the ERROR says that the

@@ -13,9 +13,10 @@ from gadgets.config import parse_config
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs_xml").glob("*.xml"))
 
 
-def test_the_four_stream_variants_exist():
+def test_the_stream_variants_exist():
     names = {p.name for p in CONFIGS}
-    assert {"dpm_recon.xml", "dpm_recon_connect.xml", "dpm_recon_dicom.xml", "dpm_recon_acquisitions.xml"} <= names
+    assert {"dpm_recon.xml", "dpm_recon_connect.xml", "dpm_recon_dicom.xml", "dpm_recon_acquisitions.xml",
+            "dpm_recon_offline.xml"} <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
