@@ -34,6 +34,7 @@ from dpm_core import metrics  # noqa: E402
 from dpm_core.checkpoints import DEFAULT_MODEL_PATH  # noqa: E402
 from dpm_core.masks import effective_acceleration, equispaced_mask  # noqa: E402
 from dpm_core.reconstruct import WARM_START_SIGMA, Reconstructor  # noqa: E402
+from dpm_core.samplers.registry import DDS_WARM_START_STEPS  # noqa: E402
 
 VALIDATION_CORPUS_SEED = 3
 SIGMA_GRID = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
@@ -56,7 +57,7 @@ def main(argv=None):
                         help="sweep the schedule length at this σ_start instead of σ_start")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    # (warm_start σ or None, schedule length or None = the sampler's 50); the first is the cold reference
+    # (warm_start σ or None, schedule length or None = 50 steps); the first is the cold reference
     if args.steps_at is None:
         configs = [(None, None)] + [(s, None) for s in SIGMA_GRID]
     else:
@@ -65,7 +66,7 @@ def main(argv=None):
     for model, contrasts in MODELS.items():
         card = Path(DEFAULT_MODEL_PATH).with_name(f"{model}.json")
         recs = {c: Reconstructor(method="dpm", model=card, warm_start=c[0], device=args.device, progress=None,
-                                 sampler_options={} if c[1] is None else {"steps": c[1]}) for c in configs}
+                                 sampler_options={"steps": c[1] or 50}) for c in configs}
         shared = recs[configs[0]].denoiser()
         for rec in recs.values():
             rec._denoiser = shared                                   # one loaded network for every row
@@ -116,7 +117,8 @@ def main(argv=None):
              "standard error over slices vs the fully sampled MVUE with the same maps; Δ: paired difference to the "
              f"cold start (50 steps). Rule over the {what}: the fewest network evaluations whose Δ ≤ its standard "
              f"error at every R for both models → {'none' if chosen is None else label(chosen)}; shipped default "
-             f"WARM_START_SIGMA = {WARM_START_SIGMA:g} with the sampler's 50-step schedule. Meeting the rule: "
+             f"WARM_START_SIGMA = {WARM_START_SIGMA:g} with DDS_WARM_START_STEPS = {DDS_WARM_START_STEPS} (the "
+             "Karras schedule whose levels ≤ σ_start a warm start runs). Meeting the rule: "
              f"{', '.join(label(c) for c in admissible) or 'none'}.")
     write_results("warm_start" if args.steps_at is None else "warm_start_steps", rows,
                   ["model", "R nominal", "R effective", "start", "schedule", "NFE", "NRMSE", "Δ vs cold (paired)",

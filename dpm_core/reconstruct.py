@@ -126,9 +126,10 @@ class Reconstructor:
             as few calls as fit it, sized from the measured peak of the first, one-slice call (:mod:`dpm_core.memory`).
             "auto": what the device has free at the start of the volume; None: all in one call, nothing measured.
         warm_start: the DPM starts from the SENSE-CG image plus noise of this σ and runs only the levels of its
-            schedule at or below it (:func:`dpm_core.samplers.warm_start_sigmas`; about 4x fewer network evaluations
-            than from pure noise at equal or lower error, docs/samplers.md); None starts from pure noise at the
-            schedule's σ_max. Default :data:`WARM_START_SIGMA`.
+            schedule at or below it (:func:`dpm_core.samplers.warm_start_sigmas`); the schedule is the sampler's warm
+            one unless steps are given (the fast sampler: 15 Karras steps, of which 4 lie at or below 0.2: 4 network
+            evaluations instead of 50 from pure noise at equal or lower error, docs/samplers.md); None starts from
+            pure noise at the schedule's σ_max. Default :data:`WARM_START_SIGMA`.
     """
 
     def __init__(self, method: str = "dpm", model=None, sampler: str = "fast", sampler_options: dict | None = None,
@@ -302,7 +303,7 @@ class Reconstructor:
         spec = get_sampler(self.sampler)
         sigmas = options.pop("sigmas", None)
         if sigmas is None:
-            sigmas = default_sigmas(spec, denoiser, options.pop("steps", None))
+            sigmas = default_sigmas(spec, denoiser, options.pop("steps", None), warm=self.warm_start is not None)
         elif "steps" in options:
             raise ValueError("sampler_options: give either sigmas or steps, not both")
         warm_image, x_init = None, None

@@ -27,6 +27,9 @@ class Sampler:
     "sigma_data" is.
     evaluations: (number of sigmas, options) -> (forward, backward) network evaluations per slice and map image.
     summary: one line for docs and errors.
+    warm_start_steps: schedule length when the sampler starts from an estimate (a warm start runs its levels at or
+    below σ_start, :func:`warm_start_sigmas`); None: ``default_steps``. A record sets it only where a validation sweep
+    chose it (benchmarks/bench_warm_start.py --steps-at).
     """
     name: str
     run: Callable[..., torch.Tensor]
@@ -35,6 +38,7 @@ class Sampler:
     options: frozenset
     evaluations: Callable[[int, dict], tuple[int, int]]
     summary: str
+    warm_start_steps: int | None = None
 
     def __call__(self, *args, **kwargs) -> torch.Tensor:
         return self.run(*args, **kwargs)
@@ -58,6 +62,11 @@ def _adapted_evaluations(n: int, options: dict) -> tuple[int, int]:
     return (n - 1) * max(2 * adapt_steps, 1), (n - 1) * adapt_steps
 
 
+# DDS from the SENSE image at σ_start = 0.2: the levels ≤ 0.2 of a 15-step Karras schedule (4 network evaluations)
+# are as good as the 50-step schedule's 13 on validation subjects at R 2/4/6 for both shipped models
+# (benchmarks/results/warm_start_steps.md, the rule stated there).
+DDS_WARM_START_STEPS = 15
+
 SAMPLERS: dict[str, Sampler] = {s.name: s for s in (
     Sampler("ald", ald, "geometric", 1156,            # csgm's levels 1155..2310
             frozenset({"steps_per_level", "eps", "weighting", "noise_std", "gamma", "mse_weight", "final_denoise"}),
@@ -66,7 +75,8 @@ SAMPLERS: dict[str, Sampler] = {s.name: s for s in (
             "EDM Euler + diffusion posterior sampling, step ζ (reference B, the paper authors' sampler)"),
     Sampler("dds", dds, "karras", 50, frozenset({"cg_iters", "noise_std", "sigma_data", "lamda", "eta", "zeta"}),
             lambda n, o: (n - 1, 0),
-            "decomposed diffusion sampling: Tweedie denoise + CG data step (Chung et al. 2024)"),
+            "decomposed diffusion sampling: Tweedie denoise + CG data step (Chung et al. 2024)",
+            warm_start_steps=DDS_WARM_START_STEPS),
     Sampler("dds_lora", dds_lora, "karras", 50,
             frozenset({"cg_iters", "noise_std", "sigma_data", "lamda", "eta", "zeta", "lora_rank", "adapt_steps",
                        "adapt_lr", "adapt_holdout", "adapt_sigma_max"}), _adapted_evaluations,
@@ -86,16 +96,20 @@ def get_sampler(sampler: str | Sampler) -> Sampler:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}") from None
 
 
-def default_sigmas(sampler: str | Sampler, denoiser=None, steps: int | None = None) -> torch.Tensor:
+def default_sigmas(sampler: str | Sampler, denoiser=None, steps: int | None = None, warm: bool = False) -> torch.Tensor:
     """The default schedule of a sampler, over the denoiser's trained range.
 
     sigma_min / sigma_max come from ``denoiser.sigma_min`` / ``.sigma_max`` (a :class:`ComplexDenoiser` has them) or
     default to the paper's MRI model, 0.004 / 10. "geometric": ``steps`` levels sigma_max -> sigma_min; "karras":
-    karras_sigmas(steps, sigma_min, sigma_max), ending in 0; ``steps`` defaults to the record's ``default_steps``.
+    karras_sigmas(steps, sigma_min, sigma_max), ending in 0; ``steps`` defaults to the record's ``default_steps`` —
+    or, with ``warm=True`` (the schedule a warm start will cut at σ_start), to its ``warm_start_steps`` where it has
+    them.
     Returns: float64 [n] (geometric) or [n + 1] (karras).
     """
     spec = get_sampler(sampler)
-    n = spec.default_steps if steps is None else int(steps)
+    if steps is None:
+        steps = spec.warm_start_steps if warm and spec.warm_start_steps is not None else spec.default_steps
+    n = int(steps)
     sigma_min = float(getattr(denoiser, "sigma_min", 0.004))
     sigma_max = float(getattr(denoiser, "sigma_max", 10.0))
     if spec.schedule == "geometric":
