@@ -443,16 +443,19 @@ def gcv_zeta(sampler, denoiser, kn, op, noise_std, *, seed: int, slice_ids, opti
         trial = {k: v for k, v in trial.items() if k not in ("steps", "sigmas")}
         trial["steps"] = AUTO_ZETA_STEPS
 
-    def predicted(y, zeta):
+    probed = kn + eps * b
+    # the start depends on the data, not on ζ: one SENSE solve for y and one for the probed y, not one per candidate
+    starts = (None, None) if warm_image is None else (warm_image(kn), warm_image(probed))
+
+    def predicted(y, x_init, zeta):
         mean, _, _ = posterior_samples(sampler, denoiser, y, op, num_samples=1, seed=seed,
-                                       slice_ids=slice_ids, x_init=None if warm_image is None else warm_image(y),
-                                       **trial, zeta=zeta)
+                                       slice_ids=slice_ids, x_init=x_init, **trial, zeta=zeta)
         return op.forward(mean)
 
     gcv, dof = [], []
     for zeta in ZETA_GRID:
-        f = predicted(kn, float(zeta))
-        df = (b.conj() * (predicted(kn + eps * b, float(zeta)) - f)).real.flatten(1).sum(1) / eps.view(S)
+        f = predicted(kn, starts[0], float(zeta))
+        df = (b.conj() * (predicted(probed, starts[1], float(zeta)) - f)).real.flatten(1).sum(1) / eps.view(S)
         residual = (kn - f).abs().pow(2).flatten(1).sum(1)
         gcv.append(n * residual / (n - df).clamp_min(1.0) ** 2)
         dof.append(df / n)
