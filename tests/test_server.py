@@ -41,10 +41,10 @@ ENV = {"OMP_NUM_THREADS": "2"}          # the spawned gadget's setting (tests/ha
 class ServerProcess:
     """``dpm-server --port 0 ARGS`` as a subprocess; its log is collected; :attr:`port` read from the log."""
 
-    def __init__(self, *args: str, startup_timeout: float = 120.0):
+    def __init__(self, *args: str, startup_timeout: float = 120.0, env: dict | None = None):
         script = Path(sys.executable).with_name("dpm-server")
         command = [str(script)] if script.exists() else [sys.executable, "-m", "gadgets.server"]
-        env = dict(os.environ, **ENV)
+        env = dict(os.environ, **ENV, **(env or {}))
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
         self.proc = subprocess.Popen(command + ["--port", "0", *args], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True, env=env, cwd=str(REPO))
@@ -183,6 +183,26 @@ def test_sequential_streams_match_the_spawned_gadget(server, scan, spawned):
     assert log.count("built reconstructor") == 1                        # the model/reconstructor is built once
     assert log.count("2 images; maps=1") == 3                           # one line per volume with its parameters
     assert all("2 images; maps=1" in spawned[kind].log for kind in spawned)     # as the spawned gadget logs it
+
+
+def test_connect_mode_error_report_as_in_execute_mode(scan):
+    """A Gadgetron peer of the server with the DPM stage failing (the test hook in the server's environment): with
+    error_report=log the flagged SENSE fallback images arrive and the stream ends in a plain CLOSE (what
+    gadgetron --from_stream needs); with the default error_report=error the same images are followed by ERROR."""
+    from gadgets.pipeline import INJECT_FAILURE_ENV
+    header_xml, acquisitions, _ = scan
+    server = ServerProcess("--set", "method=dpm", env={INJECT_FAILURE_ENV: "reconstruction_error"})
+    try:
+        quiet = server.client(header_xml, copy.deepcopy(acquisitions), config={"error_report": "log"})
+        loud = server.client(header_xml, copy.deepcopy(acquisitions), config={"error_report": "error"})
+    finally:
+        server.kill()
+    for result in (quiet, loud):
+        assert result.closed and len(result.images) == S, server.log[-3000:]
+        assert all("SENSE_FALLBACK" in image.meta["ImageComment"] for image in result.images)
+    assert quiet.errors == [], quiet.errors
+    assert len(loud.errors) == 1 and "delivered the SENSE fallback" in loud.errors[0], loud.errors
+    assert "error_report=log: not sent as ERROR" in server.log
 
 
 def test_concurrent_streams_are_queued_on_one_worker(server, scan, spawned):
