@@ -323,7 +323,7 @@ class Reconstructor:
             if zeta == "auto":
                 zeta, zeta_info = gcv_zeta(spec, denoiser, kn, op, noise_std, seed=self.seed,
                                            slice_ids=slice_ids, options=options,
-                                           warm_image=warm_image)
+                                           warm_image=warm_image, x_init=x_init)
             options["zeta"] = zeta
         callback, bar = self._progress_callback(spec, options, kn.shape[0] * self.num_samples)
         try:
@@ -404,7 +404,7 @@ GCV_PROBE_SAMPLE = 1 << 20   # sample index of the GCV probe's seed: disjoint fr
 
 
 def gcv_zeta(sampler, denoiser, kn, op, noise_std, *, seed: int, slice_ids, options: dict | None = None,
-             warm_image: Callable[[torch.Tensor], torch.Tensor] | None = None):
+             warm_image: Callable[[torch.Tensor], torch.Tensor] | None = None, x_init: torch.Tensor | None = None):
     """ζ per slice by generalized cross-validation (GCV), from the measured data alone; no noise level needed.
 
     For every ζ of :data:`ZETA_GRID` the sampler runs a short schedule (:data:`AUTO_ZETA_STEPS` steps, the slice's
@@ -423,7 +423,8 @@ def gcv_zeta(sampler, denoiser, kn, op, noise_std, *, seed: int, slice_ids, opti
 
     Args: the sampler (name or :class:`dpm_core.samplers.Sampler`), denoiser, normalized k-space kn [S, C, H, W] and
     operator of the reconstruction; noise_std σ̂ per slice (only sets the probe's step ε); seed and slice_ids as for
-    the reconstruction; sampler options; warm_image: k-space [S, C, H, W] -> start image [S, M, H, W], or None.
+    the reconstruction; sampler options; warm_image: k-space [S, C, H, W] -> start image [S, M, H, W], or None;
+    x_init: warm_image(kn) when the caller has already computed it (saves one solve).
     Returns (ζ [S] tensor, info with the GCV table).
     """
     from .samplers import posterior_samples
@@ -445,7 +446,7 @@ def gcv_zeta(sampler, denoiser, kn, op, noise_std, *, seed: int, slice_ids, opti
 
     probed = kn + eps * b
     # the start depends on the data, not on ζ: one SENSE solve for y and one for the probed y, not one per candidate
-    starts = (None, None) if warm_image is None else (warm_image(kn), warm_image(probed))
+    starts = (None, None) if warm_image is None else (warm_image(kn) if x_init is None else x_init, warm_image(probed))
 
     def predicted(y, x_init, zeta):
         mean, _, _ = posterior_samples(sampler, denoiser, y, op, num_samples=1, seed=seed,
