@@ -30,6 +30,7 @@ from eval_default_model import held_out_volumes  # noqa: E402
 from dpm_core import metrics  # noqa: E402
 from dpm_core.masks import effective_acceleration, equispaced_mask  # noqa: E402
 from dpm_core.reconstruct import ReconstructionError, Reconstructor  # noqa: E402
+from dpm_core.samplers import default_sigmas, num_evaluations  # noqa: E402
 
 NRMSE_GOAL, NFE_GOAL = 1.02, 50.0
 CONFIGS = {   # label -> Reconstructor keyword arguments (the shipped model, zeta from its card for the ζ samplers)
@@ -77,7 +78,6 @@ def main(argv=None):
         names += [f"{name}/{i}" for i in range(k.shape[0])]
     ald_label = next(iter(CONFIGS))
     ald = np.asarray(errors[ald_label])
-    from dpm_core.samplers import default_sigmas, num_evaluations
     full_nfe = num_evaluations("ald", default_sigmas("ald", recs[ald_label].denoiser()))
     rows, summary = [], {}
     for label in CONFIGS:
