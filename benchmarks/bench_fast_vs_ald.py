@@ -4,9 +4,9 @@
 
 The shipped FLAIR model on held-out synthetic FLAIR subjects (eval_default_model's held-out corpus), 128², 8 coils,
 equispaced + 24 ACS, the same coil maps for every row. Rows: ALD (annealed Langevin dynamics, Jalal et al. 2021: the
-reference sampler A, csgm's schedule, from pure noise; with the annealed-likelihood weighting whose exact-posterior
-property tests/test_samplers.py proves, and with csgm's own "mse" weighting, its default), the fast sampler from pure
-noise (50 DDS steps) and the fast sampler as shipped (warm start from the SENSE image). The output guard is off for
+reference sampler A, csgm's schedule, from pure noise; with the annealed-likelihood weighting, its default, whose
+exact-posterior property tests/test_sampler_laws.py proves, and with csgm's own "mse" weighting as published), the fast
+sampler from pure noise (50 DDS steps) and the fast sampler as shipped (warm start from the SENSE image). The output guard is off for
 every row (raw sampler outputs compared); a sampler whose output is not finite is recorded as diverged. NRMSE against the fully
 sampled MVUE with the same maps; paired ratios to ALD per slice. Goal (issue 14): fast ≤ 1.02 × ALD NRMSE at ≥ 50 ×
 fewer network evaluations. ALD costs about 3,500 network evaluations per slice (≈ 8 min per 128² slice on one CPU
@@ -36,7 +36,8 @@ NRMSE_GOAL, NFE_GOAL = 1.02, 50.0
 CONFIGS = {   # label -> Reconstructor keyword arguments (the shipped model, zeta from its card for the ζ samplers)
     "ALD (reference A), likelihood weighting, from pure noise": {"sampler": "ald", "warm_start": None,
                                                                  "sampler_options": {"weighting": "likelihood"}},
-    "ALD (reference A), csgm weighting (its default), from pure noise": {"sampler": "ald", "warm_start": None},
+    "ALD (reference A), csgm weighting (as published), from pure noise": {"sampler": "ald", "warm_start": None,
+                                                                        "sampler_options": {"weighting": "csgm"}},
     "fast (DDS), from pure noise, 50 steps": {"sampler": "fast", "warm_start": None},
     "fast (DDS), shipped default (warm start)": {"sampler": "fast"},
 }

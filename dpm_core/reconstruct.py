@@ -12,6 +12,7 @@ and noise prewhitened (the transport layer does that).
 """
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -319,7 +320,7 @@ class Reconstructor:
             noise_std = options.setdefault("noise_std", noise_std)
         zeta, zeta_rule, zeta_info = None, "n/a (sampler has no ζ)", {}
         if "zeta" in spec.options:
-            zeta, zeta_rule = self._zeta_rule(card, sampling.effective_acceleration)
+            zeta, zeta_rule = self._zeta_rule(spec, card, sampling.effective_acceleration)
             if zeta == "auto":
                 zeta, zeta_info = gcv_zeta(spec, denoiser, kn, op, noise_std, seed=self.seed,
                                            slice_ids=slice_ids, options=options,
@@ -385,12 +386,16 @@ class Reconstructor:
                    dynamic_ncols=True)
         return (lambda state: bar.update(int(state["x"].shape[0]))), bar
 
-    def _zeta_rule(self, card: dict, acceleration: float):
-        """(ζ or "auto", the rule's name): a given number; "auto"; or the card's table where it brackets the scan's R."""
+    def _zeta_rule(self, spec, card: dict, acceleration: float):
+        """(ζ or "auto", the rule's name): a given number; "auto"; the sampler's own default where the card's table
+        does not apply to it (``spec.card_zeta``); or the card's table where it brackets the scan's R."""
         if self.zeta == "auto":
             return "auto", "auto:gcv"
         if self.zeta is not None:
             return float(self.zeta), "given"
+        if not spec.card_zeta:
+            default = inspect.signature(spec.run).parameters["zeta"].default
+            return float(default), f"the {spec.name} sampler's default (the card's ζ table is for the fast sampler)"
         from .checkpoints import zeta_for_acceleration
         table = sorted(float(r) for r in (card.get("zeta") or {}))
         if table and table[0] <= acceleration <= table[-1]:

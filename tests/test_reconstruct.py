@@ -43,6 +43,21 @@ def test_slice_alone_equals_slice_in_batch(denoiser, problem, sampler, steps):
     np.testing.assert_array_equal(together.images, again.images)
 
 
+@pytest.mark.timeout(120)
+def test_the_card_zeta_table_is_the_fast_samplers_only(problem):
+    """The card's ζ table was swept with the fast sampler, where ζ divides DDS's proximal weight; DPS's ζ is a step
+    length, so a DPS reconstruction takes its own default (1), not the table's 40, and says so."""
+    torch.manual_seed(0)
+    den = ComplexDenoiser(build_network("unet", TINY_UNET)).eval()
+    den.card = {"zeta": {"1.5": 40.0, "2.5": 40.0}}
+    kspace, mask, maps = problem
+    common = dict(model=den, sampler_options={"steps": 3}, device="cpu", output_guard=False)
+    dps = Reconstructor(sampler="dps", **common).reconstruct(kspace[:1], mask, maps=maps[:1])
+    assert dps.info["zeta"] == 1.0 and "default" in dps.info["zeta_rule"], dps.info
+    fast = Reconstructor(sampler="fast", **common).reconstruct(kspace[:1], mask, maps=maps[:1])
+    assert fast.info["zeta"] == 40.0 and fast.info["zeta_rule"] == "card", fast.info
+
+
 def test_posterior_std_map_and_seed(denoiser, problem):
     kspace, mask, maps = problem
     rec = Reconstructor(method="dpm", model=denoiser, sampler_options={"steps": 4}, num_samples=3, device="cpu",

@@ -17,7 +17,7 @@ CSGM_EPS = 5e-5          # csgm-mri-langevin step size at their last level sigma
 
 def ald(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Tensor, generators: Sequence[torch.Generator],
         *, x_init: torch.Tensor | None = None, callback: Callable[[dict], None] | None = None,
-        steps_per_level: int = 3, eps: float | None = None, weighting: str = "csgm", noise_std: float = 0.0,
+        steps_per_level: int = 3, eps: float | None = None, weighting: str = "likelihood", noise_std: float = 0.0,
         gamma: float = 1.0, mse_weight: float = 5.0, final_denoise: bool = False) -> torch.Tensor:
     """Annealed Langevin dynamics posterior sampling.
 
@@ -34,7 +34,9 @@ def ald(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Tensor, 
         steps_per_level: Langevin steps per level (csgm: 3).
         eps: step size at the last level. Default: csgm's ratio eps / sigma_L^2 = 5e-5 / 0.0066^2 = 1.15 for "csgm"
             (5e-5 at sigma_L = 0.0066), 0.5 sigma_L^2 for "likelihood" (stable needs eps / sigma_L^2 < 2 / (1 + 1/gamma^2)).
-        weighting: "csgm" (reference A as published) or "likelihood".
+        weighting: "likelihood" (the default: the one proven to sample the posterior at these defaults,
+            tests/test_sampler_laws.py) or "csgm" (reference A as published; it diverges to non-finite pixels on the
+            shipped models, benchmarks/results/fast_vs_ald.md).
         noise_std: measurement noise std per real channel (k-space units of y), for "likelihood"; a float or a
             tensor [S] (one per slice).
         gamma: weight of the annealing term gamma^2 sigma^2 (1: the noise of A x_sigma for ||A|| <= 1).

@@ -30,6 +30,8 @@ class Sampler:
     warm_start_steps: schedule length when the sampler starts from an estimate (a warm start runs its levels at or
     below σ_start, :func:`warm_start_sigmas`); None: ``default_steps``. A record sets it only where a validation sweep
     chose it (benchmarks/bench_warm_start.py --steps-at).
+    card_zeta: the model card's ζ table (swept with the fast sampler: ζ divides the Gaussian-consistent proximal
+    weight) means the same for this sampler; where False and no ζ is given, the sampler's own default ζ is used.
     """
     name: str
     run: Callable[..., torch.Tensor]
@@ -39,6 +41,7 @@ class Sampler:
     evaluations: Callable[[int, dict], tuple[int, int]]
     summary: str
     warm_start_steps: int | None = None
+    card_zeta: bool = False
 
     def __call__(self, *args, **kwargs) -> torch.Tensor:
         return self.run(*args, **kwargs)
@@ -76,11 +79,12 @@ SAMPLERS: dict[str, Sampler] = {s.name: s for s in (
     Sampler("dds", dds, "karras", 50, frozenset({"cg_iters", "noise_std", "sigma_data", "lamda", "eta", "zeta"}),
             lambda n, o: (n - 1, 0),
             "decomposed diffusion sampling: Tweedie denoise + CG data step (Chung et al. 2024)",
-            warm_start_steps=DDS_WARM_START_STEPS),
+            warm_start_steps=DDS_WARM_START_STEPS, card_zeta=True),
     Sampler("dds_lora", dds_lora, "karras", 50,
             frozenset({"cg_iters", "noise_std", "sigma_data", "lamda", "eta", "zeta", "lora_rank", "adapt_steps",
                        "adapt_lr", "adapt_holdout", "adapt_sigma_max"}), _adapted_evaluations,
-            "DDS with the denoiser adapted to each slice's k-space by LoRA (steerable conditional diffusion)"),
+            "DDS with the denoiser adapted to each slice's k-space by LoRA (steerable conditional diffusion)",
+            card_zeta=True),
 )}
 SAMPLERS["fast"] = SAMPLERS["dds"]
 """Samplers by name. "fast" is the chosen fast sampler (DDS; see docs/samplers.md for the measurements)."""
