@@ -23,16 +23,32 @@ ORTHANC = shutil.which("Orthanc") or ("/usr/sbin/Orthanc" if os.path.exists("/us
 
 
 def free_port() -> int:
+    """A port the OS had free a moment ago. Orthanc binds its own ports, so the port cannot be handed over as a bound
+    socket; OrthancServer retries with new ports when Orthanc loses that race and checks that it is its own Orthanc
+    that answers."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
+ORTHANC_NAME = "dpm-flair-test"
+START_ATTEMPTS = 3
+
+
 class OrthancServer:
     def __init__(self, root: Path):
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                self._start(root)
+                return
+            except RuntimeError:
+                if attempt == START_ATTEMPTS:
+                    raise
+
+    def _start(self, root: Path):
         self.http_port, self.dicom_port = free_port(), free_port()
         config = {
-            "Name": "dpm-flair-test", "StorageDirectory": str(root / "storage"), "IndexDirectory": str(root / "index"),
+            "Name": ORTHANC_NAME, "StorageDirectory": str(root / "storage"), "IndexDirectory": str(root / "index"),
             "HttpPort": self.http_port, "DicomPort": self.dicom_port, "DicomAet": "ORTHANC",
             "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "HttpServerEnabled": True,
             "DicomServerEnabled": True, "DicomCheckCalledAet": False, "DicomAlwaysAllowStore": True,
@@ -46,7 +62,10 @@ class OrthancServer:
         deadline = time.monotonic() + 30
         while True:
             try:
-                self.get("/system")
+                name = self.get("/system").get("Name")
+                if name != ORTHANC_NAME:                       # another server took the port first
+                    self.stop()
+                    raise RuntimeError(f"127.0.0.1:{self.http_port} answers as {name!r}, not our Orthanc")
                 break
             except (urllib.error.URLError, ConnectionError, OSError):
                 if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -160,8 +179,9 @@ def _lookup(orthanc, uid):
 
 def test_refused_connection_is_reported_and_files_remain(tmp_path):
     paths = write_dicom_series(images_to_datasets(HEADER, make_images(3, 7)), tmp_path)
-    dead = free_port()                                     # nothing listens here
-    report = send_to_pacs(paths, "127.0.0.1", dead, retries=2, timeout=2, retry_wait_s=0.05)
+    with socket.socket() as held:      # bound and held, never listening: connections are refused, no other test gets it
+        held.bind(("127.0.0.1", 0))
+        report = send_to_pacs(paths, "127.0.0.1", held.getsockname()[1], retries=2, timeout=2, retry_wait_s=0.05)
     assert not report.ok and report.n_sent == 0 and report.n_failed == 3 and report.associations == 0
     assert len(report.connection_errors) == 3
     assert all("no association" in r.error and r.attempts == 0 for r in report.instances)

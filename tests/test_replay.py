@@ -227,11 +227,11 @@ def test_replay_of_a_file_that_is_not_readable_hdf5_names_it(tmp_path, content):
 def test_client_mode_names_an_unreachable_server(inputs, tmp_path):
     import socket
 
-    with socket.socket() as probe:                      # a port nobody listens on
+    with socket.socket() as probe:     # bound and held, never listening: connections are refused, no other test gets it
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    with pytest.raises(ConnectionError, match=f"127.0.0.1:{port}.*dpm-server"):
-        replay.replay(str(inputs["flair"]), str(tmp_path), mode="client", config=CONFIG, port=port, timeout=10)
+        with pytest.raises(ConnectionError, match=f"127.0.0.1:{port}.*dpm-server"):
+            replay.replay(str(inputs["flair"]), str(tmp_path), mode="client", config=CONFIG, port=port, timeout=10)
 
 
 def test_local_replay_records_the_reconstruction_parameters(inputs, tmp_path, caplog):
