@@ -105,7 +105,9 @@ class Reconstructor:
         num_samples: posterior samples per slice; > 1 also returns a per-pixel standard-deviation map.
         zeta: data-consistency weight ζ: a number; "auto" (chosen per scan from the measured data by generalized
             cross-validation, :func:`gcv_zeta`); or None: the model card's ζ table where it brackets the scan's
-            effective R, else "auto". What was used and why is in ``info["zeta"]`` / ``info["zeta_rule"]``.
+            effective R, else "auto" — for the samplers the table was swept for (``Sampler.card_zeta``); the others
+            (DPS, whose ζ is a step length) take their own default. What was used and why is in ``info["zeta"]`` /
+            ``info["zeta_rule"]``.
         seed: base seed; slice s, sample k uses a generator derived from (seed, s, k).
         device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
         coil_method: "fast" (torch ESPIRiT) or "sigpy" (reference ESPIRiT).
