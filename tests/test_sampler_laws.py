@@ -46,7 +46,7 @@ from dpm_core.seeding import randn_complex
 
 H = W = 16
 N = H * W
-NOISE_STD = 0.05                  # per real channel: the regime of the real slices (SNR ~ 20 at unit image scale)
+NOISE_STD = 0.05                  # per real channel (the low-noise problem of tests/test_samplers.py)
 SIGMA_DATA = math.sqrt(0.5)       # the prior's per-real-channel std (complex variance 1)
 L2_WEIGHT = 1e-3                  # the Reconstructor's SENSE-CG Tikhonov weight (the warm start)
 ALPHA = 1e-4                      # two-sided failure probability of each chi-square test
@@ -220,10 +220,11 @@ def test_ald_at_its_defaults_samples_the_posterior(problem):
 def test_dds_at_the_shipped_zeta_follows_its_law(problem):
     """DDS as the Reconstructor runs it: warm start from the SENSE-CG image at σ = WARM_START_SIGMA, the warm schedule,
     5 CG iterations, the measured noise weighting and the shipped FLAIR card's ζ at this R. ζ > 1 tempers the
-    likelihood (λ / ζ) by design, and its isotropic model of Var(x_0 | x) is inexact on a correlated prior, so its law
-    is not the posterior: the test checks the implementation against the law (mean, and every pixel's variance), the
-    sample against the posterior within the law's own bias, and states what the law is: a mean closer to the
-    posterior mean than its SENSE start, and a spread of the posterior's order."""
+    likelihood (λ / ζ: the posterior of noise variance / ζ) by design, so its law is not the posterior. Checked: the
+    implementation against the law (mean, and every pixel's variance); the sample against the posterior within the
+    law's own bias; and what the law is — the ζ-tempered posterior's mean within 1 % of its std, and a variance below
+    the tempered posterior's on every coefficient (ancestral re-noising ignores Cov(x_0 | x, y), and the start carries
+    none of the prior's energy on unmeasured coefficients), so the std map understates the spread."""
     card = json.loads(DEFAULT_MODEL_PATH.read_text())
     zeta = zeta_for_acceleration(card, problem.effective_R)
     sigmas = warm_start_sigmas(default_sigmas("fast", warm=True), WARM_START_SIGMA)
