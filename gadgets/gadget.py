@@ -32,7 +32,7 @@ import ismrmrd
 from . import assembly
 from .config import parse_config
 from .pipeline import Pipeline
-from .protocol import send_error
+from .protocol import peer_of, send_error
 
 __all__ = ["run_connection", "dpm_recon", "dpm_recon_acquisitions"]
 
@@ -81,7 +81,7 @@ def run_connection(pipeline: Pipeline, connection, input_kind: str) -> tuple[int
              time.perf_counter() - start, len(errors))
     if errors:
         report = "dpm_recon: " + " | ".join(errors)
-        if pipeline.config.error_report == "log" and sent[0] > 0 and getattr(connection, "peer", "gadgetron") != "mrd":
+        if pipeline.config.error_report == "log" and sent[0] > 0 and peer_of(connection) != "mrd":
             # gadgetron --from_stream aborts on ERROR and loses what was sent: the images carry their flags instead
             log.error("%s (error_report=log: not sent as ERROR, so that the %d image(s) sent are kept)", report,
                       sent[0])

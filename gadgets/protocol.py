@@ -16,7 +16,7 @@ import struct
 
 __all__ = ["CONFIG_FILE", "CONFIG_TEXT", "HEADER", "CLOSE", "TEXT", "ERROR", "ACQUISITION", "IMAGE", "RECON_DATA",
            "IMAGE_ARRAY", "WAVEFORM", "CONFIG_FILE_NAME_BYTES", "PEERS", "decode_string", "string_frame",
-           "config_file_frame", "close_frame", "text_frame", "error_frame", "send_error"]
+           "config_file_frame", "close_frame", "text_frame", "error_frame", "peer_of", "send_error"]
 
 CONFIG_FILE, CONFIG_TEXT, HEADER, CLOSE, TEXT, ERROR = 1, 2, 3, 4, 5, 8
 ACQUISITION, IMAGE, RECON_DATA, IMAGE_ARRAY, WAVEFORM = 1008, 1022, 1023, 1024, 1026
@@ -61,7 +61,13 @@ def error_frame(text: str, peer: str = "gadgetron") -> bytes:
     return struct.pack("<HQ", ERROR, len(payload)) + payload
 
 
+def peer_of(connection) -> str:
+    """Who is on the other end: ``connection.peer`` ("gadgetron" or "mrd"); a gadgetron-python connection does not
+    say, and is Gadgetron."""
+    return getattr(connection, "peer", "gadgetron")
+
+
 def send_error(connection, text: str) -> None:
-    """Report an error on a connection (gadgetron-python has no API for it): ``error_frame`` for ``connection.peer``
-    (Gadgetron when the connection does not say), written to its socket."""
-    connection.socket.write(error_frame(text, getattr(connection, "peer", "gadgetron")))
+    """Report an error on a connection (gadgetron-python has no API for it): ``error_frame`` for its peer
+    (:func:`peer_of`), written to its socket."""
+    connection.socket.write(error_frame(text, peer_of(connection)))
