@@ -50,11 +50,9 @@ def main(argv=None):
     parser.add_argument("--R", type=float, default=4)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    recs = {label: Reconstructor(method="dpm", device="cpu", progress=None, output_guard=False, **kw)
+    shared = Reconstructor(method="dpm", device="cpu").denoiser()        # one loaded network for every row
+    recs = {label: Reconstructor(method="dpm", model=shared, device="cpu", progress=None, output_guard=False, **kw)
             for label, kw in CONFIGS.items()}
-    shared = next(iter(recs.values())).denoiser()
-    for rec in recs.values():
-        rec._denoiser = shared                                   # one loaded network for every row
     reference = Reconstructor(method="sense")
     errors = {label: [] for label in CONFIGS}
     seconds = {label: 0.0 for label in CONFIGS}

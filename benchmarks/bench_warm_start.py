@@ -65,11 +65,9 @@ def main(argv=None):
     rows = []
     for model, contrasts in MODELS.items():
         card = Path(DEFAULT_MODEL_PATH).with_name(f"{model}.json")
-        recs = {c: Reconstructor(method="dpm", model=card, warm_start=c[0], device=args.device, progress=None,
+        shared = Reconstructor(method="dpm", model=card, device=args.device).denoiser()   # one network, every row
+        recs = {c: Reconstructor(method="dpm", model=shared, warm_start=c[0], device=args.device, progress=None,
                                  sampler_options={"steps": c[1] or 50}) for c in configs}
-        shared = recs[configs[0]].denoiser()
-        for rec in recs.values():
-            rec._denoiser = shared                                   # one loaded network for every row
         reference = Reconstructor(method="sense")
         volumes = [v for contrast in contrasts for v in validation_volumes(contrast, args.subjects, args.slices)]
         for R in args.R:
