@@ -6,6 +6,7 @@ a traceback as the only message, never a silent close, never a hang; the server 
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -19,6 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")   # tests/conftest.py
 
 TIMEOUT = 120.0
 TRANSPORTS = ("replay", "spawned", "server")
+SPAWN_WORKERS = 2     # spawned gadgets side by side: a child spends most of its seconds starting Python and torch
 
 
 @pytest.fixture(scope="module")
@@ -28,12 +30,33 @@ def server():
     process.kill()
 
 
+@pytest.fixture(scope="module")
+def spawned_outcomes():
+    """{case name: (images, errors, clean)} of every case through the spawned gadget, SPAWN_WORKERS children at a time
+    (each with its own Gadgetron-side driver and port); each test below asserts its own case's outcome."""
+    with ThreadPoolExecutor(SPAWN_WORKERS) as pool:
+        futures = {case.name: pool.submit(_run_spawned, case) for case in CASES}
+        return {name: future.result() for name, future in futures.items()}
+
+
+def _run_spawned(case):
+    header_xml, acquisitions, properties = case.build()
+    try:
+        result = GadgetronSide(target="dpm_recon_acquisitions", timeout=TIMEOUT).run(
+            header_xml, acquisitions, config=config_xml(properties))
+    except ConnectionError as exc:                    # the child died during the handshake
+        return [], [f"{type(exc).__name__}: {exc}"], False
+    return result.images, result.errors, result.closed and result.returncode == 0
+
+
 def _flagged(image) -> bool:
     return "SENSE_FALLBACK" in image.meta["ImageComment"]
 
 
 def _run(transport: str, case, server, tmp_path):
     """(images, errors, clean) of one case through one transport; images carry .meta (wire) or are counted."""
+    if transport == "spawned":
+        return _run_spawned(case)
     header_xml, acquisitions, properties = case.build()
     if transport == "replay":
         path = tmp_path / "in.h5"
@@ -43,21 +66,17 @@ def _run(transport: str, case, server, tmp_path):
         except (ValueError, RuntimeError) as exc:     # what dpm-replay reports as its error (rc 1)
             return [], [str(exc)], True
         return summary["num_images"], summary["errors"], True
-    if transport == "spawned":
-        try:
-            result = GadgetronSide(target="dpm_recon_acquisitions", timeout=TIMEOUT).run(
-                header_xml, acquisitions, config=config_xml(properties))
-        except ConnectionError as exc:                # the child died during the handshake
-            return [], [f"{type(exc).__name__}: {exc}"], False
-        return result.images, result.errors, result.closed and result.returncode == 0
     result = server.client(header_xml, acquisitions, config=properties)
     return result.images, result.errors, result.closed
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_malformed_input(case, transport, server, tmp_path):
-    images, errors, clean = _run(transport, case, server, tmp_path)
+def test_malformed_input(case, transport, server, tmp_path, request):
+    if transport == "spawned":
+        images, errors, clean = request.getfixturevalue("spawned_outcomes")[case.name]
+    else:
+        images, errors, clean = _run(transport, case, server, tmp_path)
     count = images if isinstance(images, int) else len(images)
     if transport == "spawned" and case.spawned_parser_dies:
         # Execute mode: gadgetron-python parses the header before our code runs and refuses this one.
