@@ -82,9 +82,10 @@ def is_sourced(number: str, values: set[Decimal]) -> bool:
 
 
 _SETTINGS = settings()
+_SECTIONS = sections()
 
 
-@pytest.mark.parametrize("title,section", sections(), ids=[t for t, _ in sections()])
+@pytest.mark.parametrize("title,section", _SECTIONS, ids=[t for t, _ in _SECTIONS])
 def test_every_documented_number_is_in_a_cited_results_file(title, section):
     numbers = {m.group(1) for m in NUMBER.finditer(section)
                if not VERSION_BEFORE.search(section[:m.start()][-12:]) and m.group(1) not in _SETTINGS}

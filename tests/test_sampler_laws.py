@@ -77,11 +77,11 @@ class Problem:
         self.y = y.numpy().astype(np.complex128)
         maps = torch.ones(1, 1, 1, H, W, dtype=torch.complex64)                       # [S, M, C, H, W]
         self.op = SenseOp(maps, sampling_of(line, H))
-        self.c = 1.0 / (1.0 / self.p + self.m / (2 * NOISE_STD ** 2))                # posterior variance per k
-        self.mu = self.c * self.m * self.y / (2 * NOISE_STD ** 2)                    # posterior mean per k
+        self.mu, self.c = self.tempered_posterior(1.0)                               # posterior mean, variance per k
 
     def tempered_posterior(self, zeta: float) -> tuple[np.ndarray, np.ndarray]:
-        """(mean, variance) per k of the posterior whose likelihood is raised to the power ζ (noise variance / ζ)."""
+        """(mean, variance) per k of the posterior whose likelihood is raised to the power ζ (noise variance / ζ);
+        ζ = 1 is the posterior itself."""
         n2 = NOISE_STD ** 2 / zeta
         c = 1.0 / (1.0 / self.p + self.m / (2 * n2))
         return c * self.m * self.y / (2 * n2), c
@@ -136,14 +136,32 @@ def _mean_statistic(mean_k: np.ndarray, E: np.ndarray, v: np.ndarray, K: int) ->
     return float((np.abs(mean_k - E) ** 2 / (v / (2 * K))).sum())
 
 
+def _assert_chi2(statistic: float, dof: int, what: str) -> None:
+    """statistic ~ χ²(dof) under the law: inside its two-sided ALPHA quantiles."""
+    lo, hi = stats.chi2.ppf([ALPHA / 2, 1 - ALPHA / 2], dof)
+    assert lo < statistic < hi, f"{what}: χ² {statistic:.1f} outside ({lo:.1f}, {hi:.1f})"
+
+
+def _assert_variances(samples: np.ndarray, variance: np.ndarray, what: str) -> np.ndarray:
+    """samples [K, n] complex of a circular Gaussian law with per-entry variance [n]: every entry's unbiased sample
+    variance / its law value within χ²(2(K-1)) / (2(K-1)) quantiles of union-bound failure probability 1e-3.
+    Returns the ratios [n]."""
+    K, n = samples.shape
+    ratio = (np.abs(samples - samples.mean(axis=0)) ** 2).sum(axis=0) / (K - 1) / variance
+    dof = 2 * (K - 1)
+    lo, hi = stats.chi2.ppf([1e-3 / (2 * n), 1 - 1e-3 / (2 * n)], dof) / dof
+    assert lo < ratio.min() and ratio.max() < hi, (
+        f"{what}: sample variance / the law's {ratio.min():.3f}..{ratio.max():.3f} outside ({lo:.3f}, {hi:.3f})")
+    return ratio
+
+
 def _check_law(samples: torch.Tensor, E: np.ndarray, v: np.ndarray, posterior: tuple[np.ndarray, np.ndarray]):
     """samples [K, H, W] against the law (E, v) and the posterior (mu, c). Returns the measured statistics."""
     K = samples.shape[0]
     mu, c = posterior
     mean_k = _kspace_mean(samples)
     t_law = _mean_statistic(mean_k, E, v, K)
-    lo, hi = stats.chi2.ppf([ALPHA / 2, 1 - ALPHA / 2], 2 * N)
-    assert lo < t_law < hi, f"the sample mean does not follow the sampler's law: χ² {t_law:.1f} outside ({lo:.1f}, {hi:.1f})"
+    _assert_chi2(t_law, 2 * N, "the sample mean against the sampler's law")
 
     bias = 2 * K * float((np.abs(E - mu) ** 2 / v).sum())              # noncentrality against the posterior
     t_post = _mean_statistic(mean_k, mu, v, K)
@@ -151,13 +169,8 @@ def _check_law(samples: torch.Tensor, E: np.ndarray, v: np.ndarray, posterior: t
     assert lo_p < t_post < hi_p, (f"the sample mean against the posterior: χ² {t_post:.1f} outside the law's "
                                   f"noncentral bounds ({lo_p:.1f}, {hi_p:.1f}) for its bias δ = {bias:.1f}")
 
-    pixel_var = float(v.mean())                                          # stationary: every pixel has mean_k v_k
-    x = samples.to(torch.complex128).numpy()
-    ratio = (np.abs(x - x.mean(axis=0)) ** 2).sum(axis=0) / (K - 1) / pixel_var
-    dof = 2 * (K - 1)
-    r_lo, r_hi = stats.chi2.ppf([1e-3 / (2 * N), 1 - 1e-3 / (2 * N)], dof) / dof
-    assert r_lo < ratio.min() and ratio.max() < r_hi, (
-        f"per-pixel variance / the law's: {ratio.min():.3f}..{ratio.max():.3f} outside ({r_lo:.3f}, {r_hi:.3f})")
+    pixel_var = np.full(N, v.mean())                                     # stationary: every pixel has mean_k v_k
+    ratio = _assert_variances(samples.reshape(K, N).to(torch.complex128).numpy(), pixel_var, "per-pixel variance")
     return dict(chi2_law=t_law, chi2_posterior=t_post, bias_noncentrality=bias, variance_ratio_min=ratio.min(),
                 variance_ratio_max=ratio.max())
 
@@ -249,13 +262,8 @@ def test_dps_at_its_default_steps(problem):
     samples = _samples("dps", problem, sigmas, K, zeta=zeta)
     u = fft2c(samples.to(torch.complex64)).numpy().astype(np.complex128)            # [K, H, W]
     t = _mean_statistic(u.mean(axis=0)[unmeasured], 0.0, v[unmeasured], K)
-    lo, hi = stats.chi2.ppf([ALPHA / 2, 1 - ALPHA / 2], 2 * int(unmeasured.sum()))
-    assert lo < t < hi, f"DPS's unmeasured coefficients: χ² {t:.1f} outside ({lo:.1f}, {hi:.1f})"
-    ratio = (np.abs(u - u.mean(axis=0)) ** 2).sum(axis=0)[unmeasured] / (K - 1) / v[unmeasured]
-    dof = 2 * (K - 1)
-    n_tests = int(unmeasured.sum())
-    r_lo, r_hi = stats.chi2.ppf([1e-3 / (2 * n_tests), 1 - 1e-3 / (2 * n_tests)], dof) / dof
-    assert r_lo < ratio.min() and ratio.max() < r_hi, (ratio.min(), ratio.max(), r_lo, r_hi)
+    _assert_chi2(t, 2 * int(unmeasured.sum()), "DPS's unmeasured coefficients, mean")
+    ratio = _assert_variances(u[:, unmeasured], v[unmeasured], "DPS's unmeasured coefficients")
 
     measured = ~unmeasured
     residual = np.linalg.norm((u - problem.y)[:, measured], axis=1)                     # [K]
@@ -311,13 +319,9 @@ def test_dds_multicoil_law_and_every_pixels_variance():
     x = res.info["samples"][0, :, 0].reshape(K_samples, N).numpy().astype(np.complex128)
     d = x.mean(axis=0) - E
     t = float(2 * K_samples * np.real(d.conj() @ np.linalg.solve(Pc, d)))
-    lo, hi = stats.chi2.ppf([ALPHA / 2, 1 - ALPHA / 2], 2 * N)
-    assert lo < t < hi, f"multi-coil DDS mean against its law: χ² {t:.1f} outside ({lo:.1f}, {hi:.1f})"
+    _assert_chi2(t, 2 * N, "multi-coil DDS mean against its law")
     v = np.real(np.diag(Pc))
-    ratio = (np.abs(x - x.mean(axis=0)) ** 2).sum(axis=0) / (K_samples - 1) / v
-    dof = 2 * (K_samples - 1)
-    r_lo, r_hi = stats.chi2.ppf([1e-3 / (2 * N), 1 - 1e-3 / (2 * N)], dof) / dof
-    assert r_lo < ratio.min() and ratio.max() < r_hi, (ratio.min(), ratio.max(), r_lo, r_hi)
+    ratio = _assert_variances(x, v, "multi-coil DDS, every pixel")
     tempered = np.real(np.diag(np.linalg.inv(np.linalg.inv(Sigma) + zeta * AhA / (2 * NOISE_STD ** 2))))
     assert np.all(v < tempered), "the std map must not over-state the ζ-tempered posterior's spread"
     print(f"multi-coil DDS ζ = {zeta:.2f}: law / tempered posterior pixel variance {(v / tempered).min():.3f}.."
