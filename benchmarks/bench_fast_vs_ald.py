@@ -6,11 +6,11 @@ The shipped FLAIR model on held-out synthetic FLAIR subjects (eval_default_model
 equispaced + 24 ACS, the same coil maps for every row. Rows: ALD (annealed Langevin dynamics, Jalal et al. 2021: the
 reference sampler A, csgm's schedule, from pure noise; with the annealed-likelihood weighting, its default, whose
 exact-posterior property tests/test_sampler_laws.py proves, and with csgm's own "mse" weighting as published), the fast
-sampler from pure noise (50 DDS steps) and the fast sampler as shipped (warm start from the SENSE image). The output guard is off for
-every row (raw sampler outputs compared); a sampler whose output is not finite is recorded as diverged. NRMSE against the fully
-sampled MVUE with the same maps; paired ratios to ALD per slice. Goal (issue 14): fast ≤ 1.02 × ALD NRMSE at ≥ 50 ×
-fewer network evaluations. ALD costs about 3,500 network evaluations per slice (≈ 8 min per 128² slice on one CPU
-thread), hence few slices. Writes benchmarks/results/fast_vs_ald.{json,md}.
+sampler from pure noise (50 DDS steps) and the fast sampler as shipped (warm start from the SENSE image). The output
+guard is off for every row (raw sampler outputs compared); a sampler whose output is not finite is recorded as diverged.
+NRMSE against the fully sampled MVUE with the same maps; paired ratios to ALD per slice. Goal (issue 14): fast ≤ 1.02 ×
+ALD NRMSE at ≥ 50 × fewer network evaluations. ALD costs about 3,500 network evaluations per slice (≈ 8 min per 128²
+slice on one CPU thread), hence few slices. Writes benchmarks/results/fast_vs_ald.{json,md}.
 """
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def main(argv=None):
         names += [f"{name}/{i}" for i in range(k.shape[0])]
     ald_label = next(iter(CONFIGS))
     ald = np.asarray(errors[ald_label])
-    full_nfe = num_evaluations("ald", default_sigmas("ald", recs[ald_label].denoiser()))
+    full_nfe = num_evaluations("ald", default_sigmas("ald", shared))
     rows, summary = [], {}
     for label in CONFIGS:
         e = np.asarray(errors[label])
@@ -95,8 +95,8 @@ def main(argv=None):
     notes = (f"One command: `OMP_NUM_THREADS=1 python benchmarks/bench_fast_vs_ald.py --subjects {args.subjects} "
              f"--slices {args.slices} --R {args.R:g}`. Shipped FLAIR model; held-out synthetic FLAIR slices {names}, "
              f"128x128, 8 coils, equispaced nominal R {args.R:g} (effective {effective_acceleration(mask):.2f}) + 24 "
-             "ACS; the same coil maps for every row; ζ from the model card for DDS; 1 CPU thread; ratios against ALD with "
-             "the likelihood weighting. Goal: the shipped "
+             "ACS; the same coil maps for every row; ζ from the model card for DDS; 1 CPU thread; ratios against ALD "
+             "with the likelihood weighting. Goal: the shipped "
              f"fast sampler ≤ {NRMSE_GOAL:g} × ALD's NRMSE at ≥ {NFE_GOAL:g} × fewer network evaluations → "
              f"{fast['mean_ratio']:.3f} × at {fast['nfe_ratio']:.0f} × fewer: {'met' if met else 'missed'}.")
     write_results("fast_vs_ald", rows, ["sampler", "NFE / slice", "NFE ratio to ALD", "NRMSE",

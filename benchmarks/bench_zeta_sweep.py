@@ -99,11 +99,11 @@ def write(rows, args):
     lines = ["# ζ sweep of the shipped models with the production sampler (warm start)", "",
              f"Machine: {meta['machine']}, {args.device}, 1 thread.", "",
              f"One command: `{meta['command']}`. Validation subjects of dpm-synth corpus seed "
-             f"{VALIDATION_CORPUS_SEED} (the cards' own validation sets), equispaced + 24 ACS, the fast sampler with the "
-             "Reconstructor's defaults (SENSE warm start at σ 0.2, 15-step warm schedule), BART-default ESPIRiT with "
-             "automatic map sets, mean NRMSE against the MVUE in the coil support. 'card ζ' is what the card's table "
-             "gives at the effective R (interpolated; its nearest end outside the table, where the Reconstructor uses "
-             "GCV instead); its NRMSE is interpolated in log ζ on the sweep.", "",
+             f"{VALIDATION_CORPUS_SEED} (the cards' own validation sets), equispaced + 24 ACS, the fast sampler with "
+             "the Reconstructor's defaults (SENSE warm start at σ 0.2, 15-step warm schedule), BART-default ESPIRiT "
+             "with automatic map sets, mean NRMSE against the MVUE in the coil support. 'card ζ' is what the card's "
+             "table gives at the effective R (interpolated; its nearest end outside the table, where the Reconstructor "
+             "uses GCV instead); its NRMSE is interpolated in log ζ on the sweep.", "",
              "| model | R nominal (effective) | " + " | ".join(f"ζ {z:g}" for z in ZETAS)
              + " | best ζ | card ζ (brackets R) | card ζ / best NRMSE |",
              "|---|---|" + "---|" * len(ZETAS) + "---|---|---|"]

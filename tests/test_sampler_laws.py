@@ -231,7 +231,8 @@ def test_dds_at_the_shipped_zeta_follows_its_law(problem):
     assert np.all(v < c_t)                                               # the std map never over-states the spread
     sampled = problem.m > 0
     print(f"DDS at ζ = {zeta:.2f} (R {problem.effective_R:.2f}): law bias vs tempered posterior "
-          f"{_relative_sd_bias(E, mu_t, c_t):.4f} sd, vs posterior {_relative_sd_bias(E, problem.mu, problem.c):.3f} sd;"
+          f"{_relative_sd_bias(E, mu_t, c_t):.4f} sd, vs posterior {_relative_sd_bias(E, problem.mu, problem.c):.3f}"
+          " sd;"
           f" variance / tempered posterior's: measured lines {np.mean(v[sampled] / c_t[sampled]):.3f}, unmeasured "
           f"{np.mean(v[~sampled] / c_t[~sampled]):.3f}; {measured}")
 
