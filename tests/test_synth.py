@@ -179,3 +179,34 @@ def test_cli_writes_files_and_manifest(tmp_path):
                                          snr=(30.0, 40.0))
     with h5py.File(tmp_path / entry["file"], "r") as f:
         assert np.array_equal(f["kspace"][()], regenerated.kspace.transpose(-1, -2).numpy())
+
+
+def test_anatomy_varieties_map_the_same_draws_onto_their_own_ranges():
+    """The same generator state gives the same random numbers under every variety (so "standard" corpora are those
+    written before "wide" existed), each mapped affinely onto the variety's ranges: u = (x - lo) / (hi - lo) agrees."""
+    spacing, slices = 6.0, 8
+    half = 0.5 * (slices - 1) * spacing
+    lo_clip, hi_clip = -45 + half, 85 - half                      # the slab stays inside MNI z -45 .. +85
+    std_v, wide_v = phantom.VARIETY["standard"], phantom.VARIETY["wide"]
+    wide_centres = []
+    for seed in range(40):
+        std = phantom.sample_anatomy(np.random.default_rng(seed), True, slices, spacing, "standard")
+        wide = phantom.sample_anatomy(np.random.default_rng(seed), True, slices, spacing, "wide")
+        for key in std.tissue_params:                            # drawn after the pose: the streams stay aligned
+            np.testing.assert_array_equal(std.tissue_params[key], wide.tissue_params[key])
+        np.testing.assert_array_equal(std.lesions[:, :3], wide.lesions[:, :3])
+        u_std = (std.slab_center_mni_z - std_v["slab_centre_mni_z"][0]) / np.ptp(std_v["slab_centre_mni_z"])
+        raw_wide = wide_v["slab_centre_mni_z"][0] + u_std * np.ptp(wide_v["slab_centre_mni_z"])
+        assert wide.slab_center_mni_z == pytest.approx(np.clip(raw_wide, lo_clip, hi_clip), abs=1e-9)
+        for k, (r_std, r_wide) in enumerate(zip(std_v["rotation_deg"], wide_v["rotation_deg"])):
+            assert wide.rotation_deg[k] / r_wide == pytest.approx(std.rotation_deg[k] / r_std, abs=1e-12)
+        np.testing.assert_allclose(wide.deform_modes[:, 4:] / wide_v["deform_rms_mm"],
+                                   std.deform_modes[:, 4:] / std_v["deform_rms_mm"], rtol=1e-12)
+        assert wide.atrophy_mm / wide_v["atrophy_mean_mm"] == pytest.approx(std.atrophy_mm / std_v["atrophy_mean_mm"])
+        assert 5.0 <= std.slab_center_mni_z <= 30.0
+        wide_centres.append(wide.slab_center_mni_z)
+    assert min(wide_centres) < 0.0 and max(wide_centres) > 45.0    # temporal lobes to near the vertex
+    with pytest.raises(ValueError, match="variety"):
+        phantom.sample_anatomy(np.random.default_rng(0), True, slices, spacing, "huge")
+    with pytest.raises(ValueError, match="variety"):
+        synth.generate_subject(0, "AXT1", matrix=32, coils=2, slices=2, variety="huge")

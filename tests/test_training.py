@@ -334,3 +334,26 @@ def test_ismrmrd_raw_source_gives_same_targets(corpus, tmp_path):
     for i in range(3):
         torch.testing.assert_close(torch.from_numpy(mrd.target(i)), torch.from_numpy(fm.target(i)),
                                    rtol=1e-4, atol=1e-4)
+
+
+def test_pretraining_continues_from_a_model_card(corpus, tiny_init, tmp_path):
+    """--init: the network, its architecture and σ_data come from the card; 0 steps export it unchanged, more steps
+    move it; the card records where it started."""
+    from training import pretrain
+    root, _ = corpus
+    common = ["--data", str(root), "--exclude-contrasts", "AXFLAIR", "--cache", str(tmp_path / "cache"),
+              "--init", str(tiny_init), "--batch", "2", "--crop", "16", "--no-progress", "--tick", "1"]
+    assert pretrain.main([*common, "--out", str(tmp_path / "zero"), "--steps", "0"]) == 0
+    assert pretrain.main([*common, "--out", str(tmp_path / "two"), "--steps", "2", "--lr", "1e-2"]) == 0
+    init, init_card = load_checkpoint(tiny_init)
+    zero, zero_card = load_checkpoint(tmp_path / "zero" / "model.json")
+    two, two_card = load_checkpoint(tmp_path / "two" / "model.json")
+    assert zero.sigma_data == two.sigma_data == init.sigma_data == 0.3          # not re-measured on the corpus
+    assert two_card["arch_kwargs"] == init_card["arch_kwargs"]                   # not --preset small
+    for key, value in init.net.state_dict().items():
+        assert torch.equal(value, zero.net.state_dict()[key]), key
+    assert any(not torch.equal(v, two.net.state_dict()[k]) for k, v in init.net.state_dict().items())
+    assert two_card["training"]["init_sha256"] == init_card["sha256"]
+    assert two_card["training_data"].startswith("test; then pre-training:")
+    with pytest.raises(SystemExit):
+        pretrain.main([*common, "--out", str(tmp_path / "bad"), "--steps", "1", "--sigma-data", "0.5"])

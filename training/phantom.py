@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 __all__ = ["TISSUES", "TISSUE_RANGES", "CONTRASTS", "Atlas", "Protocol", "Anatomy", "load_atlas", "atlas_license",
            "sample_tissue_params", "sample_protocol", "signal_weights", "spin_echo_signal", "inversion_recovery_signal",
-           "sample_anatomy", "subject_points", "place_lesions", "render_fractions"]
+           "VARIETY", "sample_anatomy", "subject_points", "place_lesions", "render_fractions"]
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Tissues and their 3 T parameters (PD relative, T1 ms, T2 ms): (low, high) ranges, drawn per subject.
@@ -254,19 +254,38 @@ def _eval_modes(modes: np.ndarray, pts: torch.Tensor) -> torch.Tensor:
     return torch.sin(arg) @ m[:, 4:]                                   # [..., ncomp]
 
 
-def sample_anatomy(rng: np.random.Generator, has_lesion: bool, num_slices: int, slice_spacing_mm: float) -> Anatomy:
-    """Draw one subject's pose, deformation, head layers, tissue parameters and lesions."""
+# Per-subject variety of the anatomy draws (:func:`sample_anatomy`). Every setting draws the same random numbers in the
+# same order and maps them onto its own ranges, so "standard" corpora stay byte-identical to those written before
+# "wide" existed. "wide" (pre-training corpora): slabs anywhere from the temporal lobes to the vertex, larger and
+# more anisotropic heads, stronger non-rigid warps and atrophy, larger in-plane rotations and tilts.
+VARIETY = {
+    "standard": {"slab_centre_mni_z": (5.0, 30.0),   # mm: between the basal ganglia and the centrum semiovale
+                 "rotation_deg": (12.0, 8.0, 4.0),    # in-plane, pitch, roll: uniform ± these
+                 "scale": (0.9, 1.04), "axis_scale_sd": 0.025,
+                 "deform_rms_mm": 2.5, "atrophy_mean_mm": 0.8},
+    "wide": {"slab_centre_mni_z": (-20.0, 60.0), "rotation_deg": (25.0, 14.0, 6.0),
+             "scale": (0.82, 1.12), "axis_scale_sd": 0.06,
+             "deform_rms_mm": 4.0, "atrophy_mean_mm": 1.6},
+}
+
+
+def sample_anatomy(rng: np.random.Generator, has_lesion: bool, num_slices: int, slice_spacing_mm: float,
+                   variety: str = "standard") -> Anatomy:
+    """Draw one subject's pose, deformation, head layers, tissue parameters and lesions (ranges: ``VARIETY[variety]``)."""
+    if variety not in VARIETY:
+        raise ValueError(f"variety {variety!r} is unknown; choose one of {sorted(VARIETY)}")
+    v = VARIETY[variety]
     atlas = load_atlas()
-    rotation = np.array([rng.uniform(-12, 12), rng.uniform(-8, 8), rng.uniform(-4, 4)])
-    s = rng.uniform(0.9, 1.04)
-    scale = s * np.exp(rng.normal(0, 0.025, size=3))
+    rotation = np.array([rng.uniform(-r, r) for r in v["rotation_deg"]])
+    s = rng.uniform(*v["scale"])
+    scale = s * np.exp(rng.normal(0, v["axis_scale_sd"], size=3))
     shift = np.array([rng.uniform(-8, 8), rng.uniform(-6, 6), 0.0])
-    # Slab: centred between the basal ganglia and the centrum semiovale, kept inside MNI z -45 .. +85 mm.
+    # Slab: centred in the variety's MNI z range, kept inside MNI z -45 .. +85 mm.
     half = 0.5 * (num_slices - 1) * slice_spacing_mm
     lo, hi = -45 + half, 85 - half
-    centre = rng.uniform(5, 30)
+    centre = rng.uniform(*v["slab_centre_mni_z"])
     centre = float(np.clip(centre, lo, hi)) if lo <= hi else 20.0
-    deform = _smooth_modes(rng, 8, (60., 160.), 2.5, 3)
+    deform = _smooth_modes(rng, 8, (60., 160.), v["deform_rms_mm"], 3)
     # Random fields on a 4 mm atlas grid, upsampled to the 2 mm grid of the distance map so that both are read by one
     # grid_sample call: [1, 2, Zc, Yc, Xc] = (signed distance, texture).
     coarse_shape = atlas.distance.shape[2:]
@@ -277,7 +296,7 @@ def sample_anatomy(rng: np.random.Generator, has_lesion: bool, num_slices: int, 
                        rng.uniform(1.5, 2.5), rng.uniform(1.5, 3.5), rng.uniform(2.0, 5.0), rng.uniform(1.0, 2.0)])
     shell = _smooth_modes(rng, 6, (50., 150.), 1.0, 2) * np.array([1, 1, 1, 1, 0.15, 0.25])
     params = sample_tissue_params(rng)
-    atrophy = float(rng.exponential(0.8))
+    atrophy = float(rng.exponential(v["atrophy_mean_mm"]))
     f2 = rng.uniform(*LESION_T2_FACTOR)
     factors = np.array([rng.uniform(*LESION_PD_FACTOR), 1 + (f2 - 1) * rng.uniform(*LESION_T1_SHARE), f2])
     n_les = int(rng.integers(1, 4))

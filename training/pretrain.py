@@ -97,6 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     g.add_argument("--sigma-max", type=float, default=80.0)
     g.add_argument("--sigma-min", type=float, default=0.002)
     g.add_argument("--steps", type=int, required=True, help="optimizer steps")
+    g.add_argument("--init", default=None,
+                   help="continue pre-training from this model card (.json) or finished run: its network and σ_data "
+                        "are kept (--arch and --preset are ignored; --sigma-data is refused); the optimizer starts afresh")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -108,7 +111,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
     corpus = describe_corpus(index, dataset.slices)
-    sigma_data = args.sigma_data or round(estimate_sigma_data(dataset), 3)
+    init_precond, init_card = None, None
+    if args.init is not None:
+        from dpm_core.checkpoints import load_checkpoint
+        from training.finetune import resolve_init
+        if args.sigma_data is not None:
+            parser.error("--init keeps the initial model's σ_data; do not give --sigma-data")
+        init_path = resolve_init(args.init)
+        init_precond, init_card = load_checkpoint(init_path, device="cpu")
+        sigma_data = float(init_precond.sigma_data)
+    else:
+        sigma_data = args.sigma_data or round(estimate_sigma_data(dataset), 3)
     dist_utils.print0(f"corpus: {corpus['num_slices']} slices, {corpus['num_subjects']} subjects, contrasts "
                       f"{corpus['contrasts']}; sigma_data {sigma_data}")
     card = {
@@ -120,6 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "data_dirs": [str(d) for d in args.data], "crop": args.crop, "flip": args.flip,
                      "phase": args.phase},
     }
+    if init_card is not None:
+        card["training_data"] = f"{init_card.get('training_data', 'see the init card')}; then {card['training_data']}"
+        card["training"].update(init=str(init_path), init_sha256=init_card.get("sha256"),
+                                init_training=init_card.get("training", {}))
     result = training_loop(
         run_dir=run_dir,
         dataset=dataset,
@@ -128,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sigma_data=sigma_data,
         sigma_min=args.sigma_min,
         sigma_max=args.sigma_max,
+        init_precond=init_precond,
         total_steps=args.steps,
         batch_size=args.batch,
         batch_gpu=args.batch_gpu,

@@ -184,7 +184,7 @@ def generate_subject(seed: int, contrast: str = "AXFLAIR", matrix: int = 128, co
                      fov_mm: float = 240.0, slice_thickness_mm: float = 5.0, slice_gap_mm: float = 1.0,
                      snr: float | tuple[float, float] = (25.0, 60.0), lesion_fraction: float = 0.5,
                      lesion: bool | None = None, supersample: int | None = None, subslices: int = 2,
-                     threads: int | None = 1) -> SyntheticSubject:
+                     variety: str = "standard", threads: int | None = 1) -> SyntheticSubject:
     """Simulate one fully sampled multi-coil volume in memory.
 
     Args:
@@ -203,6 +203,8 @@ def generate_subject(seed: int, contrast: str = "AXFLAIR", matrix: int = 128, co
             a scanner); 1 disables it. None: 2 for pixels of 1.2 mm or more, else 1 (finer than the 1 mm atlas
             gains nothing).
         subslices: samples across the slice thickness averaged for through-plane partial volume.
+        variety: per-subject anatomy ranges, a key of ``phantom.VARIETY``: "standard" (mid-brain slabs, mild warps)
+            or "wide" (slabs from the temporal lobes to the vertex, larger heads and warps: pre-training corpora).
         threads: torch intra-op threads while generating (restored afterwards); 1 is fastest on a shared CPU
             (OpenMP oversubscription costs 10x there); None keeps the current setting.
     Returns:
@@ -220,24 +222,26 @@ def generate_subject(seed: int, contrast: str = "AXFLAIR", matrix: int = 128, co
         raise ValueError(f"lesion_fraction must be within [0, 1]; got {lesion_fraction}")
     if not (isinstance(seed, (int, np.integer)) and 0 <= seed < 2 ** 63):
         raise ValueError(f"seed must be an int in [0, 2**63); got {seed!r}")
+    if variety not in phantom.VARIETY:
+        raise ValueError(f"variety {variety!r} is unknown; use one of {sorted(phantom.VARIETY)}")
     if supersample is None:
         supersample = 2 if fov_mm / matrix >= 1.2 else 1
     if int(supersample) < 1 or int(subslices) < 1:
         raise ValueError(f"supersample and subslices must be >= 1; got {supersample}, {subslices}")
     if threads is None:
         return _generate(seed, contrast, matrix, coils, slices, fov_mm, slice_thickness_mm, slice_gap_mm, snr,
-                         lesion_fraction, lesion, supersample, subslices)
+                         lesion_fraction, lesion, supersample, subslices, variety)
     before = torch.get_num_threads()
     torch.set_num_threads(int(threads))
     try:
         return _generate(seed, contrast, matrix, coils, slices, fov_mm, slice_thickness_mm, slice_gap_mm, snr,
-                         lesion_fraction, lesion, supersample, subslices)
+                         lesion_fraction, lesion, supersample, subslices, variety)
     finally:
         torch.set_num_threads(before)
 
 
 def _generate(seed, contrast, matrix, coils, slices, fov_mm, slice_thickness_mm, slice_gap_mm, snr, lesion_fraction,
-              lesion, supersample, subslices) -> SyntheticSubject:
+              lesion, supersample, subslices, variety) -> SyntheticSubject:
     H = W = int(matrix)
     C, S = int(coils), int(slices)
     ss = int(supersample)
@@ -246,7 +250,7 @@ def _generate(seed, contrast, matrix, coils, slices, fov_mm, slice_thickness_mm,
     rng_a = _rng(seed, _STREAM_ANATOMY)
     has_lesion = bool(rng_a.uniform() < lesion_fraction) if lesion is None else bool(lesion)
     spacing = slice_thickness_mm + slice_gap_mm
-    anat = phantom.sample_anatomy(rng_a, has_lesion, S, spacing)
+    anat = phantom.sample_anatomy(rng_a, has_lesion, S, spacing, variety)
     slice_z = (np.arange(S) - (S - 1) / 2) * spacing
     sub_off = ((np.arange(subslices) + 0.5) / subslices - 0.5) * slice_thickness_mm
     fov = (float(fov_mm), float(fov_mm))
@@ -446,6 +450,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--slice-gap", type=float, default=1.0)
     p.add_argument("--shared-anatomy", action="store_true",
                    help="subject i has the same head in every contrast (default: a new head per file)")
+    p.add_argument("--variety", choices=sorted(phantom.VARIETY), default="standard",
+                   help="anatomy ranges per subject: standard (mid-brain slabs) or wide (temporal lobes to vertex, "
+                        "larger heads and warps; for pre-training)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
     contrasts = [c.strip() for c in a.contrasts.split(",") if c.strip()]
@@ -453,7 +460,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         entries = generate_corpus(a.out, a.subjects, contrasts, seed=a.seed, shared_anatomy=a.shared_anatomy,
                                   progress=not a.quiet, matrix=a.matrix, coils=a.coils, slices=a.slices,
                                   lesion_fraction=a.lesion_fraction, snr=a.snr, fov_mm=a.fov,
-                                  slice_thickness_mm=a.slice_thickness, slice_gap_mm=a.slice_gap)
+                                  slice_thickness_mm=a.slice_thickness, slice_gap_mm=a.slice_gap,
+                                  variety=a.variety)
     except ValueError as exc:
         p.error(str(exc))
     print(f"wrote {len(entries)} files and manifest.json to {a.out}")
