@@ -112,7 +112,9 @@ def save_checkpoint(path: str | os.PathLike, precond: EDMPrecond, card: dict) ->
     card_path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in net.state_dict().items()}
     tmp = weights_path.with_name(weights_path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": "pt", "arch": net.arch})
+    # One metadata key: safetensors writes metadata in hash-map order, so two keys made the bytes (and the card's
+    # sha256) differ between saves of the same tensors. The card carries the architecture.
+    save_file(tensors, str(tmp), metadata={"format": "pt"})
     os.replace(tmp, weights_path)
 
     full = {k: v for k, v in card.items() if k not in ("sha256", "weights_file")}
