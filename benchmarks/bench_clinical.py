@@ -91,10 +91,12 @@ def local_stages(args) -> dict:
         write_dicom_series(images_to_datasets(raw.header_xml, images), tmp)
     dicom_s = time.perf_counter() - t0
     peak_device = (torch.cuda.max_memory_allocated() / 2 ** 30) if torch.cuda.is_available() else None
+    recorded = {key: images[0].meta[key] for key in ("DPM_EffectiveAcceleration", "DPM_Zeta", "DPM_ZetaRule",
+                                                     "DPM_Model") if images and key in images[0].meta}
     return {"images": len(images), "errors": len(errors), "model_load_s": load, "assembly_s": assembly_s,
             "reconstruct_s": volume_s, "dicom_s": dicom_s, "timings": timings,
             "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
-            "peak_device_gib": peak_device}
+            "peak_device_gib": peak_device, "recorded": recorded}
 
 
 def main(argv=None) -> None:
@@ -124,6 +126,7 @@ def main(argv=None) -> None:
     if line is None:
         sys.exit(f"the local run failed:\n{local.stderr[-3000:]}")
     stages = json.loads(line[len("RESULT "):])
+    recorded = stages["recorded"]
     local_wall = time.perf_counter() - t0
 
     raw = make_exam(args.slices, args.matrix, args.coils)
@@ -167,6 +170,9 @@ def main(argv=None) -> None:
                   f"removal, {args.coils} coils, nominal R = 4 + 24 ACS, noise scan, shipped FLAIR model, the "
                   f"Reconstructor's defaults (DDS warm-started from the SENSE image at σ = {WARM_START_SIGMA:g}), "
                   f"torch {torch.__version__}, {torch.get_num_threads()} torch thread(s) in this process. "
+                  f"As recorded in the image meta: effective R {recorded.get('DPM_EffectiveAcceleration')}, "
+                  f"ζ = {recorded.get('DPM_Zeta')} ({recorded.get('DPM_ZetaRule')}), model "
+                  f"{recorded.get('DPM_Model')}. "
                   f"volume_s = the gadget's reconstruction of the volume (coil maps + sampling + normalization + "
                   f"images); the last column scales it by {CLINICAL_SLICES}/{args.slices} (linear in slices, an upper "
                   "bound when slices batch). start_load_transfer_s = everything else in the stream: Python start, "
