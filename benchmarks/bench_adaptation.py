@@ -29,7 +29,8 @@ from dpm_core.combine import rss  # noqa: E402
 from dpm_core.fft import ifft2c  # noqa: E402
 from dpm_core.normalize import normalization_scale  # noqa: E402
 from dpm_core.operators import SenseOp  # noqa: E402
-from dpm_core.reconstruct import Reconstructor, estimate_noise_std  # noqa: E402
+from dpm_core.noise import estimate_noise_std  # noqa: E402
+from dpm_core.reconstruct import Reconstructor  # noqa: E402
 from dpm_core.samplers import default_sigmas, num_evaluations, posterior_samples  # noqa: E402
 
 VARIANTS = (   # (label, sampler, options)

@@ -31,7 +31,7 @@ from training.synth import main as synth_main  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 VALIDATION_CORPUS_SEED = 3
-ZETAS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0)
+ZETAS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0)
 # model -> (dpm-synth subjects, contrasts, validation slices): the validation sets of docs/training.md
 MODELS = {
     "flair_default": (4, ("AXFLAIR",), 4),

@@ -2,10 +2,13 @@
 
 Two ways a DPM image can be wrong while looking like an image:
 1. It disagrees with the measured lines (a sampler fault, a ζ that let the prior override the data). Check: the data
-   residual ‖A x̂ − y‖ against the measured noise, sqrt(‖A x̂ − y‖² / (2σ² N)) with N measured samples and σ the noise
-   std per real channel. Data consistency makes it about 0.4–0.8 on good reconstructions (real 16-coil slice at
-   R = 4 and 6, synthetic FLAIR, the test phantom); it must stay below :data:`MAX_RESIDUAL_OVER_NOISE`, unless the
-   misfit is below :data:`MIN_RELATIVE_MISFIT` of the data, so that nearly noise-free data cannot raise a false alarm.
+   misfit beyond what the forward model itself cannot explain, against the measured noise:
+   sqrt((‖A x̂ − y‖² − ‖A x_LS − y‖²)₊ / (2σ² N)), with x_LS the least-squares SENSE image of the same data and maps
+   (the warm start), N measured samples and σ the noise std per real channel. ‖A x_LS − y‖ is the model's floor
+   (data outside the maps' support, which ESPIRiT crops; signal the maps do not span): no image can fit it, and for
+   the least-squares x_LS the two parts add (‖A x̂ − y‖² = ‖A(x̂ − x_LS)‖² + ‖A x_LS − y‖²). The excess must stay
+   below :data:`MAX_RESIDUAL_OVER_NOISE`, unless it is below :data:`MIN_RELATIVE_MISFIT` of the data, so that nearly
+   noise-free data cannot raise a false alarm.
 2. The prior itself is broken (damaged weights whose card was re-hashed, a wrong model file): data consistency
    hides it in the measured lines, it shows in the unmeasured ones. Check: the model must denoise the reconstruction
    it produced at least about as well as the best Gaussian low-pass filter does. Noise of std
@@ -51,7 +54,7 @@ def _best_lowpass_error(noisy: torch.Tensor, clean: torch.Tensor, noise_energy: 
 
 
 def check_output(denoiser, x: torch.Tensor, y: torch.Tensor, op: SenseOp, noise_std: torch.Tensor,
-                 sigma_data: float, slice_ids) -> tuple[list[str], dict]:
+                 sigma_data: float, slice_ids, least_squares: torch.Tensor) -> tuple[list[str], dict]:
     """Both checks of the module docstring, per slice.
 
     Args:
@@ -61,16 +64,19 @@ def check_output(denoiser, x: torch.Tensor, y: torch.Tensor, op: SenseOp, noise_
         noise_std: [S] measured noise std per real channel (normalized units).
         sigma_data: the model's σ_data.
         slice_ids: stable slice ids (seed the probe noise).
-    Returns: (problems: one message per failing slice, empty when all pass; values {"residual_over_noise": [S],
-        "denoiser_probe_ratio": [S]}).
+        least_squares: the SENSE least-squares image x_LS [S, M, H, W] of y with ``op`` (the model's misfit floor).
+    Returns: (problems: one message per failing slice, empty when all pass; values {"residual_over_noise": [S] (the
+        excess misfit), "model_floor_fraction": [S] (‖A x_LS − y‖ / ‖y‖), "denoiser_probe_ratio": [S]}).
     """
     S, M, H, W = x.shape
     measured = op.mask.expand(S, y.shape[1], H, W) if op.mask is not None else torch.ones_like(y.real, dtype=bool)
     count = measured.flatten(1).sum(dim=1).float()                                  # [S]
-    misfit = (op.forward(x) - y).abs().square().flatten(1).sum(dim=1)              # [S]
+    floor = (op.forward(least_squares) - y).abs().square().flatten(1).sum(dim=1)   # [S]
+    excess = ((op.forward(x) - y).abs().square().flatten(1).sum(dim=1) - floor).clamp_min(0.0)
     sigma = torch.as_tensor(noise_std, dtype=torch.float32, device=x.device).reshape(-1).expand(S)
-    residual = torch.sqrt(misfit / (2 * sigma.clamp_min(1e-12) ** 2 * count))
-    relative = torch.sqrt(misfit / y.abs().square().flatten(1).sum(dim=1).clamp_min(1e-30))
+    data_energy = y.abs().square().flatten(1).sum(dim=1).clamp_min(1e-30)
+    residual = torch.sqrt(excess / (2 * sigma.clamp_min(1e-12) ** 2 * count))
+    relative = torch.sqrt(excess / data_energy)
 
     level = PROBE_SIGMA_OVER_SIGMA_DATA * float(sigma_data)
     images = x[:, 0]                                                               # the first map set carries it
@@ -91,4 +97,5 @@ def check_output(denoiser, x: torch.Tensor, y: torch.Tensor, op: SenseOp, noise_
             problems.append(f"slice {s}: the model denoises its own reconstruction {float(probe[i]):.2f} x worse than "
                             f"a Gaussian low-pass (limit {MAX_PROBE_RATIO}): damaged or wrong model weights")
     return problems, {"residual_over_noise": [round(float(v), 4) for v in residual],
+                      "model_floor_fraction": [round(float(v), 4) for v in torch.sqrt(floor / data_energy)],
                       "denoiser_probe_ratio": [round(float(v), 4) for v in probe]}

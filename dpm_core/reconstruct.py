@@ -23,33 +23,16 @@ import torch
 
 from . import baselines
 from .masks import Sampling, sampling_of
+from .noise import estimate_noise_std, kspace_edge_level
 from .normalize import normalization_scale
 from .operators import combine_map_images
 
-__all__ = ["Reconstructor", "ReconResult", "ReconstructionError", "METHODS", "resolve_device", "estimate_noise_std",
-           "gcv_zeta", "ZETA_GRID"]
+__all__ = ["Reconstructor", "ReconResult", "ReconstructionError", "METHODS", "resolve_device", "gcv_zeta",
+           "ZETA_GRID"]
 
 METHODS = ("dpm", "sense", "l1_wavelet", "zero_filled")
 WARM_START_SIGMA = 0.2   # DPM warm start: the SENSE image + noise at this level; chosen on validation subjects
                          # (benchmarks/bench_warm_start.py, docs/samplers.md)
-
-
-def estimate_noise_std(kspace: torch.Tensor, mask_1d: np.ndarray, edge_fraction: float = 0.125) -> torch.Tensor:
-    """Measurement noise std per real channel, per slice, from the k-space corners. [S] float32.
-
-    Uses the measured lines in the outer ``edge_fraction`` of ky on each side (all measured lines if there are none)
-    and the outer ``edge_fraction`` of the readout on each side: the corners hold the least signal. For complex
-    Gaussian noise with std σ per real channel |k|² is exponential with mean 2σ², so σ = sqrt(median|k|² / (2 ln 2));
-    the median keeps residual signal from inflating it.
-    """
-    S, C, H, W = kspace.shape
-    edge_x, edge_y = max(int(W * edge_fraction), 1), max(int(H * edge_fraction), 1)
-    measured = np.flatnonzero(mask_1d)
-    outer = measured[(measured < edge_y) | (measured >= H - edge_y)]
-    lines = torch.from_numpy(outer if outer.size else measured).to(kspace.device)
-    samples = torch.cat([kspace[:, :, lines, :edge_x], kspace[:, :, lines, -edge_x:]], dim=-1)
-    power = (samples.abs() ** 2).flatten(1).float()
-    return torch.sqrt(power.median(dim=1).values / (2 * np.log(2)))
 
 
 class ReconstructionError(RuntimeError):
@@ -115,8 +98,8 @@ class Reconstructor:
             is smaller than the head; :func:`dpm_core.coils.choose_map_sets`).
         cg_iters, cg_tol, l2_weight: SENSE-CG: Tikhonov weight λ₂ on normalized k-space (1e-3 keeps the normal
             equations well posed at high R), CG until ‖r‖ <= cg_tol·‖Aᴴy‖ or cg_iters iterations.
-        l1_lamda, l1_iters: L1-wavelet: λ (None: per scan, :data:`dpm_core.baselines.L1_LAMDA_PER_NOISE` times the
-            measured noise level) and the FISTA iteration limit.
+        l1_lamda, l1_iters: L1-wavelet: λ (None: per scan, :data:`dpm_core.baselines.L1_LAMDA_PER_EDGE_LEVEL` times
+            the k-space edge level, :func:`dpm_core.noise.kspace_edge_level`) and the FISTA iteration limit.
         coil_options: extra keyword arguments for the coil-map estimator.
         output_guard: check every DPM result before returning it (:mod:`dpm_core.guard`: data residual against the
             measured noise, the model denoising its own output) and raise ReconstructionError when it fails, so the
@@ -249,13 +232,13 @@ class Reconstructor:
             info["l2_weight"] = self.l2_weight
         elif method == "l1_wavelet":
             x, l1_info = baselines.l1_wavelet(kn, sampling, maps_t, lamda=self.l1_lamda,
-                                              noise_std=estimate_noise_std(kn, sampling.mask),
+                                              edge_level=kspace_edge_level(kn, sampling.mask),
                                               max_iter=self.l1_iters,
                                               return_info=True)
             images = combine_map_images(x)
             info.update({"l1_lamda": l1_info["lamda"], "l1_iterations": l1_info["iterations"],
                          "lamda_rule": "given" if self.l1_lamda is not None else
-                         f"noise:{baselines.L1_LAMDA_PER_NOISE:g}*sigma"})
+                         f"edge:{baselines.L1_LAMDA_PER_EDGE_LEVEL:g}*kspace_edge_level"})
         else:
             ids = list(range(S)) if slice_ids is None else [int(i) for i in slice_ids]
             if len(ids) != S:
@@ -317,7 +300,7 @@ class Reconstructor:
                 return baselines.sense_cg(y, sampling, maps_t, self.cg_iters, self.l2_weight, tol=self.cg_tol)
             x_init = warm_image(kn)
         options["sigmas"] = sigmas
-        noise_std = estimate_noise_std(kn, sampling.mask)
+        noise_std = estimate_noise_std(kn, sampling)
         if "noise_std" in spec.options:                  # the data term is weighed by the measured noise, per slice
             noise_std = options.setdefault("noise_std", noise_std)
         zeta, zeta_rule, zeta_info = None, "n/a (sampler has no ζ)", {}
@@ -349,8 +332,10 @@ class Reconstructor:
         guard = {}
         if self.output_guard:
             from .guard import check_output
+            least_squares = x_init if x_init is not None else baselines.sense_cg(
+                kn, sampling, maps_t, self.cg_iters, self.l2_weight, tol=self.cg_tol)
             problems, guard = check_output(denoiser, mean, kn, op, noise_std,
-                                           float(getattr(denoiser, "sigma_data", 0.5)), slice_ids)
+                                           float(getattr(denoiser, "sigma_data", 0.5)), slice_ids, least_squares)
             if problems:
                 raise ReconstructionError("the DPM output failed its check: " + "; ".join(problems))
         images = combine_map_images(mean)
@@ -408,6 +393,7 @@ class Reconstructor:
 ZETA_GRID = (1.0, 4.0, 16.0, 64.0, 256.0)   # candidates of zeta="auto" (Fig 5's range, factors of 4)
 AUTO_ZETA_STEPS = 10    # sampler steps per candidate run (2 runs per candidate: y and y + ε b)
 GCV_PROBE_SAMPLE = 1 << 20   # sample index of the GCV probe's seed: disjoint from the posterior samples' 0..K-1
+GCV_PROBE_FLOOR = 1e-3       # the probe's σ at least this fraction of the data rms (float32 keeps ~7 digits)
 
 
 def gcv_zeta(sampler, denoiser, kn, op, noise_std, *, seed: int, slice_ids, options: dict | None = None,
@@ -416,7 +402,8 @@ def gcv_zeta(sampler, denoiser, kn, op, noise_std, *, seed: int, slice_ids, opti
 
     For every ζ of :data:`ZETA_GRID` the sampler runs a short schedule (:data:`AUTO_ZETA_STEPS` steps, the slice's
     own seed, so every candidate and its perturbed twin see the same sampler noise) on y and on y + ε b (b a
-    seeded complex Gaussian on the measured samples, ε = 0.1 σ̂). With f(y) = A x̂(y) the predicted measurements,
+    seeded complex Gaussian on the measured samples, ε = 0.1 σ̂, at least 0.1 · :data:`GCV_PROBE_FLOOR` times the
+    measured samples' rms). With f(y) = A x̂(y) the predicted measurements,
     the degrees of freedom are the Monte-Carlo divergence df = Re bᴴ (f(y + ε b) − f(y)) / ε, and
 
         GCV(ζ) = n ‖y − f(y)‖² / (n − df)²,    n = 2 × measured complex samples (real dimensions)
@@ -438,13 +425,15 @@ def gcv_zeta(sampler, denoiser, kn, op, noise_std, *, seed: int, slice_ids, opti
     from .seeding import slice_seed
     S = kn.shape[0]
     sigma = torch.as_tensor(noise_std, dtype=torch.float32, device=kn.device).reshape(-1).expand(S)
-    eps = (0.1 * sigma).view(S, 1, 1, 1)
+    n = 2 * (op.mask.expand(S, 1, *kn.shape[2:]).flatten(1).sum(1) * kn.shape[1]).to(torch.float32)
+    data_rms = torch.sqrt(kn.abs().square().flatten(1).sum(1) / (n / 2))          # per measured complex sample
+    # on nearly noise-free data 0.1 σ̂ would sink the probe's effect into float32 rounding
+    eps = (0.1 * torch.maximum(sigma, GCV_PROBE_FLOOR * data_rms)).view(S, 1, 1, 1)
     probes = []
     for s in slice_ids:
         g = torch.Generator().manual_seed(slice_seed(seed, s, GCV_PROBE_SAMPLE))
         probes.append(torch.complex(torch.randn(kn.shape[1:], generator=g), torch.randn(kn.shape[1:], generator=g)))
     b = torch.stack(probes).to(kn.device) * op.mask
-    n = 2 * (op.mask.expand(S, 1, *kn.shape[2:]).flatten(1).sum(1) * kn.shape[1]).to(torch.float32)
 
     trial = dict(options or {})
     if warm_image is None:                                   # from pure noise: a short schedule instead of the full one

@@ -12,7 +12,8 @@ from dpm_core.fft import ifft2c
 from dpm_core.masks import equispaced_mask
 from dpm_core.normalize import normalization_scale
 from dpm_core.operators import combine_map_images
-from dpm_core.reconstruct import Reconstructor, estimate_noise_std
+from dpm_core.noise import kspace_edge_level
+from dpm_core.reconstruct import Reconstructor
 from tests.conftest import birdcage_phantom
 
 
@@ -42,8 +43,8 @@ def test_sense_cg_halves_zero_filled_error_at_R2_on_real_brain(real_brain_kspace
 def test_l1_wavelet_beats_sense_at_R4_on_real_brain(real_brain_kspace, real_maps):
     _, ref, mask, under = _real_problem(real_brain_kspace, 4)
     sense = metrics.nrmse(combine_map_images(baselines.sense_cg(under, mask, real_maps["sigpy"])), ref)
-    noise = estimate_noise_std(under, mask)                                          # the per-scan λ rule's input
-    l1 = metrics.nrmse(combine_map_images(baselines.l1_wavelet(under, mask, real_maps["sigpy"], noise_std=noise)), ref)
+    edge = kspace_edge_level(under, mask)                                            # the per-scan λ rule's input
+    l1 = metrics.nrmse(combine_map_images(baselines.l1_wavelet(under, mask, real_maps["sigpy"], edge_level=edge)), ref)
     print(f"real slice R=4: SENSE-CG NRMSE {sense:.4f}, L1-wavelet {l1:.4f}")
     assert l1 < sense
 

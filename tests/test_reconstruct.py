@@ -7,7 +7,7 @@ import torch
 
 from dpm_core.masks import equispaced_mask
 from dpm_core.networks import ComplexDenoiser, build_network
-from dpm_core.reconstruct import Reconstructor, ReconstructionError, estimate_noise_std
+from dpm_core.reconstruct import Reconstructor, ReconstructionError
 from tests.conftest import REAL_BRAIN, birdcage_phantom, load_real_brain
 
 TINY_UNET = {"base_channels": 8, "channel_mults": (1, 2), "num_res_blocks": 1, "attention_levels": (), "emb_dim": 32}
@@ -95,14 +95,6 @@ def test_missing_model_file_is_reported(problem, tmp_path):
     rec = Reconstructor(method="dpm", model=tmp_path / "nope.json", device="cpu")
     with pytest.raises((FileNotFoundError, ValueError)):
         rec.reconstruct(kspace, mask, maps=maps)
-
-
-def test_noise_estimate_from_kspace_corners():
-    g = torch.Generator().manual_seed(3)
-    noise = 0.3 * torch.complex(torch.randn(2, 4, 64, 64, generator=g), torch.randn(2, 4, 64, 64, generator=g))
-    mask = equispaced_mask(64, 4, num_acs=8)
-    est = estimate_noise_std(noise, mask)
-    assert torch.allclose(est, torch.full((2,), 0.3), rtol=0.1)
 
 
 def _damaged_copy(path, out, relative_noise: float = 1.0):
