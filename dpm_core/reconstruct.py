@@ -245,6 +245,9 @@ class Reconstructor:
                 raise ValueError(f"slice_ids has {len(ids)} entries for {S} slices")
             images, std, dpm_info = self._sample(kn, sampling, maps_t, ids)
             info.update(dpm_info)
+            # the noise level in the units of the k-space given (prewhitened k-space: 1/√2 per real channel)
+            info["measured_noise_std"] = (torch.as_tensor(dpm_info["noise_std"]).reshape(-1).to(scale.device)
+                                          * scale).cpu().tolist()
         timings["sampling"] = time.perf_counter() - t0
 
         images = images * scale.view(S, 1, 1)

@@ -57,6 +57,7 @@ RECORDED_INFO_KEYS = {
     "slices_per_call": "DPM_SlicesPerCall",            # the memory budget's batching of the sampler
     "nfe_per_sample": "DPM_NFEPerSample",
     "num_samples": "DPM_NumSamples",
+    "measured_noise_std": "DPM_NoiseStd",              # per slice, per real channel, input units (prewhitened: 0.707)
     "input_warnings": "DPM_InputWarnings",             # what the assembly repaired (dropped / averaged lines)
 }
 
