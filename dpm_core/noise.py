@@ -14,7 +14,8 @@ import torch
 
 from .masks import acs_of
 
-__all__ = ["estimate_noise_std", "kspace_edge_level", "marchenko_pastur_quantile", "CALIBRATION_KERNEL", "NOISE_QUANTILE"]
+__all__ = ["estimate_noise_std", "kspace_edge_level", "marchenko_pastur_quantile", "CALIBRATION_KERNEL",
+           "NOISE_QUANTILE"]
 
 CALIBRATION_KERNEL = 6      # k-space patch width of the calibration matrix (ESPIRiT's kernel, dpm_core.coils)
 MAX_CALIBRATION_LINES = 32  # ACS lines used at most (the central ones): enough patches, a bounded SVD
@@ -51,9 +52,10 @@ def estimate_noise_std(kspace: torch.Tensor, mask, kernel_width: int = CALIBRATI
     dimensions (ESPIRiT's premise), noise fills all of them. Its singular values beyond the signal rank follow the
     Marchenko–Pastur law of the noise, so σ² = Q(s²) / (2 · rows · Q_MP(columns / rows)) with Q the lower quartile
     (:data:`NOISE_QUANTILE`; Gavish & Donoho, "The optimal hard threshold for singular values is 4/√3", IEEE TIT 2014,
-    take the median singular value as the noise scale). Unlike the k-space corners this needs no part of k-space to be free of signal: on the real 16-coil
-    slice, whose k-space edges still hold anatomy (the matrix is a crop of a larger acquisition), the corners gave
-    several times this estimate (benchmarks/results/noise.md). It assumes the signal rank is below three quarters
+    take the median singular value as the noise scale); s² are the eigenvalues of the Gram matrix MᴴM. Unlike the
+    k-space corners this needs no part of k-space to be free of signal: on the real 16-coil slice, whose k-space edges
+    still hold anatomy (the matrix is a crop of a larger acquisition), the corners gave several times this estimate
+    (benchmarks/results/noise.md). It assumes the signal rank is below three quarters
     of the columns (C·kernel_width²); where there are more columns than patches the matrix is used transposed.
 
     Args: kspace [S, C, H, W] complex (zeros off the measured lines); mask: the measured lines ([H] bool, [S, 1, H, 1]
@@ -70,12 +72,14 @@ def estimate_noise_std(kspace: torch.Tensor, mask, kernel_width: int = CALIBRATI
     width = min(kernel_width, hi - lo, W)
     sigma = torch.empty(S, dtype=torch.float64)
     for s in range(S):                                  # one slice at a time: the matrix is rows x C·width² complex128
-        patches = k[s, :, lo:hi, :].detach().cpu().to(torch.complex128).unfold(1, width, 1).unfold(2, width, 1)
+        patches = k[s, :, lo:hi, :].detach().to(torch.complex128).unfold(1, width, 1).unfold(2, width, 1)
         matrix = patches.permute(1, 2, 0, 3, 4).reshape(-1, C * width * width)   # [patches, C·width²]
-        n, m = max(matrix.shape), min(matrix.shape)
-        power = (torch.quantile(torch.linalg.svdvals(matrix).pow(2), quantile)
-                 / (n * marchenko_pastur_quantile(m / n, quantile)))
-        sigma[s] = torch.sqrt(power / 2.0)
+        if matrix.shape[0] < matrix.shape[1]:
+            matrix = matrix.T
+        n, m = matrix.shape
+        squared = torch.linalg.eigvalsh(matrix.conj().T @ matrix).clamp_min(0.0)  # the singular values², [m]
+        power = torch.quantile(squared, quantile) / (n * marchenko_pastur_quantile(m / n, quantile))
+        sigma[s] = torch.sqrt(power / 2.0).cpu()
     return sigma.to(torch.float32).to(k.device)
 
 
