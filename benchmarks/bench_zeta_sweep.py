@@ -3,7 +3,7 @@
 
 The cards' tables were swept before the warm start became the default (DDS from pure noise, 20 steps; docs/training.md
 §4). This benchmark repeats the sweep with ``sampler_options=None`` — the Reconstructor's defaults, i.e. the SENSE warm
-start at σ = 0.2 and the 15-step warm schedule — on the same validation subjects (dpm-synth corpus seed 3, never the
+start at σ = 0.2 and the fast sampler's warm schedule — on the same validation subjects (dpm-synth corpus seed 3, never the
 held-out subjects of eval_default_model.py / bench_real.py), over a grid wide enough for an interior optimum and one
 acceleration more (nominal R 8), and reports per model and R: the NRMSE at every ζ, the best ζ, and what the card's
 table costs against that best. It does not rewrite the cards (training.finetune.refresh_validation does).
@@ -26,6 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dpm_core.checkpoints import DEFAULT_MODEL_PATH, load_checkpoint, zeta_for_acceleration  # noqa: E402
 from dpm_core.masks import DEFAULT_NUM_ACS as NUM_ACS, effective_acceleration, equispaced_mask  # noqa: E402
+from dpm_core.samplers.registry import DDS_WARM_START_STEPS  # noqa: E402
 from training.finetune import load_validation_set, zeta_sweep  # noqa: E402
 from training.synth import main as synth_main  # noqa: E402
 
@@ -100,7 +101,8 @@ def write(rows, args):
              f"Machine: {meta['machine']}, {args.device}, 1 thread.", "",
              f"One command: `{meta['command']}`. Validation subjects of dpm-synth corpus seed "
              f"{VALIDATION_CORPUS_SEED} (the cards' own validation sets), equispaced + 24 ACS, the fast sampler with "
-             "the Reconstructor's defaults (SENSE warm start at σ 0.2, 15-step warm schedule), BART-default ESPIRiT "
+             f"the Reconstructor's defaults (SENSE warm start at σ 0.2, {DDS_WARM_START_STEPS}-step warm schedule), "
+             "BART-default ESPIRiT "
              "with automatic map sets, mean NRMSE against the MVUE in the coil support. 'card ζ' is what the card's "
              "table gives at the effective R (interpolated; its nearest end outside the table, where the Reconstructor "
              "uses GCV instead); its NRMSE is interpolated in log ζ on the sweep.", "",
