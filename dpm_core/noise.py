@@ -15,7 +15,7 @@ import torch
 from .masks import acs_of
 
 __all__ = ["estimate_noise_std", "kspace_edge_level", "marchenko_pastur_quantile", "CALIBRATION_KERNEL",
-           "NOISE_QUANTILE"]
+           "NOISE_QUANTILE", "PREWHITENED_NOISE_STD"]
 
 CALIBRATION_KERNEL = 6      # k-space patch width of the calibration matrix (ESPIRiT's kernel, dpm_core.coils)
 MAX_CALIBRATION_LINES = 32  # ACS lines used at most (the central ones): enough patches, a bounded SVD
@@ -25,6 +25,9 @@ MAX_CALIBRATION_LINES = 32  # ACS lines used at most (the central ones): enough 
 # synthetic scans with known noise, a phantom with signal at the k-space edges, the real slice's coil-image corners):
 # quartile 0.99-1.00 / 1.02-1.04 / 1.12 / 1.08 x; median 0.99-1.00 / 1.02-1.04 / 1.16 / 1.49 x.
 NOISE_QUANTILE = 0.25
+# Prewhitening with a noise scan's covariance leaves unit complex variance per sample: 1/√2 per real channel, known
+# exactly, so the transports pass it to the Reconstructor instead of estimating it.
+PREWHITENED_NOISE_STD = 0.5 ** 0.5
 
 
 @lru_cache(maxsize=64)

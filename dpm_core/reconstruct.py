@@ -183,7 +183,8 @@ class Reconstructor:
         return self._denoiser
 
     # -- main entry ------------------------------------------------------------------------------------------------
-    def reconstruct(self, kspace, mask, maps=None, method: str | None = None, slice_ids=None) -> ReconResult:
+    def reconstruct(self, kspace, mask, maps=None, method: str | None = None, slice_ids=None,
+                    noise_std=None) -> ReconResult:
         """Reconstruct one volume.
 
         Args:
@@ -193,6 +194,9 @@ class Reconstructor:
             method: overrides ``self.method`` for this call (the gadget's SENSE fallback uses it).
             slice_ids: stable ids of the S slices (e.g. ISMRMRD ``idx.slice``); the random stream of slice s is seeded
                 from (seed, slice_ids[s], sample), so a slice gets the same result alone or in any batch. Default 0..S-1.
+            noise_std: the measurement noise std per real channel in the units of ``kspace``, when it is known (a noise
+                scan prewhitened the data: 1/√2, :data:`dpm_core.noise.PREWHITENED_NOISE_STD`); a float or one value per slice. None:
+                estimated from the scan's calibration matrix (:func:`dpm_core.noise.estimate_noise_std`).
         Returns: :class:`ReconResult`.
         Raises: ValueError for unusable input; ReconstructionError when the DPM stage fails.
         """
@@ -208,6 +212,12 @@ class Reconstructor:
             raise ValueError("kspace contains NaN or Inf samples; check the acquisition (corrupt lines) before "
                              "reconstructing")
         S, C, H, W = k.shape
+        known_noise = None
+        if noise_std is not None:
+            known_noise = torch.as_tensor(noise_std, dtype=torch.float32).reshape(-1).expand(S).clone()
+            if not bool(torch.all(torch.isfinite(known_noise) & (known_noise > 0))):
+                raise ValueError(f"noise_std={noise_std} must be finite and > 0 (one value or one per slice); pass "
+                                 f"None to estimate it from the calibration matrix")
         sampling = sampling_of(mask, H)                             # derived once; raises when there is no ACS
         k = k.to(self.device, torch.complex64) * torch.from_numpy(sampling.mask).to(self.device).view(1, 1, H, 1)
 
@@ -243,7 +253,8 @@ class Reconstructor:
             ids = list(range(S)) if slice_ids is None else [int(i) for i in slice_ids]
             if len(ids) != S:
                 raise ValueError(f"slice_ids has {len(ids)} entries for {S} slices")
-            images, std, dpm_info = self._sample(kn, sampling, maps_t, ids)
+            images, std, dpm_info = self._sample(
+                kn, sampling, maps_t, ids, None if known_noise is None else known_noise.to(scale.device) / scale)
             info.update(dpm_info)
             # the noise level in the units of the k-space given (prewhitened k-space: 1/√2 per real channel)
             info["measured_noise_std"] = (torch.as_tensor(dpm_info["noise_std"]).reshape(-1).to(scale.device)
@@ -280,7 +291,7 @@ class Reconstructor:
             return choose_map_sets(m, kn, sampling, kernel_width)
         return m, second_map_energy(m, kn, sampling, kernel_width)
 
-    def _sample(self, kn, sampling: Sampling, maps_t, slice_ids):
+    def _sample(self, kn, sampling: Sampling, maps_t, slice_ids, known_noise_std=None):
         from .memory import available_bytes
         from .operators import SenseOp
         from .samplers import default_sigmas, get_sampler, posterior_samples, warm_start_sigmas
@@ -303,7 +314,8 @@ class Reconstructor:
                 return baselines.sense_cg(y, sampling, maps_t, self.cg_iters, self.l2_weight, tol=self.cg_tol)
             x_init = warm_image(kn)
         options["sigmas"] = sigmas
-        noise_std = estimate_noise_std(kn, sampling)
+        # [S] per real channel, in the units of kn: the noise scan's level when the caller knows it, else estimated
+        noise_std = estimate_noise_std(kn, sampling) if known_noise_std is None else known_noise_std.to(kn.device)
         if "noise_std" in spec.options:                  # the data term is weighed by the measured noise, per slice
             noise_std = options.setdefault("noise_std", noise_std)
         zeta, zeta_rule, zeta_info = None, "n/a (sampler has no ζ)", {}
@@ -346,7 +358,8 @@ class Reconstructor:
         if self.num_samples > 1:
             std_img = torch.sqrt(((std.float() * support) ** 2).sum(dim=1))     # map sets add in quadrature
         info = {"sampler": self.sampler, "num_samples": self.num_samples, "zeta_rule": zeta_rule,
-                "noise_std": torch.as_tensor(noise_std).cpu().tolist(), **zeta_info,
+                "noise_std": torch.as_tensor(noise_std).cpu().tolist(),
+                "noise_source": "calibration matrix" if known_noise_std is None else "given (noise scan)", **zeta_info,
                 "warm_start": self.warm_start,
                 "model": getattr(denoiser, "name", None) or card.get("name"), "model_sha256": card.get("sha256"),
                 **({"output_guard": guard} if guard else {})}

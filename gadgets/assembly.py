@@ -24,8 +24,8 @@ from collections.abc import Iterable, Iterator
 import ismrmrd
 import numpy as np
 
-__all__ = ["KspaceBuffer", "EncodingInfo", "encoding_info", "scan_contrast", "noise_adjust", "remove_oversampling",
-           "accumulate", "buffers_from_acquisitions", "buffers_from_recon_data", "whitening_from_noise",
+__all__ = ["KspaceBuffer", "NoiseAdjustCount", "EncodingInfo", "encoding_info", "scan_contrast", "noise_adjust",
+           "remove_oversampling", "accumulate", "buffers_from_acquisitions", "buffers_from_recon_data", "whitening_from_noise",
            "VOLUME_COUNTERS"]
 
 log = logging.getLogger(__name__)
@@ -138,6 +138,9 @@ class KspaceBuffer:
         complete: False when the stream ended before LAST_IN_SLICE of some slice.
         warnings: what the assembly repaired (lines dropped for NaN/Inf samples, repeated lines averaged), for the
             log and the image comment.
+        noise_std: the noise std per real channel of ``kspace`` when it is known: 1/√2 when a noise scan prewhitened
+            every line (:data:`dpm_core.noise.PREWHITENED_NOISE_STD`); None when the Reconstructor must estimate it
+            (no noise scan, or data prewhitened upstream with a scaling we do not know, as Gadgetron's ReconData).
     """
     kspace: np.ndarray
     mask: np.ndarray
@@ -147,6 +150,7 @@ class KspaceBuffer:
     counters: dict
     complete: bool = True
     warnings: list = dataclasses.field(default_factory=list)
+    noise_std: float | None = None
 
     @property
     def repetition(self) -> int:
@@ -291,12 +295,25 @@ def whitening_from_noise(noise: np.ndarray, dwell_time_ratio: float = 1.0) -> np
     return whitening_matrix(cov).numpy()
 
 
-def noise_adjust(acquisitions: Iterable, header) -> Iterator:
+@dataclasses.dataclass
+class NoiseAdjustCount:
+    """What :func:`noise_adjust` did to the imaging acquisitions it passed on so far."""
+    whitened: int = 0
+    unwhitened: int = 0
+
+    @property
+    def noise_std(self) -> float | None:
+        """The noise std per real channel when every acquisition so far was prewhitened, else None."""
+        from dpm_core.noise import PREWHITENED_NOISE_STD
+        return PREWHITENED_NOISE_STD if self.whitened and not self.unwhitened else None
+
+
+def noise_adjust(acquisitions: Iterable, header, count: NoiseAdjustCount | None = None) -> Iterator:
     """Consume NOISE_MEASUREMENT acquisitions, prewhiten the rest (as Gadgetron's NoiseAdjustGadget).
 
     All noise readouts seen before the first non-noise acquisition form the covariance, scaled by noise dwell /
     acquisition dwell, so the noise in the whitened imaging data has unit variance per channel.
-    Without a noise scan, acquisitions pass unchanged (logged once).
+    Without a noise scan, acquisitions pass unchanged (logged once). ``count``, when given, is updated per acquisition.
     """
     noise_chunks: list[np.ndarray] = []
     noise = None
@@ -321,9 +338,14 @@ def noise_adjust(acquisitions: Iterable, header) -> Iterator:
             if dwell not in whitening:
                 whitening[dwell] = whitening_from_noise(noise, dwell_time_ratio=noise_dwell / dwell)
             acq.data[:] = (whitening[dwell] @ acq.data).astype(np.complex64)
-        elif not warned:
-            log.info("no noise scan before the first acquisition: data are not prewhitened")
-            warned = True
+            if count is not None:
+                count.whitened += 1
+        else:
+            if not warned:
+                log.info("no noise scan before the first acquisition: data are not prewhitened")
+                warned = True
+            if count is not None:
+                count.unwhitened += 1
         yield acq
 
 
@@ -429,10 +451,15 @@ def _emit_incomplete(key, open_volumes, flush) -> Iterator[KspaceBuffer]:
 
 
 def buffers_from_acquisitions(acquisitions: Iterable, header, trigger: str = "volume") -> Iterator[KspaceBuffer]:
-    """The whole acquisition path: noise_adjust -> remove_oversampling -> accumulate."""
-    stream = noise_adjust(acquisitions, header)
+    """The whole acquisition path: noise_adjust -> remove_oversampling -> accumulate. A buffer whose lines were all
+    prewhitened by the stream's noise scan carries the known noise level (unchanged by the orthonormal oversampling
+    removal)."""
+    count = NoiseAdjustCount()
+    stream = noise_adjust(acquisitions, header, count)
     stream = remove_oversampling(stream, header)
-    return accumulate(stream, header, trigger=trigger)
+    for buffer in accumulate(stream, header, trigger=trigger):
+        buffer.noise_std = count.noise_std
+        yield buffer
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -497,7 +524,8 @@ def group_volumes(buffers: Iterable[KspaceBuffer], num_slices: int) -> Iterator[
                            calibration=np.logical_or.reduce([b.calibration for b in pending]),
                            reference_headers=[r[2] for r in rows], slices=[r[0] for r in rows],
                            counters=dict(pending[0].counters), complete=all(b.complete for b in pending),
-                           warnings=[w for b in pending for w in b.warnings])
+                           warnings=[w for b in pending for w in b.warnings],
+                           noise_std=pending[0].noise_std if len({b.noise_std for b in pending}) == 1 else None)
         pending.clear()
 
     for buffer in buffers:

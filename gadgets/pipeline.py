@@ -214,7 +214,8 @@ class Pipeline:
         try:
             if model.unavailable is not None:
                 raise ReconstructionError(model.unavailable)
-            result = reconstructor.reconstruct(buffer.kspace, buffer.mask, slice_ids=buffer.slices)
+            result = reconstructor.reconstruct(buffer.kspace, buffer.mask, slice_ids=buffer.slices,
+                                               noise_std=buffer.noise_std)
             if self.injected is not None and cfg.method == "dpm":
                 result = self.injected.apply(result)
             if not np.isfinite(result.images).all():

@@ -329,7 +329,40 @@ def test_prewhitened_buffers_carry_unit_noise_and_the_estimate_finds_it():
                 pytest.approx(2 ** -0.5, rel=0.02)
         estimate = estimate_noise_std(kspace, buffer.mask)
         assert torch.allclose(estimate, unit, rtol=tolerance), estimate
+        assert buffer.noise_std == pytest.approx(2 ** -0.5, rel=1e-12)     # known exactly: passed on, not estimated
     assert bool((kspace_edge_level(kspace, buffer.mask) > 3 * unit).all())
+    unwhitened = make_raw_acquisitions(kos, mask, num_acs=NUM_ACS)            # no noise scan: nothing is known
+    assert next(assembly.buffers_from_acquisitions(unwhitened.acquisitions, unwhitened.header)).noise_std is None
+
+
+def test_the_noise_scans_level_reaches_the_sampler_and_the_image_meta():
+    """With a noise scan the DPM weighs the data by the prewhitened level 1/√2 (the images equal a direct
+    Reconstructor call given that level, and differ from the calibration estimate's), recorded as DPM_NoiseStd with
+    DPM_NoiseSource; without one, the calibration estimate, recorded as such."""
+    from gadgets.pipeline import Pipeline
+
+    kos, noise = noisy_phantom(32, 32, 4, 1, seed=5, noise_samples=1024, sigma=2e-3)
+    mask = np.zeros(32, dtype=bool)
+    mask[::2] = True
+    properties = {"method": "dpm", "model": "flair_default", "steps": "4", "warm_start": "none", "zeta": "1"}
+
+    def run(raw):
+        sent, errors = [], []
+        buffers = list(assembly.buffers_from_acquisitions(copy.deepcopy(raw.acquisitions), raw.header))
+        Pipeline(parse_config(properties)).reconstruct_stream(iter(buffers), raw.header, sent.append, errors)
+        assert not errors and len(sent) == 1, errors
+        return buffers[0], np.asarray(sent[0].data).squeeze(), ismrmrd.Meta.deserialize(sent[0].attribute_string)
+
+    buffer, pixels, meta = run(make_raw_acquisitions(kos, mask, num_acs=12, noise=noise))
+    assert meta["DPM_NoiseSource"] == "given (noise scan)" and float(meta["DPM_NoiseStd"]) == pytest.approx(2 ** -0.5)
+    direct = Reconstructor(method="dpm", sampler_options={"steps": 4}, warm_start=None, zeta=1.0, device="cpu",
+                           progress=None)
+    given = direct.reconstruct(buffer.kspace, buffer.mask, slice_ids=buffer.slices, noise_std=2 ** -0.5).images[0]
+    estimated = direct.reconstruct(buffer.kspace, buffer.mask, slice_ids=buffer.slices).images[0]
+    np.testing.assert_allclose(pixels, given, rtol=0, atol=1e-5 * np.abs(given).max())
+    assert np.abs(pixels - estimated).max() > 1e-3 * np.abs(given).max()
+    _, _, meta = run(make_raw_acquisitions(kos, mask, num_acs=12))
+    assert meta["DPM_NoiseSource"] == "calibration matrix"
 
 
 DPM_INFO = {"effective_acceleration": 3.2307692, "num_maps": 2, "second_map_energy": [0.31, 0.2875], "zeta": 8.0,

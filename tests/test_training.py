@@ -203,14 +203,22 @@ def _ddp_worker(rank, world, port, run_dir):
 def test_two_process_gloo_matches_one_process(tmp_path):
     # 1 process, global batch 8 in 2 accumulation rounds of 4 == 2 processes x 4 (same virtual shards, same noise).
     _loop(tmp_path / "single", 3, world_batch_gpu=4)
-    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path / "ddp")), nprocs=2, join=True)
+    # The free port is released before rank 0 binds it, so another process can take it meanwhile: then try a new one.
+    for attempt in range(3):
+        ddp_dir = tmp_path / f"ddp{attempt}"
+        try:
+            torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), str(ddp_dir)), nprocs=2, join=True)
+            break
+        except torch.multiprocessing.ProcessRaisedException as error:
+            if "address already in use" not in str(error).lower() or attempt == 2:
+                raise
     a = load_file(str(tmp_path / "single" / "training-state.safetensors"))
-    b = load_file(str(tmp_path / "ddp" / "training-state.safetensors"))
+    b = load_file(str(ddp_dir / "training-state.safetensors"))
     for key in a:
         if key.startswith(("net.", "ema.")):
             # Differences come only from float summation order (all-reduce vs local sum): ~1e-7 relative.
             torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
-    meta = json.loads((tmp_path / "ddp" / "training-state.json").read_text())
+    meta = json.loads((ddp_dir / "training-state.json").read_text())
     assert meta["world_size"] == 2 and meta["step"] == 3
     assert "rng.torch.rank1" in b                       # every rank's RNG state is saved
 
