@@ -195,8 +195,9 @@ class Reconstructor:
             slice_ids: stable ids of the S slices (e.g. ISMRMRD ``idx.slice``); the random stream of slice s is seeded
                 from (seed, slice_ids[s], sample), so a slice gets the same result alone or in any batch. Default 0..S-1.
             noise_std: the measurement noise std per real channel in the units of ``kspace``, when it is known (a noise
-                scan prewhitened the data: 1/√2, :data:`dpm_core.noise.PREWHITENED_NOISE_STD`); a float or one value per slice. None:
-                estimated from the scan's calibration matrix (:func:`dpm_core.noise.estimate_noise_std`).
+                scan prewhitened the data: 1/√2, :data:`dpm_core.noise.PREWHITENED_NOISE_STD`); a float or one value
+                per slice; recorded as info["noise_source"] = "given". None: estimated from the scan's calibration
+                matrix (:func:`dpm_core.noise.estimate_noise_std`), "calibration matrix".
         Returns: :class:`ReconResult`.
         Raises: ValueError for unusable input; ReconstructionError when the DPM stage fails.
         """
@@ -359,7 +360,7 @@ class Reconstructor:
             std_img = torch.sqrt(((std.float() * support) ** 2).sum(dim=1))     # map sets add in quadrature
         info = {"sampler": self.sampler, "num_samples": self.num_samples, "zeta_rule": zeta_rule,
                 "noise_std": torch.as_tensor(noise_std).cpu().tolist(),
-                "noise_source": "calibration matrix" if known_noise_std is None else "given (noise scan)", **zeta_info,
+                "noise_source": "calibration matrix" if known_noise_std is None else "given", **zeta_info,
                 "warm_start": self.warm_start,
                 "model": getattr(denoiser, "name", None) or card.get("name"), "model_sha256": card.get("sha256"),
                 **({"output_guard": guard} if guard else {})}

@@ -25,8 +25,8 @@ import ismrmrd
 import numpy as np
 
 __all__ = ["KspaceBuffer", "NoiseAdjustCount", "EncodingInfo", "encoding_info", "scan_contrast", "noise_adjust",
-           "remove_oversampling", "accumulate", "buffers_from_acquisitions", "buffers_from_recon_data", "whitening_from_noise",
-           "VOLUME_COUNTERS"]
+           "remove_oversampling", "accumulate", "buffers_from_acquisitions", "buffers_from_recon_data",
+           "whitening_from_noise", "VOLUME_COUNTERS"]
 
 log = logging.getLogger(__name__)
 

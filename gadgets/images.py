@@ -58,7 +58,7 @@ RECORDED_INFO_KEYS = {
     "nfe_per_sample": "DPM_NFEPerSample",
     "num_samples": "DPM_NumSamples",
     "measured_noise_std": "DPM_NoiseStd",              # per slice, per real channel, input units (prewhitened: 0.707)
-    "noise_source": "DPM_NoiseSource",                 # "given (noise scan)" or "calibration matrix" (estimated)
+    "noise_source": "DPM_NoiseSource",                 # "given" (the noise scan's level) or "calibration matrix"
     "input_warnings": "DPM_InputWarnings",             # what the assembly repaired (dropped / averaged lines)
 }
 

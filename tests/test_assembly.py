@@ -354,7 +354,7 @@ def test_the_noise_scans_level_reaches_the_sampler_and_the_image_meta():
         return buffers[0], np.asarray(sent[0].data).squeeze(), ismrmrd.Meta.deserialize(sent[0].attribute_string)
 
     buffer, pixels, meta = run(make_raw_acquisitions(kos, mask, num_acs=12, noise=noise))
-    assert meta["DPM_NoiseSource"] == "given (noise scan)" and float(meta["DPM_NoiseStd"]) == pytest.approx(2 ** -0.5)
+    assert meta["DPM_NoiseSource"] == "given" and float(meta["DPM_NoiseStd"]) == pytest.approx(2 ** -0.5)
     direct = Reconstructor(method="dpm", sampler_options={"steps": 4}, warm_start=None, zeta=1.0, device="cpu",
                            progress=None)
     given = direct.reconstruct(buffer.kspace, buffer.mask, slice_ids=buffer.slices, noise_std=2 ** -0.5).images[0]

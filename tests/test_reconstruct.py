@@ -309,7 +309,7 @@ def test_a_given_noise_level_is_used_per_slice_in_input_units_and_checked(denois
     rec = Reconstructor(method="dpm", model=denoiser, sampler_options={"steps": 2}, zeta=1.0, device="cpu",
                         output_guard=False, warm_start=None, progress=None)
     given = rec.reconstruct(kspace, mask, maps=maps, noise_std=[0.01, 0.02, 0.03])
-    assert given.info["noise_source"] == "given (noise scan)"
+    assert given.info["noise_source"] == "given"
     np.testing.assert_allclose(given.info["measured_noise_std"], [0.01, 0.02, 0.03], rtol=1e-6)
     np.testing.assert_allclose(np.multiply(given.info["noise_std"], given.info["scale"]), [0.01, 0.02, 0.03],
                                rtol=1e-6)
