@@ -215,7 +215,11 @@ class Reconstructor:
         S, C, H, W = k.shape
         known_noise = None
         if noise_std is not None:
-            known_noise = torch.as_tensor(noise_std, dtype=torch.float32).reshape(-1).expand(S).clone()
+            known_noise = torch.as_tensor(noise_std, dtype=torch.float32).reshape(-1)
+            if known_noise.numel() not in (1, S):
+                raise ValueError(f"noise_std has {known_noise.numel()} values for {S} slices; give one value or one "
+                                 f"per slice")
+            known_noise = known_noise.expand(S).clone()
             if not bool(torch.all(torch.isfinite(known_noise) & (known_noise > 0))):
                 raise ValueError(f"noise_std={noise_std} must be finite and > 0 (one value or one per slice); pass "
                                  f"None to estimate it from the calibration matrix")
@@ -316,7 +320,7 @@ class Reconstructor:
             x_init = warm_image(kn)
         options["sigmas"] = sigmas
         # [S] per real channel, in the units of kn: the noise scan's level when the caller knows it, else estimated
-        noise_std = estimate_noise_std(kn, sampling) if known_noise_std is None else known_noise_std.to(kn.device)
+        noise_std = estimate_noise_std(kn, sampling) if known_noise_std is None else known_noise_std
         if "noise_std" in spec.options:                  # the data term is weighed by the measured noise, per slice
             noise_std = options.setdefault("noise_std", noise_std)
         zeta, zeta_rule, zeta_info = None, "n/a (sampler has no ζ)", {}

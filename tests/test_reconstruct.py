@@ -316,6 +316,6 @@ def test_a_given_noise_level_is_used_per_slice_in_input_units_and_checked(denois
     estimated = rec.reconstruct(kspace, mask, maps=maps)
     assert estimated.info["noise_source"] == "calibration matrix"
     np.testing.assert_allclose(estimated.info["measured_noise_std"], 0.01, rtol=0.35)
-    for bad in (0.0, -1.0, float("nan"), [0.01, 0.0, 0.01]):
+    for bad in (0.0, -1.0, float("nan"), [0.01, 0.0, 0.01], [0.01, 0.02]):
         with pytest.raises(ValueError, match="noise_std"):
             rec.reconstruct(kspace, mask, maps=maps, noise_std=bad)
