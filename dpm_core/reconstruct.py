@@ -95,7 +95,7 @@ class Reconstructor:
         device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
         coil_method: "fast" (torch ESPIRiT) or "sigpy" (reference ESPIRiT).
         num_maps: ESPIRiT map sets, 1 or 2, or "auto" (default: 2 when the second map holds signal, i.e. the phase FOV
-            is smaller than the head; :func:`dpm_core.coils.choose_map_sets`).
+            is smaller than the head; :func:`dpm_core.coils.choose_num_maps`).
         cg_iters, cg_tol, l2_weight: SENSE-CG: Tikhonov weight λ₂ on normalized k-space (1e-3 keeps the normal
             equations well posed at high R), CG until ‖r‖ <= cg_tol·‖Aᴴy‖ or cg_iters iterations.
         l1_lamda, l1_iters: L1-wavelet: λ (None: per scan, :data:`dpm_core.baselines.L1_LAMDA_PER_EDGE_LEVEL` times
@@ -278,7 +278,7 @@ class Reconstructor:
     # -- stages ------------------------------------------------------------------------------------------------------
     def _coil_maps(self, kn: torch.Tensor, sampling: Sampling, maps):
         """Maps [S, M, C, H, W] and, when two map sets were estimated, the second map's energy [S] (else None)."""
-        from .coils import choose_map_sets, estimate_coil_maps, second_map_energy
+        from .coils import choose_num_maps, estimate_coil_maps, second_map_energy
         S, C, H, W = kn.shape
         if maps is not None:
             m = torch.as_tensor(maps).to(self.device, torch.complex64)
@@ -287,14 +287,14 @@ class Reconstructor:
             if m.ndim != 5 or m.shape[0] != S or m.shape[2:] != (C, H, W):
                 raise ValueError(f"maps must be [S={S}, M, C={C}, H={H}, W={W}]; got {tuple(m.shape)}")
             return m, (second_map_energy(m, kn, sampling) if m.shape[1] > 1 else None)
-        estimated = 2 if self.num_maps == "auto" else self.num_maps
-        m = estimate_coil_maps(kn, sampling, method=self.coil_method, num_maps=estimated, **self.coil_options)
-        if estimated == 1:
-            return m, None
-        kernel_width = self.coil_options.get("kernel_width", 6)
         if self.num_maps == "auto":
-            return choose_map_sets(m, kn, sampling, kernel_width)
-        return m, second_map_energy(m, kn, sampling, kernel_width)
+            num_maps, energy = choose_num_maps(kn, sampling, **self.coil_options)
+        else:
+            num_maps, energy = self.num_maps, None
+        m = estimate_coil_maps(kn, sampling, method=self.coil_method, num_maps=num_maps, **self.coil_options)
+        if energy is None and num_maps == 2:
+            energy = second_map_energy(m, kn, sampling, self.coil_options.get("kernel_width", 6))
+        return m, energy
 
     def _sample(self, kn, sampling: Sampling, maps_t, slice_ids, known_noise_std=None):
         from .memory import available_bytes

@@ -181,6 +181,12 @@ def test_second_map_detects_folding_and_fixes_sense():
         assert float(coils.second_map_energy(maps, ku, mask)) > 2 * coils.SECOND_MAP_ENERGY_THRESHOLD
         assert bool(coils.needs_second_map(maps, ku, mask).all())
     assert coils.estimate_coil_maps(ku, mask, num_maps="auto", num_acs=16).shape[1] == 2
+    # auto decides from the coarse grid's second eigenvalue, before any map: its energy is sigpy's exact one.
+    for kspace in (normal * mask_t, ku):
+        count, coarse = coils.choose_num_maps(kspace, mask, num_acs=16)
+        exact = coils.second_map_energy(coils.espirit_sigpy(kspace, mask, num_acs=16, num_maps=2), kspace, mask)
+        assert count == (2 if kspace is ku else 1)
+        assert abs(float(coarse[0]) - float(exact[0])) <= 0.05 * float(exact[0]) + 1e-3
     # Same soft-SENSE subspace per pixel: projectors P = sum_m S_m S_m^H agree where both supports agree.
     proj = lambda m: torch.einsum("smchw,smdhw->shwcd", m, m.conj())
     same = ((e_fast > 0.95) == (e_ref > 0.95)).all(dim=1)
@@ -303,6 +309,9 @@ def test_map_detection_on_real_slice_with_cut_phase_fov(real_brain_kspace, lines
         energy = float(coils.second_map_energy(maps2, under, mask)[0])
         print(f"phase FOV {lines}/96 lines, R={R}: second-map energy {energy:.4f}")
         assert coils.estimate_coil_maps(under, mask, num_maps="auto").shape[1] == (2 if folded else 1)
+        count, coarse = coils.choose_num_maps(under, mask)          # the energy auto thresholds, from the coarse grid
+        assert count == (2 if folded else 1)
+        assert abs(float(coarse[0]) - energy) <= 0.02 * energy + 1e-4
         if folded:
             assert energy > 1.2 * coils.SECOND_MAP_ENERGY_THRESHOLD
         else:

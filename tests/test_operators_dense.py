@@ -1,6 +1,7 @@
 """The soft-SENSE operator against a dense-matrix reference, and the unitary wavelet transform (issue 10).
 
-For random shapes, masks and map counts M in {1, 2, 3}, A = M F S is built column by column as an explicit matrix from
+For random shapes, masks (phase-encode lines [H], arbitrary samples [H, W], none) and map counts M in {1, 2, 3}, A = M F S
+is built column by column as an explicit matrix from
 numpy's FFT (independent of dpm_core.fft), and SenseOp's forward, adjoint and normal operator must equal A x, Aᴴ y and
 AᴴA x to float32 precision.
 """
@@ -15,7 +16,9 @@ from dpm_core.wavelets import Wavelet2D
 
 
 def _dense_sense(maps: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """A as a dense matrix [(C H W), (M H W)] for one slice: column j is the k-space of the j-th unit image."""
+    """A as a dense matrix [(C H W), (M H W)] for one slice: column j is the k-space of the j-th unit image.
+
+    mask: [H, W] bool, the samples kept."""
     M, C, H, W = maps.shape
     F = lambda img: np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(img, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
     A = np.zeros((C * H * W, M * H * W), np.complex128)
@@ -23,26 +26,30 @@ def _dense_sense(maps: np.ndarray, mask: np.ndarray) -> np.ndarray:
         e = np.zeros(M * H * W, np.complex128)
         e[j] = 1
         coil_images = (maps * e.reshape(M, 1, H, W)).sum(0)                  # [C, H, W]
-        A[:, j] = (F(coil_images) * mask[None, :, None]).ravel()
+        A[:, j] = (F(coil_images) * mask[None]).ravel()
     return A
 
 
+@pytest.mark.parametrize("mask_kind", ["lines", "samples", "none"])
 @pytest.mark.parametrize("seed", range(6))
-def test_sense_forward_adjoint_normal_match_dense_matrix(seed):
+def test_sense_forward_adjoint_normal_match_dense_matrix(seed, mask_kind):
     rng = np.random.default_rng(seed)
     M = int(rng.integers(1, 4))
     C = int(rng.integers(1, 5))
     H, W = int(rng.integers(3, 9)), int(rng.integers(3, 9))
     maps = (rng.normal(size=(M, C, H, W)) + 1j * rng.normal(size=(M, C, H, W))).astype(np.complex64)
-    mask = rng.random(H) < 0.6
+    lines = rng.random(H) < 0.6
+    mask, given = {"lines": (np.repeat(lines[:, None], W, axis=1), torch.from_numpy(lines)),
+                   "samples": ((samples := rng.random((H, W)) < 0.6), torch.from_numpy(samples)),
+                   "none": (np.ones((H, W), bool), None)}[mask_kind]
     A = _dense_sense(maps.astype(np.complex128), mask)
-    op = SenseOp(torch.from_numpy(maps)[None], torch.from_numpy(mask))
+    op = SenseOp(torch.from_numpy(maps)[None], given)
     x = (rng.normal(size=(M, H, W)) + 1j * rng.normal(size=(M, H, W))).astype(np.complex64)
     y = (rng.normal(size=(C, H, W)) + 1j * rng.normal(size=(C, H, W))).astype(np.complex64)
-    xt, yt = torch.from_numpy(x)[None], torch.from_numpy(y * mask[None, :, None])[None]
+    xt, yt = torch.from_numpy(x)[None], torch.from_numpy(y * mask[None])[None]
     scale = np.linalg.norm(A, 2)
     np.testing.assert_allclose(op.forward(xt)[0].numpy().ravel(), A @ x.ravel(), atol=1e-5 * scale * np.abs(x).max())
-    np.testing.assert_allclose(op.adjoint(yt)[0].numpy().ravel(), A.conj().T @ (y * mask[None, :, None]).ravel(),
+    np.testing.assert_allclose(op.adjoint(yt)[0].numpy().ravel(), A.conj().T @ (y * mask[None]).ravel(),
                                atol=1e-5 * scale * np.abs(y).max())
     np.testing.assert_allclose(op.normal(xt)[0].numpy().ravel(), A.conj().T @ A @ x.ravel(),
                                atol=1e-5 * scale ** 2 * np.abs(x).max())
