@@ -75,6 +75,7 @@ def main() -> None:
                          "SENSE interpolated maps (64-grid)": sense_nrmse(under, mask, interpolated, ref, **settings),
                          "SENSE exact maps": sense_nrmse(under, mask, exact, ref, **settings)})
     write_results("folding", rows, ["table", "phase FOV (rows of 96)", "R nominal", "folded", "second-map energy",
+                                    "coarse-grid energy (auto)",
                                     "auto maps", "SENSE 1 map", "SENSE 2 maps", "SENSE", "SENSE interpolated maps (64-grid)",
                                     "SENSE exact maps"],
                   "Folded phase FOVs and map accuracy on the real 16-coil slice",
