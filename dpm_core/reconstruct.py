@@ -277,7 +277,8 @@ class Reconstructor:
 
     # -- stages ------------------------------------------------------------------------------------------------------
     def _coil_maps(self, kn: torch.Tensor, sampling: Sampling, maps):
-        """Maps [S, M, C, H, W] and, when two map sets were estimated, the second map's energy [S] (else None)."""
+        """Maps [S, M, C, H, W] and the second-map energy [S] that chose M (num_maps "auto") or of the 2 map sets
+        estimated or given; None with one map set by request."""
         from .coils import choose_num_maps, estimate_coil_maps, second_map_energy
         S, C, H, W = kn.shape
         if maps is not None:
