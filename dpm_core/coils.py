@@ -481,11 +481,9 @@ def estimate_coil_maps(kspace, mask=None, method: str = "fast", num_maps: int | 
     return funcs[method](kspace, mask, num_maps=num_maps, **options)
 
 
-# The keyword arguments of the ESPIRiT calibration that choose_num_maps shares with both implementations.
-_CALIBRATION_OPTIONS = ("num_acs", "kernel_width", "threshold", "crop", "grid_size")
-
-
-def choose_num_maps(kspace, mask=None, **options) -> tuple[int, torch.Tensor]:
+def choose_num_maps(kspace, mask=None, num_acs: int | None = None, kernel_width: int = 6,
+                    threshold: float = DEFAULT_THRESHOLD, crop: float = DEFAULT_CROP, grid_size: int = 32,
+                    **map_options) -> tuple[int, torch.Tensor]:
     """How many ESPIRiT map sets the scan needs: (1 or 2, second-map energy [S] float32), before any map is made.
 
     2 for every slice when some slice's second-map energy exceeds :data:`SECOND_MAP_ENERGY_THRESHOLD` (one forward
@@ -493,20 +491,19 @@ def choose_num_maps(kspace, mask=None, **options) -> tuple[int, torch.Tensor]:
     The energy is :func:`second_map_energy` with the second map's support taken from the ESPIRiT eigenvalues of
     :func:`espirit_fast`'s coarse grid, interpolated: on the 30 cases of benchmarks/results/folding.md and real.md
     (real slice, its folds to 88 ... 48 rows, 12 synthetic scans) within 1.3 % of the energy of the full two-map
-    estimate wherever it exceeds 0.01 (0.00076 against 0.00086 at 88 rows), and the same decision on all. Deciding first spares the second map set on unfolded scans (two map
-    sets take twice the time of one: 0.656 against 0.315 s for 256 x 256 x 8 coils, benchmarks/results/coils.md).
+    estimate wherever it exceeds 0.01 (0.00076 against 0.00086 at 88 rows), and the same decision on all. Deciding
+    first spares the second map set on unfolded scans (two map sets take twice the time of one: 0.656 against
+    0.315 s for 256 x 256 x 8 coils, benchmarks/results/coils.md).
 
-    Args: kspace [S, C, H, W] zero-filled, mask as :func:`estimate_coil_maps`; options: the calibration settings
-        (num_acs, kernel_width, threshold, crop, grid_size), others are ignored.
+    Args: kspace [S, C, H, W] zero-filled, mask as :func:`estimate_coil_maps`; the calibration settings as
+        :func:`espirit_fast`; map_options: the estimator's other options (refine, max_iter, ...), which do not enter
+        the decision.
     """
-    calib = {key: options[key] for key in _CALIBRATION_OPTIONS if key in options}
     k = _as_kspace(kspace)
     H, W = k.shape[-2:]
-    _, _, ev, _ = _coarse_eigen(k, mask, calib.get("num_acs"), calib.get("kernel_width", 6),
-                                calib.get("threshold", DEFAULT_THRESHOLD), calib.get("crop", DEFAULT_CROP), 2,
-                                calib.get("grid_size", 32))
-    support = _interpolate_eigenvalues(ev[:, 1:], H, W)[:, 0] > calib.get("crop", DEFAULT_CROP)   # [S, H, W]
-    energy = _support_energy(support, k, mask, calib.get("kernel_width", 6))
+    _, _, ev, _ = _coarse_eigen(k, mask, num_acs, kernel_width, threshold, crop, 2, grid_size)
+    support = _interpolate_eigenvalues(ev[:, 1:], H, W)[:, 0] > crop                # [S, H, W]
+    energy = _support_energy(support, k, mask, kernel_width)
     return (2 if bool((energy > SECOND_MAP_ENERGY_THRESHOLD).any()) else 1), energy
 
 
