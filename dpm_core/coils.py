@@ -15,12 +15,16 @@ ESPIRiT (Uecker et al., MRM 71:990, 2014), as sigpy's ``EspiritCalib`` computes 
     4. the maps are the eigenvectors of AHA(r) with eigenvalue ~ 1; pixels where the eigenvalue is <= ``crop`` are 0.
     With M = 2 the second eigenvector is the second map set; it carries energy only where two image positions share
     one pixel, i.e. where anatomy outside a too-small FOV folds in (DESIGN.md §2).
+    5. the basis of the M-map subspace, as ``ecalib`` returns it (:func:`map_set_basis`): where two eigenvalues nearly
+       coincide (the overlap of a fold, both near 1) the eigenvectors are ill-conditioned and turn from pixel to
+       pixel; ecalib's orthogonal iteration keeps a basis that follows the subspace instead. The soft-SENSE forward
+       model depends on the subspace only; a prior on each map-set image (L1-wavelet, the DPM) depends on the basis.
 
 Two implementations with one convention:
     - :func:`espirit_sigpy`: the reference. M = 1 is ``sigpy.mri.app.EspiritCalib`` itself (100 power iterations per
       pixel on the full-resolution AHA). For M = 2 sigpy has no API; we build the same full-resolution AHA with sigpy's
       own primitives (``array_to_blocks``, ``resize``, ``ifft``: the same code as ``EspiritCalib``) and take the two
-      leading eigenvectors of every pixel with ``numpy.linalg.eigh`` (exact, no power iteration).
+      leading eigenvectors of every pixel with ``numpy.linalg.eigh`` (exact, no power iteration), then step 5.
     - :func:`espirit_fast`: torch, batched over slices, CPU or CUDA. AHA(r) is a trigonometric polynomial in r with
       frequencies |Delta| <= k - 1 (the autocorrelation of the k x k kernels), so its (2k-1)^2 Fourier coefficients are
       computed once from the kernels with small FFTs, AHA is evaluated exactly on a coarse grid (``grid_size`` points per
@@ -45,7 +49,8 @@ from .masks import DEFAULT_NUM_ACS, acs_of, acs_slice, phase_encode_mask
 
 __all__ = [
     "MAX_CALIB_WIDTH", "DEFAULT_THRESHOLD", "DEFAULT_CROP", "SECOND_MAP_ENERGY_THRESHOLD",
-    "calibration_width", "calibration_block", "virtual_coil", "normalize_map_phase",
+    "MAP_BASIS_ITERATIONS", "calibration_width", "calibration_block", "virtual_coil", "normalize_map_phase",
+    "map_set_basis",
     "espirit_sigpy", "espirit_fast", "estimate_coil_maps", "choose_num_maps", "second_map_energy", "needs_second_map",
     "remove_readout_oversampling", "noise_covariance", "whitening_matrix", "prewhiten", "coil_compress",
 ]
@@ -56,6 +61,8 @@ __all__ = [
 MAX_CALIB_WIDTH = 24
 DEFAULT_THRESHOLD = math.sqrt(0.001)
 DEFAULT_CROP = 0.8
+# ecalib's orthogonal iterations per pixel (calib.c: num_orthiter = 30), which set its map-set basis (map_set_basis)
+MAP_BASIS_ITERATIONS = 30
 # second_map_energy above this: folded (real slice: 0.0000 unfolded, >= 0.070 folded; unfolded phantoms up to 0.032)
 SECOND_MAP_ENERGY_THRESHOLD = 0.05
 
@@ -134,6 +141,46 @@ def normalize_map_phase(maps: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return maps * rot.unsqueeze(2)
 
 
+def map_set_basis(vecs: torch.Tensor, eigenvalues: torch.Tensor,
+                  iterations: int = MAP_BASIS_ITERATIONS) -> torch.Tensor:
+    """The orthonormal basis of each pixel's M-map ESPIRiT subspace that BART's ``ecalib`` returns.
+
+    ecalib finds the maps by orthogonal iteration: ``iterations`` products with AHA(r) from the unit vectors of coils
+    M - 1, ..., 0, Gram-Schmidt in that order (its map m is the iterate started from coil M - 1 - m). Within the
+    subspace of the M leading eigenvectors V that is Q R = V Λ^n Vᴴ E, E = [e_(M-1), ..., e_0], which this computes.
+    Where the eigenvalues are well apart Λ^n separates them and Q are the eigenvectors (up to phase); where they nearly
+    coincide — in a fold's overlap both are ~1, and the exact eigenvectors turn from pixel to pixel — Q stays the
+    projection of the fixed start vectors, which follows the subspace smoothly. The forward model sees only the
+    subspace; a prior on each map-set image sees the basis: on the held-out synthetic folded scans of
+    benchmarks/bench_real.py our L1-wavelet went 0.0510 -> 0.0433 NRMSE (synth0, BART PICS 0.0445) with this basis
+    instead of the eigenvectors (docs/coils.md).
+
+    Args:
+        vecs: [..., C, M] complex, orthonormal eigenvectors (columns), eigenvalues descending.
+        eigenvalues: [..., M] real, >= 0.
+    Returns: [..., C, M], the eigenvectors themselves for M = 1 and where a start vector has no component in the
+        subspace (phases are set afterwards by :func:`normalize_map_phase`).
+    """
+    M = vecs.shape[-1]
+    if M == 1:
+        return vecs
+    start = torch.arange(M - 1, -1, -1, device=vecs.device)
+    # Z = Λ^n Vᴴ E in subspace coordinates [..., M, M]: (Vᴴ e_k)_m = conj(V[k, m]).
+    weights = eigenvalues.clamp_min(0).to(vecs.real.dtype) ** iterations                 # [..., M]
+    Z = weights[..., :, None] * vecs[..., start, :].conj().transpose(-1, -2)
+    scale = weights[..., :1].clamp_min(torch.finfo(weights.dtype).tiny)                  # [..., 1]
+    columns, degenerate = [], torch.zeros(Z.shape[:-2], dtype=torch.bool, device=Z.device)
+    for j in range(M):
+        z = Z[..., j]
+        for q in columns:
+            z = z - (q.conj() * z).sum(-1, keepdim=True) * q
+        norm = torch.linalg.vector_norm(z, dim=-1, keepdim=True)
+        degenerate |= (norm <= 1e-4 * scale)[..., 0]
+        columns.append(z / norm.clamp_min(torch.finfo(norm.dtype).tiny))
+    basis = vecs @ torch.stack(columns, -1)
+    return torch.where(degenerate[..., None, None], vecs, basis)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Reference: sigpy.
 
@@ -150,7 +197,8 @@ def espirit_sigpy(kspace, mask=None, num_acs: int | None = None, kernel_width: i
         threshold: keep singular vectors with sigma > threshold * sigma_max.
         crop: zero the maps where the eigenvalue is <= crop.
         num_maps: 1 (``sigpy.mri.app.EspiritCalib``, power method, ``max_iter`` iterations) or 2 (sigpy's AHA, then
-            ``numpy.linalg.eigh`` per pixel for the two leading eigenvectors).
+            ``numpy.linalg.eigh`` per pixel for the two leading eigenvectors, in ecalib's basis:
+            :func:`map_set_basis`).
         return_eigenvalues: also return the eigenvalue maps.
     Returns: maps [S, M, C, H, W] complex64 on the input's device (and eigenvalues [S, M, H, W] float32).
     """
@@ -187,9 +235,11 @@ def espirit_sigpy(kspace, mask=None, num_acs: int | None = None, kernel_width: i
             aha += a[..., :, None] * a[..., None, :].conj()
         aha *= H * W / kernel_width ** 2
         ev, vecs = np.linalg.eigh(aha)                                              # ascending
+        ev, vecs = ev[..., ::-1][..., :2].copy(), vecs[..., ::-1][..., :2].copy()   # the two leading, descending
+        vecs = map_set_basis(torch.from_numpy(vecs), torch.from_numpy(ev)).numpy()  # [H, W, C, 2]
         for m in range(2):
-            eigvals[s, m] = ev[..., -1 - m]
-            maps[s, m] = np.moveaxis(vecs[..., -1 - m], -1, 0) * (ev[..., -1 - m] > crop)
+            eigvals[s, m] = ev[..., m]
+            maps[s, m] = np.moveaxis(vecs[..., m], -1, 0) * (ev[..., m] > crop)
     maps_t = normalize_map_phase(torch.from_numpy(maps), u).to(k.device)
     if return_eigenvalues:
         return maps_t, torch.from_numpy(eigvals).to(k.device)
@@ -419,9 +469,10 @@ def espirit_fast(kspace, mask=None, num_acs: int | None = None, kernel_width: in
 
     Same calibration and operator as :func:`espirit_sigpy`. The eigen decomposition runs on a coarse grid of
     ``grid_size`` x ``grid_size`` pixels (exact AHA there); the eigenvectors are interpolated (periodic linear) to
-    H x W and, at every pixel that can lie inside a map's support, refined on the exact AHA of that pixel. The maps are
-    therefore the exact ESPIRiT eigenvectors up to the subspace iteration's convergence (|<S_fast, S_sigpy>| >= 0.98
-    per pixel inside the object, see tests/test_coils.py), and SENSE with them matches SENSE with BART's maps.
+    H x W and, at every pixel that can lie inside a map's support, refined on the exact AHA of that pixel; with M = 2
+    the map sets are then ecalib's basis of that subspace (:func:`map_set_basis`). The maps are therefore the exact
+    ESPIRiT maps up to the subspace iteration's convergence (|<S_fast, S_sigpy>| >= 0.98 per pixel inside the object,
+    see tests/test_coils.py), and SENSE with them matches SENSE with BART's maps.
 
     Args: as :func:`espirit_sigpy`, plus
         grid_size: coarse grid points per axis (min(grid_size, H) x min(grid_size, W)), the starting point of the
@@ -453,7 +504,8 @@ def espirit_fast(kspace, mask=None, num_acs: int | None = None, kernel_width: in
             full[s_i, y_i, x_i] = vec_p.to(full.dtype)
             eig[s_i, :, y_i, x_i] = ev_p.float().clamp_min(0)
 
-    # Phase convention, then crop on the eigenvalue.
+    # ecalib's basis of the map subspace, the phase convention, then crop on the eigenvalue.
+    full = map_set_basis(full, eig.permute(0, 2, 3, 1))
     maps = normalize_map_phase(full.permute(0, 4, 3, 1, 2), u)                  # [S, M, C, H, W]
     maps = maps * (eig > crop).unsqueeze(2)
     maps = maps.to(torch.complex64)

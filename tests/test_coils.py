@@ -284,6 +284,59 @@ def test_coil_compress_keeps_energy_of_low_rank_data():
         coils.coil_compress(k8, 9)
 
 
+def test_map_set_basis_is_ecalibs_orthogonal_iteration():
+    """map_set_basis against ecalib's algorithm written out in numpy: n products with the full C x C matrix from the
+    unit vectors of coils 1 and 0, Gram-Schmidt in that order (its map 0 from coil 1). Well-separated eigenvalues give
+    the eigenvectors; equal ones the projections of the start vectors."""
+    rng = np.random.default_rng(3)
+    C, n = 6, coils.MAP_BASIS_ITERATIONS
+    cases = []
+    for lam1, lam2 in ((1.0, 0.3), (0.999, 0.99), (1.0, 1.0), (0.95, 0.9)):
+        Q, _ = np.linalg.qr(rng.normal(size=(C, C)) + 1j * rng.normal(size=(C, C)))
+        ev = np.array([lam1, lam2, 0.2, 0.1, 0.05, 0.01])
+        cases.append((Q * ev) @ Q.conj().T)
+    A = np.stack(cases)                                                              # [4, C, C]
+    ev, V = np.linalg.eigh(A)
+    ev, V = ev[:, ::-1][:, :2].copy(), V[:, :, ::-1][:, :, :2].copy()
+    got = coils.map_set_basis(torch.from_numpy(V), torch.from_numpy(ev)).numpy()     # [4, C, 2]
+    for i in range(1, len(A)):           # (case 0: 0.3^n is below float64's precision for the written-out iteration)
+        Y = np.linalg.matrix_power(A[i], n)[:, [1, 0]]                               # A^n [e_1, e_0]
+        q0 = Y[:, 0] / np.linalg.norm(Y[:, 0])
+        q1 = Y[:, 1] - (q0.conj() @ Y[:, 1]) * q0
+        q1 /= np.linalg.norm(q1)
+        for m, q in enumerate((q0, q1)):
+            # up to phase, and up to the leak of the 3rd eigenvector (0.2 / lambda)^n that ecalib keeps and we drop
+            assert abs(abs(q.conj() @ got[i, :, m]) - 1) < 1e-5, (i, m)
+        assert np.allclose(got[i].conj().T @ got[i], np.eye(2), atol=1e-6)
+    # Well separated (case 0): the eigenvectors themselves, up to phase.
+    assert np.allclose(np.abs((V[0].conj() * got[0]).sum(0)), 1, atol=1e-6)
+    # One map: unchanged.
+    assert torch.equal(coils.map_set_basis(torch.from_numpy(V[:, :, :1]), torch.from_numpy(ev[:, :1])),
+                       torch.from_numpy(V[:, :, :1]))
+
+
+@pytest.mark.skipif(not __import__("benchmarks.bart", fromlist=["available"]).available(),
+                    reason="bart is not on PATH (./run.sh installs it)")
+def test_two_map_sets_are_bart_ecalibs_maps_on_a_folded_phantom():
+    """Both implementations return BART ecalib -m 2's map sets pixel by pixel (not only their subspace) in the overlap
+    of a folded FOV (308 pixels with two map sets), where the exact eigenvectors are not ecalib's basis: with them
+    |<S_m, S_bart,m>| has its 1st percentile at 0.925, with map_set_basis at 0.998."""
+    from benchmarks import bart
+    mask = equispaced_mask(64, 2, num_acs=16)
+    ku = _folded_phantom(extent=1.2) * torch.from_numpy(mask).view(1, 1, 64, 1)
+    ref, _, _ = bart.ecalib(ku[0].numpy(), num_maps=2, calib_size=16)             # [2, C, H, W]
+    both = (np.abs(ref).sum(1) > 0).all(0)                                          # two map sets in both
+    for method in ("fast", "sigpy"):
+        maps = coils.estimate_coil_maps(ku, mask, method=method, num_maps=2, num_acs=16)[0].numpy()
+        assert ((np.abs(maps).sum(1) > 0).all(0) == both).mean() > 0.99
+        region = both & (np.abs(maps).sum(1) > 0).all(0)
+        assert region.sum() > 250
+        for m in range(2):
+            agreement = np.abs((maps[m] * ref[m].conj()).sum(0))[region]
+            print(f"{method} map set {m}: |<S, S_bart>| 1st percentile {np.percentile(agreement, 1):.4f}")
+            assert np.percentile(agreement, 1) > 0.99 and np.median(agreement) > 0.999, (method, m)
+
+
 def test_refine_eigen_two_maps_matches_eigh_including_diagonal_cases():
     g = torch.Generator().manual_seed(4)
     A = torch.randn(200, 2, 2, dtype=torch.complex64, generator=g)
