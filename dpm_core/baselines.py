@@ -77,7 +77,7 @@ def operator_norm_sq(op: SenseOp, num_iters: int = 20, seed: int = 0) -> torch.T
 # on the held-out synthetic subjects of bench_real.py (R = 4 and folded R = 3, grid 0.04-0.64): 0.16 was the best of
 # the grid on 4 of 5, and 2 % behind 0.08 on the fifth. On synthetic data e is 1.05-1.31x the noise estimate
 # (dpm_core.noise.estimate_noise_std); on the real slice 6.3-7.3x (its k-space edges hold anatomy,
-# benchmarks/results/noise.md), and λ from the noise estimate instead of e was 3-29 % worse there at R 4 / 6 / folded
+# benchmarks/results/noise.md), and λ from the noise estimate instead of e was 4-31 % worse there at R 4 / 6 / folded
 # R 3: at that SNR the sparsity penalty must hold the residual high-frequency content, not only the noise.
 L1_LAMDA_PER_EDGE_LEVEL = 0.16
 L1_WINDOW = 10             # iterates averaged per convergence check of l1_wavelet
