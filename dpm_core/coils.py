@@ -544,8 +544,8 @@ def choose_num_maps(kspace, mask=None, num_acs: int | None = None, kernel_width:
     :func:`espirit_fast`'s coarse grid, interpolated: on the 30 cases of benchmarks/results/folding.md and real.md
     (real slice, its folds to 88 ... 48 rows, 12 synthetic scans) within 1.3 % of the energy of the full two-map
     estimate wherever it exceeds 0.01 (0.00076 against 0.00086 at 88 rows), and the same decision on all. Deciding
-    first spares the second map set on unfolded scans (two map sets take twice the time of one: 0.656 against
-    0.315 s for 256 x 256 x 8 coils, benchmarks/results/coils.md).
+    first spares the second map set on unfolded scans (two map sets take twice the time of one: 0.677 against
+    0.326 s for 256 x 256 x 8 coils, benchmarks/results/coils.md).
 
     Args: kspace [S, C, H, W] zero-filled, mask as :func:`estimate_coil_maps`; the calibration settings as
         :func:`espirit_fast`; map_options: the estimator's other options (refine, max_iter, ...), which do not enter

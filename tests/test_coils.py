@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks import bart
 from benchmarks.bench_real import fold_phase_fov   # the folded cases of the benchmarks, built alike
 from dpm_core import coils
 from dpm_core.baselines import sense_cg
@@ -315,13 +316,11 @@ def test_map_set_basis_is_ecalibs_orthogonal_iteration():
                        torch.from_numpy(V[:, :, :1]))
 
 
-@pytest.mark.skipif(not __import__("benchmarks.bart", fromlist=["available"]).available(),
-                    reason="bart is not on PATH (./run.sh installs it)")
+@pytest.mark.skipif(not bart.available(), reason="bart is not on PATH (./run.sh installs it)")
 def test_two_map_sets_are_bart_ecalibs_maps_on_a_folded_phantom():
     """Both implementations return BART ecalib -m 2's map sets pixel by pixel (not only their subspace) in the overlap
     of a folded FOV (308 pixels with two map sets), where the exact eigenvectors are not ecalib's basis: with them
     |<S_m, S_bart,m>| has its 1st percentile at 0.925, with map_set_basis at 0.998."""
-    from benchmarks import bart
     mask = equispaced_mask(64, 2, num_acs=16)
     ku = _folded_phantom(extent=1.2) * torch.from_numpy(mask).view(1, 1, 64, 1)
     ref, _, _ = bart.ecalib(ku[0].numpy(), num_maps=2, calib_size=16)             # [2, C, H, W]
