@@ -138,6 +138,29 @@ def test_phase_augmentation_keeps_the_magnitude_and_draws_a_smooth_phase(corpus,
         CachedSlices(index_path, phase="magnitude")
 
 
+def test_detail_phase_keeps_the_target_and_adds_a_gaussian_field_of_the_drawn_length(corpus, tmp_path):
+    """phase="detail": the target's magnitude exactly, its phase plus a seeded field; evaluation keys give the target
+    itself. The field is white noise smoothed by a Gaussian of sd ℓ, so its autocorrelation at lag d is the closed
+    form exp(-d² / (4ℓ²)); its std is the drawn one (at most max_std)."""
+    from training.preprocess import random_detail_phase
+    root, _ = corpus
+    index_path = build_cache(select_volumes(find_volumes(root), contrasts=["AXT1"]), tmp_path / "cache",
+                             progress=False)
+    plain, detail = CachedSlices(index_path), CachedSlices(index_path, phase="detail")
+    target = plain.target(0)
+    a, b, c = (torch.complex(*detail[(0, seed)]).numpy() for seed in (5, 5, 6))
+    np.testing.assert_allclose(np.abs(a), np.abs(target), rtol=1e-5, atol=1e-6)
+    assert np.array_equal(a, b) and not np.allclose(a, c)
+    np.testing.assert_allclose(torch.complex(*detail[0]).numpy(), target, rtol=1e-6, atol=1e-7)
+    length = 4.0
+    field = random_detail_phase(256, 256, np.random.default_rng(1), length_px=(length, length), max_std=0.5)
+    assert 0 < field.std() <= 0.5 + 1e-6
+    z = (field - field.mean()) / field.std()
+    for lag in (2, 4, 8):
+        measured = 0.5 * ((z * np.roll(z, lag, 0)).mean() + (z * np.roll(z, lag, 1)).mean())
+        assert abs(measured - np.exp(-lag ** 2 / (4 * length ** 2))) < 0.05, (lag, measured)
+
+
 def test_contrast_and_subject_selection(corpus, tmp_path):
     root, _ = corpus
     volumes = find_volumes(root)

@@ -301,7 +301,14 @@ def load_index(index_path: str | os.PathLike) -> dict:
 
 PHASE_ORDER = 2          # random phase: polynomial in (x, y) on [-1, 1]^2 up to this total degree (B0 and coil-like)
 PHASE_STD_RAD = 1.0      # std of the phase variation over the image (radians), on top of a uniform global phase
-PHASE_MODES = ("keep", "random")
+# phase="detail": a Gaussian random phase field on top of the target's own phase. Gradient-echo phase is
+# 2π·ΔB0·TE, and ΔB0 changes over millimetres to centimetres near air-tissue and vessel boundaries; the synthetic
+# corpus draws only slow phase (wavelengths 150-400 mm), and a prior that has never seen finer phase takes it for
+# noise (benchmarks/results/prior_fit.md: on the real slice it damaged the image at σ <= 0.01, and denoised it
+# better than wavelet shrinkage once the phase was removed).
+DETAIL_PHASE_LENGTH_PX = (1.5, 12.0)   # correlation length (Gaussian kernel sd), log-uniform, in pixels
+DETAIL_PHASE_MAX_RAD = 0.6             # the field's std, uniform in [0, this] (radians)
+PHASE_MODES = ("keep", "random", "detail")
 
 
 def random_smooth_phase(height: int, width: int, rng: np.random.Generator, order: int = PHASE_ORDER,
@@ -319,6 +326,21 @@ def random_smooth_phase(height: int, width: int, rng: np.random.Generator, order
     return phase.astype(np.float32)
 
 
+def random_detail_phase(height: int, width: int, rng: np.random.Generator,
+                        length_px: tuple[float, float] = DETAIL_PHASE_LENGTH_PX,
+                        max_std: float = DETAIL_PHASE_MAX_RAD) -> np.ndarray:
+    """A random fine-scale phase field [H, W] float32 (radians): white Gaussian noise smoothed by a periodic Gaussian
+    kernel of correlation length ℓ (log-uniform in ``length_px``), scaled to a std drawn uniformly in [0, max_std].
+    The mm-to-cm phase of gradient-echo images (:data:`DETAIL_PHASE_LENGTH_PX`)."""
+    length = float(np.exp(rng.uniform(np.log(length_px[0]), np.log(length_px[1]))))
+    std = float(rng.uniform(0.0, max_std))
+    ky = np.fft.fftfreq(height)[:, None]
+    kx = np.fft.fftfreq(width)[None, :]
+    kernel = np.exp(-2 * (np.pi * length) ** 2 * (ky ** 2 + kx ** 2))          # FT of a Gaussian of sd ℓ pixels
+    field = np.fft.ifft2(np.fft.fft2(rng.standard_normal((height, width))) * kernel).real
+    return (field * (std / max(float(field.std()), 1e-12))).astype(np.float32)
+
+
 class CachedSlices(Dataset):
     """Cached targets as a Dataset of [2, H, W] float32 (real, imaginary) images; lazy HDF5 reads.
 
@@ -327,9 +349,10 @@ class CachedSlices(Dataset):
         crop: side of a random square crop (None: whole slice). Needs crop <= H, W.
         flip: random horizontal and vertical flips.
         contrasts, subjects: optional further selection of the indexed slices.
-        phase: "keep" (the target's own phase) or "random": the target's magnitude with a random smooth phase
+        phase: "keep" (the target's own phase); "random": the target's magnitude with a random smooth phase
             (:func:`random_smooth_phase`), so that magnitude-only images can train a complex-image prior; without a
-            seed (evaluation keys) the magnitude with zero phase.
+            seed (evaluation keys) the magnitude with zero phase; "detail": the target's own phase plus a random
+            fine-scale phase field (:func:`random_detail_phase`), the target itself for evaluation keys.
     Keys: an int i (slice i, no augmentation; ``dataset[i]`` is deterministic) or a tuple (i, seed) (crop offset,
     flips and phase drawn from ``numpy.random.default_rng(seed)``, as :func:`training.training_loop.training_loop`
     passes).
@@ -405,6 +428,8 @@ class CachedSlices(Dataset):
         if self.phase == "random":
             phase = random_smooth_phase(*img.shape, rng) if rng is not None else 0.0
             img = np.abs(img) * np.exp(1j * phase)
+        elif self.phase == "detail" and rng is not None:
+            img = img * np.exp(1j * random_detail_phase(*img.shape, rng))
         x = np.stack([img.real, img.imag]).astype(np.float32)            # [2, H, W]
         return torch.from_numpy(np.ascontiguousarray(x))
 

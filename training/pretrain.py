@@ -38,8 +38,8 @@ def add_training_arguments(parser: argparse.ArgumentParser, lr: float, batch: in
     g.add_argument("--crop", type=int, default=None, help="random square crops of this side (e.g. 64)")
     g.add_argument("--flip", action="store_true", help="random horizontal/vertical flips")
     g.add_argument("--phase", choices=PHASE_MODES, default="keep",
-                   help="keep the targets' phase, or train on their magnitude with a random smooth phase (magnitude "
-                        "corpora)")
+                   help="keep the targets' phase; random: their magnitude with a random smooth phase (magnitude "
+                        "corpora); detail: their phase plus a random fine-scale (gradient-echo-like) phase field")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="auto", help="auto, cpu or cuda")
     g.add_argument("--no-bf16", action="store_true", help="disable bf16 autocast on CUDA")
