@@ -43,7 +43,7 @@ from common import write_results  # noqa: E402
 from dpm_core.baselines import soft_threshold  # noqa: E402
 from dpm_core.checkpoints import load_checkpoint  # noqa: E402
 from dpm_core.coils import espirit_fast  # noqa: E402
-from dpm_core.fft import ifft2c  # noqa: E402
+from dpm_core.combine import mvue  # noqa: E402
 from dpm_core.networks import ComplexDenoiser  # noqa: E402
 from dpm_core.seeding import randn_complex  # noqa: E402
 from dpm_core.wavelets import Wavelet2D  # noqa: E402
@@ -71,8 +71,8 @@ def images() -> list[tuple[str, torch.Tensor, torch.Tensor]]:
         kspaces.append((f"synthetic FLAIR subject {index}", normalized(subject.recon_kspace())))
     out = []
     for name, k in kspaces:
-        maps = espirit_fast(k, num_acs=NUM_ACS)[:, 0]                       # [S, C, H, W]
-        out.append((name, (maps.conj() * ifft2c(k)).sum(1), maps.abs().sum(1) > 0))
+        maps = espirit_fast(k, num_acs=NUM_ACS)                             # [S, 1, C, H, W]
+        out.append((name, mvue(k, maps), maps[:, 0].abs().sum(1) > 0))
     return out
 
 
@@ -111,10 +111,10 @@ def main():
                     for m, den in denoisers.items():
                         d = den(noisy, torch.full((x.shape[0],), sigma)) * support
                         row[f"{m} ρ complex"], row[f"{m} ρ magnitude"] = ratios(d, x, noisy, support)
-                best = min(SHRINK_FACTORS, key=lambda c: ratios(wavelet_shrinkage(noisy, c * sigma) * support, x,
-                                                                  noisy, support)[0])
-                shrunk = wavelet_shrinkage(noisy, best * sigma) * support
-                row["wavelet ρ complex"], row["wavelet ρ magnitude"] = ratios(shrunk, x, noisy, support)
+                shrunk = {c: ratios(wavelet_shrinkage(noisy, c * sigma) * support, x, noisy, support)
+                          for c in SHRINK_FACTORS}
+                best = min(shrunk, key=lambda c: shrunk[c][0])
+                row["wavelet ρ complex"], row["wavelet ρ magnitude"] = shrunk[best]
                 row["wavelet c"] = best
                 rows.append(row)
                 print(row, flush=True)
