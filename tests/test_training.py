@@ -21,7 +21,7 @@ from dpm_core.coils import estimate_coil_maps
 from dpm_core.combine import mvue
 from dpm_core.fft import fft2c
 from dpm_core.gaussian import synthetic_coil_maps
-from dpm_core.networks import build_network
+from dpm_core.networks import build_network, edm_loss
 from dpm_core.normalize import normalization_scale
 from training import finetune as finetune_mod
 from training.fastmri_data import FastMRISliceDataset, FastMRIVolumeIndex
@@ -388,3 +388,40 @@ def test_pretraining_continues_from_a_model_card(corpus, tiny_init, tmp_path):
     assert two_card["training_data"].startswith("test; then pre-training:")
     with pytest.raises(SystemExit):
         pretrain.main([*common, "--out", str(tmp_path / "bad"), "--steps", "1", "--sigma-data", "0.5"])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The training noise levels (--p-mean / --p-std).
+
+class _RecordingDenoiser:
+    """Identity denoiser that records the σ it is called with (EDM's loss weight, σ_data 0.5)."""
+
+    def __init__(self):
+        self.sigmas = []
+
+    def __call__(self, x, sigma):
+        self.sigmas.append(sigma.detach().clone())
+        return x
+
+    def loss_weight(self, sigma):
+        return (sigma ** 2 + 0.25) / (sigma * 0.5) ** 2
+
+
+def test_edm_loss_draws_the_stated_log_normal_noise_levels():
+    from scipy import stats
+    P_mean, P_std = -3.4, 1.2
+    recorder = _RecordingDenoiser()
+    edm_loss(recorder, torch.zeros(4000, 2, 4, 4), generator=torch.Generator().manual_seed(0), P_mean=P_mean,
+             P_std=P_std)
+    log_sigma = torch.cat(recorder.sigmas).log().numpy()
+    # Kolmogorov-Smirnov against N(P_mean, P_std²): p > 0.01 for a correct sampler (a wrong mean by 0.1 std fails).
+    assert stats.kstest(log_sigma, "norm", args=(P_mean, P_std)).pvalue > 0.01
+    assert stats.kstest(log_sigma, "norm", args=(P_mean + 0.1 * P_std, P_std)).pvalue < 0.01
+
+
+def test_training_records_its_noise_levels_and_refuses_a_degenerate_distribution(tmp_path):
+    _loop(tmp_path / "low", 1, P_mean=-3.4, P_std=1.0)
+    card = json.loads((tmp_path / "low" / "model.json").read_text())
+    assert (card["training"]["P_mean"], card["training"]["P_std"]) == (-3.4, 1.0)
+    with pytest.raises(ValueError, match="--p-std"):
+        _loop(tmp_path / "bad", 1, P_std=0.0)

@@ -37,6 +37,9 @@ def add_training_arguments(parser: argparse.ArgumentParser, lr: float, batch: in
     g.add_argument("--ema-halflife", type=float, default=None, help="EMA half-life in training images")
     g.add_argument("--crop", type=int, default=None, help="random square crops of this side (e.g. 64)")
     g.add_argument("--flip", action="store_true", help="random horizontal/vertical flips")
+    g.add_argument("--p-mean", type=float, default=-1.2,
+                   help="training noise levels: ln σ ~ N(P_mean, P_std²) (EDM's -1.2 / 1.2 by default)")
+    g.add_argument("--p-std", type=float, default=1.2, help="see --p-mean")
     g.add_argument("--phase", choices=PHASE_MODES, default="keep",
                    help="keep the targets' phase; random: their magnitude with a random smooth phase (magnitude "
                         "corpora); detail: their phase plus a random fine-scale (gradient-echo-like) phase field")
@@ -155,6 +158,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         grad_clip=args.grad_clip or None,
         ema_halflife_nimg=args.ema_halflife or max(500.0, 0.1 * args.steps * args.batch),
         ema_rampup_ratio=0.05,
+        P_mean=args.p_mean,
+        P_std=args.p_std,
         seed=args.seed,
         device=device,
         use_bf16=not args.no_bf16,

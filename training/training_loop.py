@@ -197,6 +197,9 @@ def training_loop(
     if total_steps < 0 or tick_steps < 1 or snapshot_ticks < 1:
         raise ValueError(f"need total_steps >= 0, tick_steps >= 1, snapshot_ticks >= 1; got {total_steps}, "
                          f"{tick_steps}, {snapshot_ticks}")
+    if not (P_std > 0 and math.isfinite(P_mean)):
+        raise ValueError(f"the training σ distribution needs P_std > 0 and a finite P_mean (--p-std / --p-mean); got "
+                         f"{P_mean}, {P_std}")
     if evaluate is not None and not evaluate_every_steps:
         evaluate_every_steps = total_steps or 1
     torch.manual_seed(stable_seed(seed, "rank", rank))           # rank-local randomness (dropout)
