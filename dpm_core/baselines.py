@@ -64,7 +64,7 @@ def operator_norm_sq(op: SenseOp, num_iters: int = 20, seed: int = 0) -> torch.T
     x = torch.randn(op.ishape, generator=g, dtype=torch.complex64).to(op.maps.device)
     value = torch.ones(op.ishape[0], device=op.maps.device)
     for _ in range(num_iters):
-        x = x / torch.linalg.vector_norm(x.flatten(1), dim=1).clamp_min(1e-30).view(-1, 1, 1, 1)
+        x = x / _batch_dot(x, x).sqrt().clamp_min(1e-30).view(-1, 1, 1, 1)
         y = op.normal(x)
         value = _batch_dot(x, y)
         x = y
@@ -162,8 +162,8 @@ def l1_wavelet(kspace: torch.Tensor, mask, maps: torch.Tensor, lamda=None, edge_
             if mean is None:
                 mean = window_mean
                 continue
-            change = torch.linalg.vector_norm((window_mean - mean).flatten(1), dim=1) / \
-                torch.linalg.vector_norm(window_mean.flatten(1), dim=1).clamp_min(1e-30)
+            moved = window_mean - mean
+            change = _batch_dot(moved, moved).sqrt() / _batch_dot(window_mean, window_mean).sqrt().clamp_min(1e-30)
             mean = torch.where(a, window_mean, mean)
             active = active & (change >= tol)
             if not bool(active.any()):

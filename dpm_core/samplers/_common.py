@@ -8,6 +8,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..cg import batch_dot
 from ..operators import SenseOp
 from ..seeding import randn_complex
 
@@ -57,7 +58,7 @@ def per_slice(value, batch: int, device):
 
 def slice_norm(x: torch.Tensor) -> torch.Tensor:
     """Per-slice l2 norm, shaped to broadcast over [S, ...]: [S, 1, 1, 1] float32."""
-    return torch.linalg.vector_norm(x.reshape(x.shape[0], -1), dim=1).view(-1, *([1] * (x.ndim - 1)))
+    return batch_dot(x, x).sqrt().view(-1, *([1] * (x.ndim - 1)))
 
 
 def start_noise(sigmas: torch.Tensor, x_init, generators, op: SenseOp, device) -> torch.Tensor:
