@@ -429,8 +429,9 @@ def _refine_eigen(A: torch.Tensor, X: torch.Tensor, iters: int):
     lam = half + radius
     big = torch.where((a >= d)[..., None], torch.stack([(lam - d).to(b.dtype), b.conj()], -1),
                       torch.stack([b, (lam - a).to(b.dtype)], -1))
-    v1 = big / _vector_norm(big).clamp_min(1e-30)
-    v1 = torch.where(_vector_norm(big) > 0, v1, torch.ones_like(v1) * torch.tensor(
+    big_norm = _vector_norm(big)
+    v1 = big / big_norm.clamp_min(1e-30)
+    v1 = torch.where(big_norm > 0, v1, torch.ones_like(v1) * torch.tensor(
         [1, 0], dtype=b.dtype, device=b.device))
     v2 = torch.stack([-v1[..., 1].conj(), v1[..., 0].conj()], -1)
     R = torch.stack([v1, v2], -1)                                                # [P, 2, 2], columns
