@@ -30,6 +30,7 @@ setup(
         "scikit-image>=0.21",        # SSIM (dpm_core.metrics)
         "nibabel>=5",
         "nilearn>=0.10",             # ships the MNI152 templates the synthetic corpus (and the demo) are built from
+        "dipy>=1.8",                 # ships the real brain images of the real-anatomy corpus (training.real_anatomy)
         "tensorboard>=2.14",
     ],
     extras_require={
@@ -41,6 +42,7 @@ setup(
             "dpm-replay=gadgets.replay:main",
             "dpm-server=gadgets.server:main",
             "dpm-synth=training.synth:main",
+            "dpm-real-anatomy=training.real_anatomy:main",
             "dpm-pretrain=training.pretrain:main",
             "dpm-finetune=training.finetune:main",
             "dpm-experiment=training.experiments:main",

@@ -47,7 +47,7 @@ from . import phantom
 from .fastmri_data import remove_readout_oversampling
 
 __all__ = ["GENERATOR_VERSION", "SyntheticSubject", "generate_subject", "build_header", "write_fastmri_h5",
-           "subject_seed", "generate_corpus", "main", "IMAGE_FRAME"]
+           "subject_seed", "generate_corpus", "acquire", "main", "IMAGE_FRAME"]
 
 GENERATOR_VERSION = "dpm-flair.training.synth/1"
 _STREAM_ANATOMY, _STREAM_SESSION, _STREAM_CONTRAST = 0, 1, 2
@@ -280,37 +280,9 @@ def _generate(seed, contrast, matrix, coils, slices, fov_mm, slice_thickness_mm,
     segmentation = {name: low[i + 1].real.clamp(0, 1).float().contiguous()
                     for i, name in enumerate(("gm", "wm", "csf", "lesion", "head"))}
 
-    # --- Session: coils and transmit bias (same for every contrast of the subject) ---------------------------------
-    rng_s = _rng(seed, _STREAM_SESSION)
-    pts_os = phantom.subject_points((H, 2 * W), (fov[0], 2 * fov[1]), slice_z, np.zeros(1))[:, 0]   # [S, H, 2W, 3]
-    sens = _coil_sensitivities(rng_s, C, pts_os, float(np.mean(anat.scale[:2])))                     # [C, S, H, 2W]
-    sens = sens.permute(1, 0, 2, 3)                                                                   # [S, C, H, 2W]
-    rss_sens = rss(sens).clamp_min(1e-12)                                                             # [S, H, 2W]
-    maps_os = (sens / rss_sens[:, None]).to(torch.complex64)
-    off = W - W // 2                                                        # recon FOV = readout [off, off + W)
-    pts = pts_os[:, :, off:off + W]
-    recv = rss_sens[:, :, off:off + W]
-    recv = (recv / recv[:, H // 2, W // 2].mean()).clamp(0.3, 5.0) ** 0.4   # partial receive-intensity bias
-    b1 = torch.exp(_modes_field(rng_s, pts, 6, (180., 400.), 0.12))         # transmit/flip-angle intensity bias
-
-    # --- Contrast-specific phase, gain, noise -----------------------------------------------------------------------
-    phase = rng_c.uniform(-np.pi, np.pi) + _modes_field(rng_c, pts, 6, (150., 400.), 0.6)
-    image = obj * (b1 * recv) * torch.polar(torch.ones_like(phase), phase)
-    gain = math.exp(rng_c.uniform(math.log(0.5), math.log(2.0)))
-    ref = float(torch.quantile(image.abs().flatten()[::7], 0.995))
-    image = (image * (_RSS_SCALE * gain / max(ref, 1e-20))).to(torch.complex64)
-    snr_value = _parse_snr(snr, rng_c)
     brain_mask = (segmentation["gm"] + segmentation["wm"] + segmentation["lesion"]) > 0.5
-    noise_std = float(image.abs()[brain_mask].mean()) / snr_value if brain_mask.any() else \
-        float(image.abs().mean()) / snr_value
-    img_os = torch.zeros(S, H, 2 * W, dtype=torch.complex64)
-    img_os[:, :, off:off + W] = image
-    kspace = fft2c(img_os[:, None] * maps_os)                               # [S, C, H, 2W]
-    gen = torch.Generator().manual_seed(int(rng_c.integers(0, 2 ** 62)))
-    noise = torch.randn((2,) + tuple(kspace.shape), generator=gen) * (noise_std / math.sqrt(2))
-    kspace = (kspace + torch.complex(noise[0], noise[1])).to(torch.complex64)
-
-    maps = maps_os[..., off:off + W].contiguous()
+    kspace, image, maps, noise_std, snr_value = acquire(obj, slice_z, fov, C, float(np.mean(anat.scale[:2])),
+                                                        brain_mask, snr, _rng(seed, _STREAM_SESSION), rng_c)
     patient_id = hashlib.sha256(f"dpm-synth:{seed}".encode()).hexdigest()
     subject = SyntheticSubject(kspace=kspace, image=image, maps=maps, segmentation=segmentation, header_xml="",
                                attrs={}, protocol=protocol, noise_std=noise_std, slice_z_mm=slice_z)
@@ -322,6 +294,53 @@ def _generate(seed, contrast, matrix, coils, slices, fov_mm, slice_thickness_mm,
     subject.header_xml = build_header(protocol, matrix=H, coils=C, slices=S, fov_mm=fov_mm,
                                       slice_thickness_mm=slice_thickness_mm, patient_id=patient_id, seed=seed)
     return subject
+
+
+def acquire(obj: torch.Tensor, slice_z_mm: np.ndarray, fov_mm: tuple[float, float], coils: int, head_scale: float,
+            brain_mask: torch.Tensor, snr, rng_session: np.random.Generator, rng_contrast: np.random.Generator
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float, float]:
+    """The simulated scanner: an object on the recon grid -> fully sampled multi-coil k-space with readout oversampling.
+
+    Loop-coil receive fields (a partial receive-intensity bias), a smooth transmit bias, a smooth image phase, a random
+    gain to fastMRI-like magnitudes and complex Gaussian noise at ``snr`` (mean |image| in ``brain_mask`` / noise std).
+    ``rng_session`` draws the coils and transmit bias (shared by a subject's contrasts), ``rng_contrast`` the phase,
+    gain, SNR and noise, in that order.
+
+    Args:
+        obj: [S, H, W] complex64 (≈ real) object on the recon FOV ``fov_mm`` (phase, readout).
+        slice_z_mm: [S] slice positions (mm) relative to the slab centre.
+        head_scale: head size relative to the atlas (the coil ellipse scales with it).
+        brain_mask: [S, H, W] bool, where the SNR is defined (all pixels when empty).
+    Returns: (kspace [S, C, H, 2W] complex64 noisy, image [S, H, W] complex64 noise-free, maps [S, C, H, W] complex64,
+        noise_std, snr).
+    """
+    S, H, W = obj.shape
+    pts_os = phantom.subject_points((H, 2 * W), (fov_mm[0], 2 * fov_mm[1]), slice_z_mm, np.zeros(1))[:, 0]
+    sens = _coil_sensitivities(rng_session, coils, pts_os, head_scale)                                # [C, S, H, 2W]
+    sens = sens.permute(1, 0, 2, 3)                                                                   # [S, C, H, 2W]
+    rss_sens = rss(sens).clamp_min(1e-12)                                                             # [S, H, 2W]
+    maps_os = (sens / rss_sens[:, None]).to(torch.complex64)
+    off = W - W // 2                                                        # recon FOV = readout [off, off + W)
+    pts = pts_os[:, :, off:off + W]
+    recv = rss_sens[:, :, off:off + W]
+    recv = (recv / recv[:, H // 2, W // 2].mean()).clamp(0.3, 5.0) ** 0.4   # partial receive-intensity bias
+    b1 = torch.exp(_modes_field(rng_session, pts, 6, (180., 400.), 0.12))   # transmit/flip-angle intensity bias
+
+    phase = rng_contrast.uniform(-np.pi, np.pi) + _modes_field(rng_contrast, pts, 6, (150., 400.), 0.6)
+    image = obj * (b1 * recv) * torch.polar(torch.ones_like(phase), phase)
+    gain = math.exp(rng_contrast.uniform(math.log(0.5), math.log(2.0)))
+    ref = float(torch.quantile(image.abs().flatten()[::7], 0.995))
+    image = (image * (_RSS_SCALE * gain / max(ref, 1e-20))).to(torch.complex64)
+    snr_value = _parse_snr(snr, rng_contrast)
+    noise_std = float(image.abs()[brain_mask].mean()) / snr_value if brain_mask.any() else \
+        float(image.abs().mean()) / snr_value
+    img_os = torch.zeros(S, H, 2 * W, dtype=torch.complex64)
+    img_os[:, :, off:off + W] = image
+    kspace = fft2c(img_os[:, None] * maps_os)                               # [S, C, H, 2W]
+    gen = torch.Generator().manual_seed(int(rng_contrast.integers(0, 2 ** 62)))
+    noise = torch.randn((2,) + tuple(kspace.shape), generator=gen) * (noise_std / math.sqrt(2))
+    kspace = (kspace + torch.complex(noise[0], noise[1])).to(torch.complex64)
+    return kspace, image, maps_os[..., off:off + W].contiguous(), noise_std, snr_value
 
 
 def build_header(protocol: phantom.Protocol, *, matrix: int, coils: int, slices: int, fov_mm: float,
