@@ -205,6 +205,20 @@ def test_second_map_detects_folding_and_fixes_sense():
     assert err_1 > err_zf * 0.6 and err_2 < 0.5 * err_1 and err_2 < 0.08, (err_1, err_2, err_zf)
 
 
+@pytest.mark.parametrize("extent", [0.9, 1.2])
+def test_auto_maps_from_one_calibration_equal_the_two_step_path(extent):
+    # auto_coil_maps shares the coarse calibration between the decision and the maps; the result must be exactly
+    # choose_num_maps' count and energy and estimate_coil_maps' maps for that count, for both implementations.
+    mask = equispaced_mask(64, 2, num_acs=16)
+    ku = _folded_phantom(extent=extent) * torch.from_numpy(mask).view(1, 1, 64, 1)
+    count, energy = coils.choose_num_maps(ku, mask, num_acs=16)
+    assert count == (2 if extent > 1 else 1)
+    for method in ("fast", "sigpy"):
+        maps, auto_energy = coils.auto_coil_maps(ku, mask, method=method, num_acs=16)
+        assert torch.equal(auto_energy, energy)
+        assert torch.equal(maps, coils.estimate_coil_maps(ku, mask, method=method, num_maps=count, num_acs=16))
+
+
 def test_estimate_coil_maps_dispatch_and_device():
     kspace, _, _ = birdcage_phantom(32, 32, coils=4, slices=1)
     maps = coils.estimate_coil_maps(kspace, None, method="fast", num_acs=16, kernel_width=4)
