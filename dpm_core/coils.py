@@ -51,7 +51,8 @@ __all__ = [
     "MAX_CALIB_WIDTH", "DEFAULT_THRESHOLD", "DEFAULT_CROP", "SECOND_MAP_ENERGY_THRESHOLD",
     "MAP_BASIS_ITERATIONS", "calibration_width", "calibration_block", "virtual_coil", "normalize_map_phase",
     "map_set_basis",
-    "espirit_sigpy", "espirit_fast", "estimate_coil_maps", "auto_coil_maps", "choose_num_maps", "second_map_energy", "needs_second_map",
+    "espirit_sigpy", "espirit_fast", "estimate_coil_maps", "auto_coil_maps", "choose_num_maps", "second_map_energy",
+    "needs_second_map",
     "remove_readout_oversampling", "noise_covariance", "whitening_matrix", "prewhiten", "coil_compress",
 ]
 
@@ -540,7 +541,8 @@ def estimate_coil_maps(kspace, mask=None, method: str = "fast", num_maps: int | 
         kspace: [S, C, H, W] complex, zero-filled.
         mask: 1-D phase-encode mask [H] (or [S, 1, H, 1]); None for fully sampled k-space.
         method: "fast" (:func:`espirit_fast`, default, for inline use) or "sigpy" (:func:`espirit_sigpy`, reference).
-        num_maps: 1, 2, or "auto": the count :func:`choose_num_maps` picks (the same for all slices).
+        num_maps: 1, 2, or "auto": the count :func:`choose_num_maps` picks (the same for all slices;
+            :func:`auto_coil_maps`, which also returns the energy that decided it).
         options: keyword arguments of the chosen implementation (num_acs, kernel_width, threshold, crop, ...).
     """
     funcs = {"fast": espirit_fast, "sigpy": espirit_sigpy}
