@@ -67,7 +67,7 @@ def _dipy_file(name: str) -> str:
         import dipy
     except ImportError as exc:
         raise ImportError("the real-anatomy corpus reads dipy's bundled test images; install dipy "
-                          "(`pip install dipy`, extra 'anatomy' of dpm-flair)") from exc
+                          "(`pip install dipy`; dpm-flair's install requires it)") from exc
     path = os.path.join(os.path.dirname(dipy.__file__), "data", "files", name)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} is missing from the dipy installation (dipy {dipy.__version__}); "
@@ -103,16 +103,13 @@ def load_sources(names: Sequence[str] = SOURCE_NAMES) -> list[RealSource]:
 
 def _warp_grid(rng: np.random.Generator, shape_hw: tuple[int, int], fov_mm: float, source: RealSource) -> torch.Tensor:
     """Sampling grid [1, Hs, Ws, 2] (grid_sample's x = column, y = row in [-1, 1]) of the source for one head."""
-    hs, ws = shape_hw
-    u = (torch.arange(hs, dtype=torch.float32) - hs // 2) * (fov_mm / hs)                   # rows (mm)
-    v = (torch.arange(ws, dtype=torch.float32) - ws // 2) * (fov_mm / ws)                   # columns (mm)
-    pts = torch.stack(torch.meshgrid(u, v, indexing="ij"), -1)                              # [Hs, Ws, 2]
+    pts3 = phantom.subject_points(shape_hw, (fov_mm, fov_mm), np.zeros(1), np.zeros(1))[0, 0]   # [Hs, Ws, 3], z = 0
+    pts = pts3[..., :2]                                                                          # (row, column) mm
     angle = math.radians(rng.uniform(-ROTATION_DEG, ROTATION_DEG))
     scale = rng.uniform(*SCALE_RANGE) * np.exp(rng.normal(0, AXIS_SCALE_SD, size=2))
     shift = rng.uniform(-SHIFT_MM, SHIFT_MM, size=2)
     rot = torch.tensor([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]], dtype=torch.float32)
     modes = phantom._smooth_modes(rng, 8, WARP_WAVELENGTH_MM, WARP_RMS_MM, 2)
-    pts3 = torch.cat([pts, torch.zeros(hs, ws, 1)], -1)
     displaced = pts + phantom._eval_modes(modes, pts3)
     # output point -> source point: undo the head's pose and size (the head is the source scaled by `scale`).
     src_mm = ((displaced - torch.from_numpy(shift).float()) @ rot) / torch.from_numpy(scale).float()
