@@ -48,7 +48,8 @@ from .fft import ifft2c
 from .masks import DEFAULT_NUM_ACS, acs_of, acs_slice, phase_encode_mask
 
 __all__ = [
-    "MAX_CALIB_WIDTH", "DEFAULT_THRESHOLD", "DEFAULT_CROP", "SECOND_MAP_ENERGY_THRESHOLD",
+    "MAX_CALIB_WIDTH", "DEFAULT_THRESHOLD", "DEFAULT_CROP", "DEFAULT_KERNEL_WIDTH", "DEFAULT_GRID_SIZE",
+    "DEFAULT_REFINE_ITERS", "SECOND_MAP_ENERGY_THRESHOLD",
     "MAP_BASIS_ITERATIONS", "calibration_width", "calibration_block", "virtual_coil", "normalize_map_phase",
     "map_set_basis",
     "espirit_sigpy", "espirit_fast", "estimate_coil_maps", "auto_coil_maps", "choose_num_maps", "second_map_energy",
@@ -58,10 +59,16 @@ __all__ = [
 
 # ESPIRiT settings as BART's ``ecalib`` (0.8.00, src/calib/calib.c) uses them by default, so that our maps and BART's
 # agree and BART stays the yardstick: calibration region at most 24 x 24 (``-r 24``), kernels kept while
-# sigma_j / sigma_0 > sqrt(0.001) (``-t 0.001`` is a threshold on sigma^2), hard crop at eigenvalue 0.8 (``-c 0.8``).
+# sigma_j / sigma_0 > sqrt(0.001) (``-t 0.001`` is a threshold on sigma^2), hard crop at eigenvalue 0.8 (``-c 0.8``),
+# 6 x 6 kernels (``-k 6``).
 MAX_CALIB_WIDTH = 24
 DEFAULT_THRESHOLD = math.sqrt(0.001)
 DEFAULT_CROP = 0.8
+DEFAULT_KERNEL_WIDTH = 6
+# espirit_fast: coarse eigen grid points per axis and subspace iterations per refined pixel (speed only: the refined
+# maps are exact ESPIRiT maps up to the iteration's convergence, tests/test_coils.py)
+DEFAULT_GRID_SIZE = 32
+DEFAULT_REFINE_ITERS = 10
 # ecalib's orthogonal iterations per pixel (calib.c: num_orthiter = 30), which set its map-set basis (map_set_basis)
 MAP_BASIS_ITERATIONS = 30
 # second_map_energy above this: folded (real slice: 0.0000 unfolded, >= 0.070 folded; unfolded phantoms up to 0.032)
@@ -194,7 +201,7 @@ def map_set_basis(vecs: torch.Tensor, eigenvalues: torch.Tensor,
 # ---------------------------------------------------------------------------------------------------------------------
 # Reference: sigpy.
 
-def espirit_sigpy(kspace, mask=None, num_acs: int | None = None, kernel_width: int = 6,
+def espirit_sigpy(kspace, mask=None, num_acs: int | None = None, kernel_width: int = DEFAULT_KERNEL_WIDTH,
                   threshold: float = DEFAULT_THRESHOLD, crop: float = DEFAULT_CROP, num_maps: int = 1,
                   max_iter: int = 100, return_eigenvalues: bool = False):
     """ESPIRiT maps with sigpy (the reference implementation), one slice at a time on the CPU.
@@ -475,9 +482,10 @@ def _interpolate_eigenvalues(ev: torch.Tensor, H: int, W: int) -> torch.Tensor:
     return eig.float().clamp_min(0)
 
 
-def espirit_fast(kspace, mask=None, num_acs: int | None = None, kernel_width: int = 6,
+def espirit_fast(kspace, mask=None, num_acs: int | None = None, kernel_width: int = DEFAULT_KERNEL_WIDTH,
                  threshold: float = DEFAULT_THRESHOLD, crop: float = DEFAULT_CROP, num_maps: int = 1,
-                 grid_size: int = 32, refine: bool = True, refine_iters: int = 10, return_eigenvalues: bool = False):
+                 grid_size: int = DEFAULT_GRID_SIZE, refine: bool = True, refine_iters: int = DEFAULT_REFINE_ITERS,
+                 return_eigenvalues: bool = False):
     """ESPIRiT maps in torch, batched over slices, on the input's device (CPU or CUDA).
 
     Same calibration and operator as :func:`espirit_sigpy`. The eigen decomposition runs on a coarse grid of
@@ -569,17 +577,19 @@ def auto_coil_maps(kspace, mask=None, method: str = "fast", **options) -> tuple[
     return _auto_fast(_as_kspace(kspace), mask, **options)
 
 
-def _auto_fast(k: torch.Tensor, mask, num_acs: int | None = None, kernel_width: int = 6,
-               threshold: float = DEFAULT_THRESHOLD, crop: float = DEFAULT_CROP, grid_size: int = 32,
-               refine: bool = True, refine_iters: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+def _auto_fast(k: torch.Tensor, mask, num_acs: int | None = None, kernel_width: int = DEFAULT_KERNEL_WIDTH,
+               threshold: float = DEFAULT_THRESHOLD, crop: float = DEFAULT_CROP,
+               grid_size: int = DEFAULT_GRID_SIZE, refine: bool = True,
+               refine_iters: int = DEFAULT_REFINE_ITERS) -> tuple[torch.Tensor, torch.Tensor]:
     G, u, ev, vecs = _coarse_eigen(k, mask, num_acs, kernel_width, threshold, crop, 2, grid_size)
     num_maps, energy = _second_map_decision(k, mask, ev, crop, kernel_width)
     maps, _ = _maps_from_coarse(k, G, u, ev[:, :num_maps], vecs[:, :num_maps], crop, refine, refine_iters)
     return maps, energy
 
 
-def choose_num_maps(kspace, mask=None, num_acs: int | None = None, kernel_width: int = 6,
-                    threshold: float = DEFAULT_THRESHOLD, crop: float = DEFAULT_CROP, grid_size: int = 32,
+def choose_num_maps(kspace, mask=None, num_acs: int | None = None, kernel_width: int = DEFAULT_KERNEL_WIDTH,
+                    threshold: float = DEFAULT_THRESHOLD, crop: float = DEFAULT_CROP,
+                    grid_size: int = DEFAULT_GRID_SIZE,
                     **map_options) -> tuple[int, torch.Tensor]:
     """How many ESPIRiT map sets the scan needs: (1 or 2, second-map energy [S] float32), before any map is made.
 
@@ -610,7 +620,7 @@ def _second_map_decision(k: torch.Tensor, mask, ev: torch.Tensor, crop: float, k
     return (2 if bool((energy > SECOND_MAP_ENERGY_THRESHOLD).any()) else 1), energy
 
 
-def second_map_energy(maps: torch.Tensor, kspace, mask=None, kernel_width: int = 6) -> torch.Tensor:
+def second_map_energy(maps: torch.Tensor, kspace, mask=None, kernel_width: int = DEFAULT_KERNEL_WIDTH) -> torch.Tensor:
     """Fraction of the calibration image's energy inside the second ESPIRiT map's support, per slice: [S] float32.
 
     The second map set is non-zero where its eigenvalue exceeds the crop, i.e. where the calibration data need two
