@@ -121,12 +121,14 @@ def test_unet_translation_sane(small_unet):
 def test_parameter_counts():
     small = count_parameters(build_network("unet", {"preset": "small"}))
     assert 0.8e6 <= small <= 1.2e6
+    medium = count_parameters(build_network("unet", {"preset": "medium"}))
+    assert 2.5e6 <= medium and 4 * medium <= 20e6                           # float32 weights within issue 11's 20 MB
     with torch.device("meta"):                                               # size only, no memory
         base = count_parameters(build_network("unet", {"preset": "base"}))
         jalal = count_parameters(build_network("ncsnv2", {"preset": "jalal2021"}))
     assert base >= 60e6
     assert jalal == 94_130_306                                               # NCSNv2Deepest, ngf 128, original code
-    assert set(UNET_PRESETS) == {"small", "base"} and "jalal2021" in NCSNV2_PRESETS
+    assert set(UNET_PRESETS) == {"small", "medium", "base"} and "jalal2021" in NCSNV2_PRESETS
 
 
 def test_size_multiple():
