@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # GPU checks and benchmarks on a lent accelerator machine (run from the repository root there):
 #   bash benchmarks/gpu_check.sh OUTDIR
-# Installs the pure-Python dependencies the machine's image lacks from ./.whl (wheels downloaded beforehand with
-# `pip download --python-version 3.12 ...`), runs the CUDA tests (the memory budget on the allocator's own peak among
+# Installs the dependencies the machine's image lacks from ./.whl (`bash training/gpu_wheels.sh` downloads them
+# here; the device call carries ".whl"), runs the CUDA tests (the memory budget on the allocator's own peak among
 # them), then the shipped-model evaluation, the gadget latency and the clinical-size exam (32 slices of 320², 16 coils:
 # issue 14's goal is images out in <= 20 s) on the GPU. Results land in OUTDIR.
 set -uo pipefail
 OUT="${1:?usage: gpu_check.sh OUTDIR}"
 mkdir -p "$OUT"
-python3 -m pip install -q --no-deps --no-index --target /tmp/dpm_deps .whl/*.whl 2>&1 | tail -2
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/dpm_deps \
+    .whl/*.whl 2>&1 | tail -2
 export PYTHONPATH="$PWD:/tmp/dpm_deps"
 python3 - <<'PY' 2>&1 | tee "$OUT/env.txt"
 import torch; print(torch.__version__, torch.cuda.get_device_name(0))
