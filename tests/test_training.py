@@ -246,6 +246,18 @@ def test_two_process_gloo_matches_one_process(tmp_path):
     assert "rng.torch.rank1" in b                       # every rank's RNG state is saved
 
 
+def test_loader_workers_change_nothing(tmp_path):
+    # One DataLoader serves every epoch (7 steps of 3 per epoch cross two epoch boundaries); worker processes must
+    # get the same (index, augmentation seed) keys in the same order as the main process does without them.
+    _loop(tmp_path / "main", 7)
+    _loop(tmp_path / "workers", 7, num_workers=2)
+    a = load_file(str(tmp_path / "main" / "training-state.safetensors"))
+    b = load_file(str(tmp_path / "workers" / "training-state.safetensors"))
+    for key in a:
+        if key.startswith(("net.", "ema.")):
+            assert torch.equal(a[key], b[key]), key
+
+
 def test_resume_continues_identically(tmp_path):
     _loop(tmp_path / "full", 4)
     _loop(tmp_path / "part", 2)                          # "interrupted" after 2 steps (state saved every step)

@@ -335,10 +335,19 @@ def training_loop(
 
     tick_loss, tick_count, tick_start, tick_grad = 0.0, 0, time.time(), 0.0
     trained_slices, train_seconds = 0, 0.0
+    def batches_from(first_step: int):
+        """Every step's batch from ``first_step`` on, epoch after epoch (the same batches as epoch by epoch)."""
+        epoch, offset = divmod(first_step, steps_per_epoch)
+        while True:
+            yield from epoch_batches(epoch, offset)
+            epoch, offset = epoch + 1, 0
+
+    # One loader for the whole run: its workers start once, not at every epoch, where refilling their queues left
+    # the GPU idle for a large part of each short epoch of a small corpus.
+    batches = iter(DataLoader(dataset, batch_sampler=batches_from(step), num_workers=num_workers)) \
+        if step < total_steps else iter(())
     while step < total_steps:
-        epoch, offset = divmod(step, steps_per_epoch)
-        loader = DataLoader(dataset, batch_sampler=list(epoch_batches(epoch, offset)), num_workers=num_workers)
-        for batch in loader:
+        for batch in batches:
             t_step = time.time()
             batch = batch.to(device, torch.float32)                               # [local_batch, 2, H, W]
             optimizer.zero_grad(set_to_none=True)
@@ -417,6 +426,7 @@ def training_loop(
                         save_state()
             if step >= total_steps:
                 break
+    del batches                                                          # stops the loader's workers
     if step == 0 and total_steps == 0:
         save_state()
     if bar is not None:
