@@ -2,10 +2,11 @@
 # Retrain both shipped priors on a lent GPU machine in one device call (run from the repository root there):
 #   bash training/gpu_retrain.sh OUTDIR
 # The device time a task gets is short (15 minutes, start-up included; at most 10 minutes a command), so this is the
-# whole retraining as one prepared run, sized by the budgets below (they add up to about 9 minutes with the defaults, an
-# estimate for one H200 with 16 CPU cores: the corpus and cache steps were timed on the CPU only). What the CPU sessions found (docs/experiments/real_anatomy, docs/experiments/sampler_levers):
-# the shipped 1 M-parameter prior, trained on about 47 k images, loses to L1-wavelet even on held-out synthetic FLAIR, and
-# no change of the sampler or of the training data moved the DPM on the real cases; a larger network with far more
+# whole retraining as one prepared run, sized by the budgets below (they add up to about 9 minutes with the
+# defaults, an estimate for one H200 with 16 CPU cores: the corpus and cache steps were timed on the CPU only).
+# What the CPU sessions found (docs/experiments/real_anatomy, docs/experiments/sampler_levers): the shipped
+# 1 M-parameter prior, trained on about 47 k images, loses to L1-wavelet even on held-out synthetic FLAIR, and no
+# change of the sampler or of the training data moved the DPM on the real cases; a larger network with far more
 # training is the lever left. This run changes both at once:
 #   - network: the "medium" U-Net preset (2.66 M parameters, one level deeper), from scratch;
 #   - pre-training corpus: synthetic wide-variety heads of the five non-FLAIR contrasts at three pixel sizes

@@ -335,6 +335,7 @@ def training_loop(
 
     tick_loss, tick_count, tick_start, tick_grad = 0.0, 0, time.time(), 0.0
     trained_slices, train_seconds = 0, 0.0
+
     def batches_from(first_step: int):
         """Every step's batch from ``first_step`` on, epoch after epoch (the same batches as epoch by epoch)."""
         epoch, offset = divmod(first_step, steps_per_epoch)
@@ -342,8 +343,8 @@ def training_loop(
             yield from epoch_batches(epoch, offset)
             epoch, offset = epoch + 1, 0
 
-    # One loader for the whole run: its workers start once, not at every epoch, where refilling their queues left
-    # the GPU idle for a large part of each short epoch of a small corpus.
+    # One loader for the whole run: its workers start once, not at every epoch (refilling their queues at each short
+    # epoch of a small corpus would leave a fast GPU waiting).
     batches = iter(DataLoader(dataset, batch_sampler=batches_from(step), num_workers=num_workers)) \
         if step < total_steps else iter(())
     while step < total_steps:

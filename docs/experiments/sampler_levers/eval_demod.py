@@ -1,5 +1,5 @@
 """DDS with the denoiser applied to the image demodulated by a full-resolution phase estimated from the scan, on the
-real cases of bench_real.py and one held-out synthetic case, scored as bench_real.py scores them.
+real cases of bench_real.py, scored as bench_real.py scores them.
 
     OMP_NUM_THREADS=1 python docs/experiments/sampler_levers/eval_demod.py SOURCE [SOURCE ...]
 
