@@ -35,6 +35,7 @@ from dpm_core.samplers import registry  # noqa: E402
 from dpm_core.samplers.dds import dds  # noqa: E402
 
 CASES = tuple(os.environ.get("CASES", "real_R4,real_R6,real_R4_random,real_folded_R3").split(","))
+MODEL = os.environ.get("MODEL") or None          # a model card to test instead of the shipped choice
 ORACLE = {}
 
 
@@ -107,9 +108,9 @@ registry.SAMPLERS["dds_demod"] = registry.Sampler(
 cases = real_cases(lambda n: n in CASES) + synthetic_cases(lambda n: n in CASES, 1, 2)[0]
 for source in sys.argv[1:]:
     if source == "plain":
-        rec = Reconstructor(method="dpm", num_maps="auto", progress=None)
+        rec = Reconstructor(method="dpm", num_maps="auto", progress=None, model=MODEL)
     else:
-        rec = Reconstructor(method="dpm", num_maps="auto", progress=None, sampler="dds_demod",
+        rec = Reconstructor(method="dpm", num_maps="auto", progress=None, model=MODEL, sampler="dds_demod",
                             sampler_options={"phase_source": source})
     nrmse, t0 = {}, time.perf_counter()
     for case in cases:

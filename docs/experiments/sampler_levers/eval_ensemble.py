@@ -27,6 +27,7 @@ from dpm_core.fft import ifft2c  # noqa: E402
 from dpm_core.reconstruct import Reconstructor  # noqa: E402
 
 CASES = tuple(os.environ.get("CASES", "real_R4,real_R6,real_R4_random,real_folded_R3,synth0_R4").split(","))
+MODEL = os.environ.get("MODEL") or None          # a model card to test instead of the shipped choice
 
 
 class Ensembled(torch.nn.Module):
@@ -49,7 +50,7 @@ class Ensembled(torch.nn.Module):
 torch.set_num_threads(1)
 cases = real_cases(lambda n: n in CASES) + synthetic_cases(lambda n: n in CASES, 1, 2)[0]
 for variant in sys.argv[1:]:
-    rec = Reconstructor(method="dpm", num_maps="auto", progress=None)
+    rec = Reconstructor(method="dpm", num_maps="auto", progress=None, model=MODEL)
     rec._denoiser = Ensembled(rec.denoiser(), variant).eval()
     nrmse, t0 = {}, time.perf_counter()
     for case in cases:

@@ -32,6 +32,7 @@ from dpm_core.samplers._common import check_inputs, denoise_maps, per_slice, ran
 from dpm_core.wavelets import Wavelet2D  # noqa: E402
 
 CASES = tuple(os.environ.get("CASES", "real_R4,real_R6,real_R4_random,real_folded_R3,synth0_R4").split(","))
+MODEL = os.environ.get("MODEL") or None          # a model card to test instead of the shipped choice
 
 
 def dds_l1(denoiser, y, op, sigmas, generators, *, x_init=None, callback=None, noise_std=None, sigma_data=0.5,
@@ -81,10 +82,10 @@ registry.SAMPLERS["dds_l1"] = registry.Sampler(
 cases = real_cases(lambda n: n in CASES) + synthetic_cases(lambda n: n in CASES, 1, 2)[0]
 for variant in sys.argv[1:]:
     if variant == "plain":
-        rec = Reconstructor(method="dpm", num_maps="auto", progress=None)
+        rec = Reconstructor(method="dpm", num_maps="auto", progress=None, model=MODEL)
     else:
         factor, inner = variant.split(":")
-        rec = Reconstructor(method="dpm", num_maps="auto", progress=None, sampler="dds_l1",
+        rec = Reconstructor(method="dpm", num_maps="auto", progress=None, model=MODEL, sampler="dds_l1",
                             sampler_options={"l1_factor": float(factor), "inner": int(inner)})
     nrmse, t0, zetas = {}, time.perf_counter(), {}
     for case in cases:
