@@ -34,11 +34,13 @@ REAL_HEADS="${REAL_HEADS:-10}"              # augmented heads per real source an
 PRESET="${PRESET:-medium}"
 BATCH="${BATCH:-128}"
 WORKERS="${WORKERS:-12}"
-PRETRAIN_MINUTES="${PRETRAIN_MINUTES:-4}"
+PRETRAIN_MINUTES="${PRETRAIN_MINUTES:-3.5}"    # at most; less when the corpus steps leave less of BUDGET_S
 FINETUNE_MINUTES="${FINETUNE_MINUTES:-1.5}"
+BUDGET_S="${BUDGET_S:-570}"                 # the whole run must end inside one 600-s device command
+FINETUNE_RESERVE_S="${FINETUNE_RESERVE_S:-150}"  # kept back for the fine-tune (its minutes, loading, validations)
 FINETUNE_EPOCHS="${FINETUNE_EPOCHS:-40}"
 SWEEP="${SWEEP:-1}"                         # 1: re-sweep both cards' ζ tables ...
-SWEEP_DEADLINE_S="${SWEEP_DEADLINE_S:-420}"  # ... when no more than this many seconds have passed (else run later)
+SWEEP_DEADLINE_S="${SWEEP_DEADLINE_S:-510}"  # ... when no more than this many seconds have passed (else later)
 WORK="${WORK:-/tmp/dpm_retrain}"
 mkdir -p "$OUT" "$WORK"
 if [ -z "${DPM_RETRAIN_LOGGED:-}" ]; then              # the run's output also goes to OUTDIR/run.log
@@ -118,6 +120,10 @@ done
 wait_all cache
 
 # 3. Pre-training from scratch on everything but FLAIR.
+# The corpus steps' time on the device is an estimate: pre-training gets what is left of the budget, up to its
+# minutes, so that the fine-tune still runs inside the device command's limit.
+PRETRAIN_MINUTES=$(awk -v m="$PRETRAIN_MINUTES" -v left=$(( BUDGET_S - FINETUNE_RESERVE_S - $(date +%s) + start )) \
+    'BEGIN { t = left / 60; if (t > m) t = m; if (t < 0.1) t = 0.1; printf "%.2f", t }')
 stamp "pre-training ($PRESET, $PRETRAIN_MINUTES min)"
 "$PY" -m training.pretrain --data "$WORK"/corpus/pre_* "$WORK"/corpus/real_* --exclude-contrasts AXFLAIR \
     --cache "$WORK/cache" --out "$WORK/pretrain" --preset "$PRESET" --steps 10000000 --batch "$BATCH" --lr 5e-4 \
