@@ -279,7 +279,7 @@ class Reconstructor:
     def _coil_maps(self, kn: torch.Tensor, sampling: Sampling, maps):
         """Maps [S, M, C, H, W] and the second-map energy [S] that chose M (num_maps "auto") or of the 2 map sets
         estimated or given; None with one map set by request."""
-        from .coils import auto_coil_maps, estimate_coil_maps, second_map_energy
+        from .coils import DEFAULT_KERNEL_WIDTH, auto_coil_maps, estimate_coil_maps, second_map_energy
         S, C, H, W = kn.shape
         if maps is not None:
             m = torch.as_tensor(maps).to(self.device, torch.complex64)
@@ -292,7 +292,7 @@ class Reconstructor:
             return auto_coil_maps(kn, sampling, method=self.coil_method, **self.coil_options)
         m = estimate_coil_maps(kn, sampling, method=self.coil_method, num_maps=self.num_maps, **self.coil_options)
         if self.num_maps == 2:
-            return m, second_map_energy(m, kn, sampling, self.coil_options.get("kernel_width", 6))
+            return m, second_map_energy(m, kn, sampling, self.coil_options.get("kernel_width", DEFAULT_KERNEL_WIDTH))
         return m, None
 
     def _sample(self, kn, sampling: Sampling, maps_t, slice_ids, known_noise_std=None):

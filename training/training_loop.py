@@ -347,86 +347,85 @@ def training_loop(
     # epoch of a small corpus would leave a fast GPU waiting).
     batches = iter(DataLoader(dataset, batch_sampler=batches_from(step), num_workers=num_workers)) \
         if step < total_steps else iter(())
-    while step < total_steps:
-        for batch in batches:
-            t_step = time.time()
-            batch = batch.to(device, torch.float32)                               # [local_batch, 2, H, W]
-            optimizer.zero_grad(set_to_none=True)
-            for k in range(rounds):
-                x = batch[k::rounds]                                              # virtual shard v = rank + W·k
-                gen = torch.Generator(device=device).manual_seed(stable_seed(seed, "noise", step, rank + world * k))
-                sync = k == rounds - 1 or world == 1
-                ctx = ddp.no_sync() if not sync else _nullcontext()
-                with ctx:
-                    loss = edm_loss(loss_model, x, generator=gen, P_mean=P_mean, P_std=P_std)   # [batch_gpu]
-                    loss.sum().mul(1.0 / local_batch).backward()
-                tick_loss += float(loss.detach().sum())
-                tick_count += x.shape[0]
-            for g in optimizer.param_groups:
-                g["lr"] = _lr_at(step, lr, lr_rampup_steps)
-            for p in precond.parameters():
-                if p.grad is not None:
-                    torch.nan_to_num(p.grad, nan=0, posinf=0, neginf=0, out=p.grad)
-            if grad_clip is not None:
-                tick_grad = float(torch.nn.utils.clip_grad_norm_(precond.parameters(), grad_clip))
-            optimizer.step()
+    for batch in batches:
+        t_step = time.time()
+        batch = batch.to(device, torch.float32)                               # [local_batch, 2, H, W]
+        optimizer.zero_grad(set_to_none=True)
+        for k in range(rounds):
+            x = batch[k::rounds]                                              # virtual shard v = rank + W·k
+            gen = torch.Generator(device=device).manual_seed(stable_seed(seed, "noise", step, rank + world * k))
+            sync = k == rounds - 1 or world == 1
+            ctx = ddp.no_sync() if not sync else _nullcontext()
+            with ctx:
+                loss = edm_loss(loss_model, x, generator=gen, P_mean=P_mean, P_std=P_std)   # [batch_gpu]
+                loss.sum().mul(1.0 / local_batch).backward()
+            tick_loss += float(loss.detach().sum())
+            tick_count += x.shape[0]
+        for g in optimizer.param_groups:
+            g["lr"] = _lr_at(step, lr, lr_rampup_steps)
+        for p in precond.parameters():
+            if p.grad is not None:
+                torch.nan_to_num(p.grad, nan=0, posinf=0, neginf=0, out=p.grad)
+        if grad_clip is not None:
+            tick_grad = float(torch.nn.utils.clip_grad_norm_(precond.parameters(), grad_clip))
+        optimizer.step()
 
-            # EMA update (EDM: half-life in images, ramped up with the number of images seen).
-            nimg = (step + 1) * batch_size
-            halflife = ema_halflife_nimg
-            if ema_rampup_ratio is not None:
-                halflife = min(halflife, nimg * ema_rampup_ratio)
-            beta = 0.5 ** (batch_size / max(halflife, 1e-8))
-            with torch.no_grad():
-                for p_ema, p in zip(ema.parameters(), precond.parameters()):
-                    p_ema.copy_(p.detach().lerp(p_ema, beta))
-            step += 1
-            trained_slices += batch_size
-            train_seconds += time.time() - t_step
-            if bar is not None:
-                bar.update(1)
+        # EMA update (EDM: half-life in images, ramped up with the number of images seen).
+        nimg = (step + 1) * batch_size
+        halflife = ema_halflife_nimg
+        if ema_rampup_ratio is not None:
+            halflife = min(halflife, nimg * ema_rampup_ratio)
+        beta = 0.5 ** (batch_size / max(halflife, 1e-8))
+        with torch.no_grad():
+            for p_ema, p in zip(ema.parameters(), precond.parameters()):
+                p_ema.copy_(p.detach().lerp(p_ema, beta))
+        step += 1
+        trained_slices += batch_size
+        train_seconds += time.time() - t_step
+        if bar is not None:
+            bar.update(1)
 
-            # Evaluation (rank 0), then per-tick maintenance.
-            if evaluate is not None and step not in evaluated_steps and (
-                    step % evaluate_every_steps == 0 or step == total_steps):
-                run_evaluation()
-                evaluated_steps.add(step)
-            if step % tick_steps == 0 or step == total_steps:
-                stats = torch.tensor([tick_loss, float(tick_count)], dtype=torch.float64, device=device)
-                if world > 1:
-                    dist.all_reduce(stats)
-                elapsed = time.time() - tick_start
-                row = {"step": step, "epoch": round(step / steps_per_epoch, 4), "nimg": step * batch_size,
-                       "loss": float(stats[0] / max(stats[1], 1)), "lr": _lr_at(step - 1, lr, lr_rampup_steps),
-                       "grad_norm": tick_grad, "ema_beta": beta, "sec_per_step": elapsed / max(tick_count /
-                                                                                             local_batch, 1),
-                       "slices_per_second": float(stats[1]) / max(elapsed, 1e-9), "time": time.time() - t_start}
-                if rank == 0:
-                    _append_csv(run_dir / "log.csv", row)
-                    if writer is not None:
-                        for k in ("loss", "lr", "grad_norm", "slices_per_second"):
-                            writer.add_scalar(f"train/{k}", row[k], step)
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{row['loss']:.4f}", sps=f"{row['slices_per_second']:.1f}")
-                tick_loss, tick_count, tick_start = 0.0, 0, time.time()
-                if (step // tick_steps) % snapshot_ticks == 0 or step == total_steps:
+        # Evaluation (rank 0), then per-tick maintenance.
+        if evaluate is not None and step not in evaluated_steps and (
+                step % evaluate_every_steps == 0 or step == total_steps):
+            run_evaluation()
+            evaluated_steps.add(step)
+        if step % tick_steps == 0 or step == total_steps:
+            stats = torch.tensor([tick_loss, float(tick_count)], dtype=torch.float64, device=device)
+            if world > 1:
+                dist.all_reduce(stats)
+            elapsed = time.time() - tick_start
+            row = {"step": step, "epoch": round(step / steps_per_epoch, 4), "nimg": step * batch_size,
+                   "loss": float(stats[0] / max(stats[1], 1)), "lr": _lr_at(step - 1, lr, lr_rampup_steps),
+                   "grad_norm": tick_grad, "ema_beta": beta, "sec_per_step": elapsed / max(tick_count /
+                                                                                         local_batch, 1),
+                   "slices_per_second": float(stats[1]) / max(elapsed, 1e-9), "time": time.time() - t_start}
+            if rank == 0:
+                _append_csv(run_dir / "log.csv", row)
+                if writer is not None:
+                    for k in ("loss", "lr", "grad_norm", "slices_per_second"):
+                        writer.add_scalar(f"train/{k}", row[k], step)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{row['loss']:.4f}", sps=f"{row['slices_per_second']:.1f}")
+            tick_loss, tick_count, tick_start = 0.0, 0, time.time()
+            if (step // tick_steps) % snapshot_ticks == 0 or step == total_steps:
+                save_state()
+        if max_seconds is not None and step < total_steps:
+            over = time.time() - t_start > max_seconds
+            if world > 1:                                            # every rank stops at the same step
+                flag = torch.tensor([float(over)], device=device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                over = bool(flag.item())
+            if over:
+                dist_utils.print0(f"wall-time budget of {max_seconds:.0f} s reached at step {step}: stopping")
+                total_steps = step
+                save_state()
+                if evaluate is not None and step not in evaluated_steps:
+                    run_evaluation()
+                    evaluated_steps.add(step)
                     save_state()
-            if max_seconds is not None and step < total_steps:
-                over = time.time() - t_start > max_seconds
-                if world > 1:                                            # every rank stops at the same step
-                    flag = torch.tensor([float(over)], device=device)
-                    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                    over = bool(flag.item())
-                if over:
-                    dist_utils.print0(f"wall-time budget of {max_seconds:.0f} s reached at step {step}: stopping")
-                    total_steps = step
-                    save_state()
-                    if evaluate is not None and step not in evaluated_steps:
-                        run_evaluation()
-                        evaluated_steps.add(step)
-                        save_state()
-            if step >= total_steps:
-                break
+        if step >= total_steps:
+            break
     del batches                                                          # stops the loader's workers
     if step == 0 and total_steps == 0:
         save_state()

@@ -52,7 +52,7 @@ def dds(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Tensor, 
     if not bool(torch.all(torch.as_tensor(zeta) > 0)):
         raise ValueError(f"dds: zeta={zeta} must be > 0")
     device = y.device
-    S, M, H, W = op.ishape
+    S = op.ishape[0]
     noise_std = None if noise_std is None else per_slice(noise_std, S, device)
     zeta = per_slice(zeta, S, device)
     with torch.no_grad():
@@ -67,14 +67,22 @@ def dds(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Tensor, 
                 lam = noise_std ** 2 * (1.0 / sigma ** 2 + (0.0 if sigma_data is None else 1.0 / sigma_data ** 2))
             lam = lam / zeta
             x0 = conjugate_gradient(lambda u: op.normal(u) + lam * u, Ahy + lam * D, D, cg_iters, tol=0.0)
-            if sigma_next == 0.0:
-                x = x0
-            else:
-                eps_hat = (x - x0) / sigma
-                s = eta * sigma_next * math.sqrt(max(1.0 - sigma_next ** 2 / sigma ** 2, 0.0))
-                x = x0 + math.sqrt(max(sigma_next ** 2 - s ** 2, 0.0)) * eps_hat
-                if s > 0:
-                    x = x + s * randn_slices((M, H, W), generators, device)
+            x = renoise(x, x0, sigma, sigma_next, eta, generators)
             if callback is not None:
                 callback({"i": i, "sigma": sigma, "x": x, "denoised": D})
+    return x
+
+
+def renoise(x: torch.Tensor, x0: torch.Tensor, sigma: float, sigma_next: float, eta: float,
+            generators: Sequence[torch.Generator]) -> torch.Tensor:
+    """The DDIM step from level ``sigma`` to ``sigma_next`` around the data-consistent estimate x0 (see :func:`dds`):
+    x0 + sqrt(sigma_next^2 - s^2) (x - x0) / sigma + s z, s = eta sigma_next sqrt(1 - sigma_next^2 / sigma^2); x0 itself
+    at sigma_next = 0. x, x0: [S, M, H, W] complex64; one generator per slice."""
+    if sigma_next == 0.0:
+        return x0
+    eps_hat = (x - x0) / sigma
+    s = eta * sigma_next * math.sqrt(max(1.0 - sigma_next ** 2 / sigma ** 2, 0.0))
+    x = x0 + math.sqrt(max(sigma_next ** 2 - s ** 2, 0.0)) * eps_hat
+    if s > 0:
+        x = x + s * randn_slices(tuple(x.shape[1:]), generators, x.device)
     return x

@@ -32,7 +32,7 @@ from dpm_core.noise import kspace_edge_level  # noqa: E402
 from dpm_core.normalize import normalization_scale  # noqa: E402
 from dpm_core.reconstruct import Reconstructor  # noqa: E402
 from dpm_core.samplers import registry  # noqa: E402
-from dpm_core.samplers.dds import dds  # noqa: E402
+from dpm_core.samplers.dds import dds, renoise  # noqa: E402
 
 CASES = tuple(os.environ.get("CASES", "real_R4,real_R6,real_R4_random,real_folded_R3").split(","))
 MODEL = os.environ.get("MODEL") or None          # a model card to test instead of the shipped choice
@@ -73,11 +73,10 @@ def gaussian_blur(image, width_px):
 def dds_tracking(denoiser, y, op, sigmas, generators, *, x_init=None, callback=None, cg_iters=5, noise_std=None,
                  sigma_data=0.5, lamda=0.0, eta=1.0, zeta=1.0):
     """dds with the demodulating phase taken from the previous level's data-consistent x0 (first level: x_init)."""
-    import math
     from dpm_core.cg import conjugate_gradient
-    from dpm_core.samplers._common import denoise_maps, per_slice, randn_slices, start_noise
+    from dpm_core.samplers._common import denoise_maps, per_slice, start_noise
     sigmas = torch.as_tensor(sigmas, dtype=torch.float64)
-    S, M, H, W = op.ishape
+    S = op.ishape[0]
     noise_std, zeta = per_slice(noise_std, S, y.device), per_slice(zeta, S, y.device)
     with torch.no_grad():
         x = start_noise(sigmas, x_init, generators, op, y.device)
@@ -89,14 +88,7 @@ def dds_tracking(denoiser, y, op, sigmas, generators, *, x_init=None, callback=N
             lam = noise_std ** 2 * (1.0 / sigma ** 2 + 1.0 / sigma_data ** 2) / zeta
             x0 = conjugate_gradient(lambda u: op.normal(u) + lam * u, Ahy + lam * D, D, cg_iters, tol=0.0)
             rot = torch.exp(1j * torch.angle(x0)).to(torch.complex64)
-            if sigma_next == 0.0:
-                x = x0
-            else:
-                eps_hat = (x - x0) / sigma
-                s = eta * sigma_next * math.sqrt(max(1.0 - sigma_next ** 2 / sigma ** 2, 0.0))
-                x = x0 + math.sqrt(max(sigma_next ** 2 - s ** 2, 0.0)) * eps_hat
-                if s > 0:
-                    x = x + s * randn_slices((M, H, W), generators, y.device)
+            x = renoise(x, x0, sigma, sigma_next, eta, generators)
     return x
 
 

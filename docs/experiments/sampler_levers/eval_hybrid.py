@@ -28,7 +28,8 @@ from dpm_core.fft import ifft2c  # noqa: E402
 from dpm_core.noise import kspace_edge_level  # noqa: E402
 from dpm_core.reconstruct import Reconstructor  # noqa: E402
 from dpm_core.samplers import registry  # noqa: E402
-from dpm_core.samplers._common import check_inputs, denoise_maps, per_slice, randn_slices, start_noise  # noqa: E402
+from dpm_core.samplers._common import check_inputs, denoise_maps, per_slice, start_noise  # noqa: E402
+from dpm_core.samplers.dds import renoise  # noqa: E402
 from dpm_core.wavelets import Wavelet2D  # noqa: E402
 
 CASES = tuple(os.environ.get("CASES", "real_R4,real_R6,real_R4_random,real_folded_R3,synth0_R4").split(","))
@@ -38,7 +39,7 @@ MODEL = os.environ.get("MODEL") or None          # a model card to test instead 
 def dds_l1(denoiser, y, op, sigmas, generators, *, x_init=None, callback=None, noise_std=None, sigma_data=0.5,
            zeta=1.0, eta=1.0, l1_factor=1.0, inner=10, cg_iters=5, lamda=0.0):
     sigmas = check_inputs("dds_l1", y, op, sigmas, generators, x_init)
-    S, M, H, W = op.ishape
+    S, _, H, W = op.ishape
     mask_1d = (op.mask.reshape(S, -1, H, op.mask.shape[-1]).amax(dim=(1, 3))[0] > 0).cpu().numpy()
     lam_l1 = (l1_factor * baselines.L1_LAMDA_PER_EDGE_LEVEL * kspace_edge_level(y, mask_1d)).view(S, 1, 1, 1)
     noise_std = per_slice(noise_std, S, y.device)
@@ -63,14 +64,7 @@ def dds_l1(denoiser, y, op, sigmas, generators, *, x_init=None, callback=None, n
                 z = u_new + ((theta - 1) / theta_new) * (u_new - u)
                 u, theta = u_new, theta_new
             x0 = u
-            if sigma_next == 0.0:
-                x = x0
-            else:
-                eps_hat = (x - x0) / sigma
-                s = eta * sigma_next * math.sqrt(max(1.0 - sigma_next ** 2 / sigma ** 2, 0.0))
-                x = x0 + math.sqrt(max(sigma_next ** 2 - s ** 2, 0.0)) * eps_hat
-                if s > 0:
-                    x = x + s * randn_slices((M, H, W), generators, y.device)
+            x = renoise(x, x0, sigma, sigma_next, eta, generators)
     return x
 
 
