@@ -4,7 +4,7 @@
 # Installs the dependencies the machine's image lacks from ./.whl (`bash training/gpu_wheels.sh` downloads them
 # here; the device call carries ".whl"), runs the CUDA tests (the memory budget on the allocator's own peak among
 # them), then the shipped-model evaluation, the gadget latency and the clinical-size exam (32 slices of 320², 16 coils:
-# issue 14's goal is images out in <= 20 s) on the GPU. Results land in OUTDIR.
+# issue 14's goal is images out in <= 20 s) and the network presets' inference cost on the GPU. Results land in OUTDIR.
 set -uo pipefail
 OUT="${1:?usage: gpu_check.sh OUTDIR}"
 mkdir -p "$OUT"
@@ -22,6 +22,8 @@ timeout 240 python3 benchmarks/eval_default_model.py --name default_model_gpu 2>
 timeout 120 python3 benchmarks/bench_gadget.py --methods dpm --slices 8 2>&1 | tail -4 | tee "$OUT/gadget.txt"
 timeout 300 python3 benchmarks/bench_clinical.py --slices 32 --device cuda --name clinical_gpu 2>&1 | tail -8 \
     | tee "$OUT/clinical.txt"
-cp benchmarks/results/default_model_gpu.* benchmarks/results/gadget.* benchmarks/results/clinical_gpu.* "$OUT/" \
+timeout 120 python3 benchmarks/bench_networks.py --device cuda --presets medium base 2>&1 | tail -8 \
+    | tee "$OUT/networks.txt"
+cp benchmarks/results/networks_gpu.* benchmarks/results/default_model_gpu.* benchmarks/results/gadget.* benchmarks/results/clinical_gpu.* "$OUT/" \
     2>/dev/null
 exit 0
