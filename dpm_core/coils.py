@@ -535,8 +535,11 @@ def _maps_from_coarse(k: torch.Tensor, G: torch.Tensor, u: torch.Tensor, ev: tor
             full[s_i, y_i, x_i] = vec_p.to(full.dtype)
             eig[s_i, :, y_i, x_i] = ev_p.float().clamp_min(0)
 
-    # ecalib's basis of the map subspace, the phase convention, then crop on the eigenvalue.
-    full = map_set_basis(full, eig.permute(0, 2, 3, 1))
+    # ecalib's basis of the map subspace where the crop keeps a map (elsewhere every map is zeroed below), the phase
+    # convention, then crop on the eigenvalue.
+    kept = eig[:, 0] > crop                                                    # [S, H, W]
+    if full.shape[-1] > 1:
+        full[kept] = map_set_basis(full[kept], eig.permute(0, 2, 3, 1)[kept])
     maps = normalize_map_phase(full.permute(0, 4, 3, 1, 2), u)                  # [S, M, C, H, W]
     maps = maps * (eig > crop).unsqueeze(2)
     return maps.to(torch.complex64), eig
