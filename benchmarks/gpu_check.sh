@@ -24,6 +24,6 @@ timeout 300 python3 benchmarks/bench_clinical.py --slices 32 --device cuda --nam
     | tee "$OUT/clinical.txt"
 timeout 120 python3 benchmarks/bench_networks.py --device cuda --presets medium base 2>&1 | tail -8 \
     | tee "$OUT/networks.txt"
-cp benchmarks/results/networks_gpu.* benchmarks/results/default_model_gpu.* benchmarks/results/gadget.* benchmarks/results/clinical_gpu.* "$OUT/" \
-    2>/dev/null
+cp benchmarks/results/networks_gpu.* benchmarks/results/default_model_gpu.* benchmarks/results/gadget.* \
+    benchmarks/results/clinical_gpu.* "$OUT/" 2>/dev/null
 exit 0
