@@ -89,9 +89,9 @@ def main(argv=None):
              + ("1 torch thread" if device.type == "cpu" else "CUDA, bf16 autocast")
              + f"; medians of {args.repeats}). The shipped model is `dpm_core/models/flair_default`; the other presets "
              "run with their initial weights (timing only: their images are not meaningful). DPM s/slice: the default "
-             "Reconstructor (fast sampler, warm start, auto map sets, coil maps included; the output guard off in every "
-             "row: initial weights fail it, as they should, and it adds one evaluation per slice) on one slice of each "
-             "case "
+             "Reconstructor (fast sampler, warm start, auto map sets, coil maps included; the output guard off in "
+             "every row: initial weights fail it, as they should, and it adds one evaluation per slice) on one slice "
+             "of each case "
              "(bench_cpu_path.py's: the real 16-coil dev slice 96² at R 4, a held-out synthetic FLAIR 256² 8-coil "
              "slice at R 4).")
     write_results("networks" if device.type == "cpu" else "networks_gpu", rows,

@@ -11,8 +11,9 @@ reconstruction and the prior's fit is the lever; if it stays at the plain DPM's 
 
 VARIANT: "net" (the shipped denoiser: the control), "wavelet:<c>" (shrinkage at every level), or
 "hybrid:<sigma_c>:<c>" (the network above sigma_c, shrinkage at and below it). Scores as bench_real.py, seed 0.
-CASES= and MODEL= as eval_ensemble.py; ZETA=<z> fixes ζ instead of the default rule. The output guard is off (its probe would test the shrinkage, which denoises the
-sampler's smooth output worse than a Gaussian low-pass and is refused).
+CASES= and MODEL= as eval_ensemble.py; ZETA=<z> fixes ζ instead of the default rule. The output guard is off (its
+probe would test the shrinkage, which denoises the sampler's smooth output worse than a Gaussian low-pass and is
+refused).
 """
 import os
 import sys
