@@ -379,14 +379,15 @@ def test_ismrmrd_raw_source_gives_same_targets(corpus, tmp_path):
                                    rtol=1e-4, atol=1e-4)
 
 
-def test_pretraining_continues_from_a_model_card(corpus, tiny_init, tmp_path):
+def test_pretraining_continues_from_a_model_card(corpus, tiny_init, tmp_path, capsys):
     """--init: the network, its architecture and σ_data come from the card; 0 steps export it unchanged, more steps
-    move it; the card records where it started."""
+    move it; the card records where it started. --no-progress silences the target cache's bar too."""
     from training import pretrain
     root, _ = corpus
     common = ["--data", str(root), "--exclude-contrasts", "AXFLAIR", "--cache", str(tmp_path / "cache"),
               "--init", str(tiny_init), "--batch", "2", "--crop", "16", "--no-progress", "--tick", "1"]
     assert pretrain.main([*common, "--out", str(tmp_path / "zero"), "--steps", "0"]) == 0
+    assert "targets" not in capsys.readouterr().err
     assert pretrain.main([*common, "--out", str(tmp_path / "two"), "--steps", "2", "--lr", "1e-2"]) == 0
     init, init_card = load_checkpoint(tiny_init)
     zero, zero_card = load_checkpoint(tmp_path / "zero" / "model.json")

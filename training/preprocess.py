@@ -448,10 +448,11 @@ def add_corpus_arguments(parser: argparse.ArgumentParser, contrasts_default=None
     g.add_argument("--num-acs", type=int, default=DEFAULT_NUM_ACS, help="calibration (ACS) width for ESPIRiT")
 
 
-def cache_from_args(args, default_cache: str | os.PathLike, index_name: str = INDEX_NAME) -> Path:
+def cache_from_args(args, default_cache: str | os.PathLike, index_name: str = INDEX_NAME,
+                    progress: bool = True) -> Path:
     volumes = select_volumes(find_volumes(args.data), args.contrasts, args.exclude_contrasts, args.subjects)
     return build_cache(volumes, args.cache or default_cache, coil_method=args.coil_method, num_acs=args.num_acs,
-                       index_name=index_name)
+                       index_name=index_name, progress=progress)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

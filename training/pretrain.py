@@ -54,7 +54,7 @@ def add_training_arguments(parser: argparse.ArgumentParser, lr: float, batch: in
     g.add_argument("--resume", action="store_true", help="continue RUN from its training state")
     g.add_argument("--max-minutes", type=float, default=None,
                    help="wall-time budget: stop early at this many minutes (state saved, model exported)")
-    g.add_argument("--no-progress", action="store_true")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars (target cache, training)")
 
 
 def estimate_sigma_data(dataset: CachedSlices, max_slices: int = 64) -> float:
@@ -83,7 +83,7 @@ def prepare_dataset(args, run_dir: Path, index_name: str | None = None) -> tuple
     cache_dir = Path(args.cache) if args.cache else run_dir / "cache"
     index_name = index_name or f"index-{run_dir.resolve().name}.json"
     if dist_utils.get_rank() == 0:
-        cache_from_args(args, cache_dir, index_name=index_name)
+        cache_from_args(args, cache_dir, index_name=index_name, progress=not args.no_progress)
     dist_utils.barrier()
     dataset = CachedSlices(cache_dir / index_name, crop=args.crop, flip=args.flip, phase=args.phase)
     return dataset, load_index(cache_dir / index_name)
