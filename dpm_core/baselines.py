@@ -58,10 +58,12 @@ def soft_threshold(c: torch.Tensor, tau) -> torch.Tensor:
 def operator_norm_sq(op: SenseOp, num_iters: int = 20, seed: int = 0) -> torch.Tensor:
     """Largest eigenvalue of AᴴA per slice, by power iteration from a seeded random start: [S] float32.
 
-    Unit-norm ESPIRiT maps and the orthonormal FFT give <= 1; the estimate makes step sizes safe for any maps.
+    Unit-norm ESPIRiT maps and the orthonormal FFT give <= 1; the estimate makes step sizes safe for any maps. Every
+    slice starts from the same draw, so a slice's estimate does not depend on its place in the batch.
     """
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(op.ishape, generator=g, dtype=torch.complex64).to(op.maps.device)
+    start = torch.randn(op.ishape[1:], generator=g, dtype=torch.complex64).to(op.maps.device)
+    x = start.expand(op.ishape).clone()
     value = torch.ones(op.ishape[0], device=op.maps.device)
     for _ in range(num_iters):
         x = x / _batch_dot(x, x).sqrt().clamp_min(1e-30).view(-1, 1, 1, 1)

@@ -161,8 +161,12 @@ class Reconstructor:
         self._denoiser = None
         if method == "dpm":
             from .samplers import get_sampler
-            get_sampler(sampler).check_options({k: v for k, v in self.sampler_options.items()
-                                                if k not in ("steps", "sigmas")})
+            spec = get_sampler(sampler)
+            spec.check_options({k: v for k, v in self.sampler_options.items() if k not in ("steps", "sigmas")})
+            if self.num_samples > 1 and not spec.stochastic:
+                raise ValueError(f"num_samples={self.num_samples}: the {spec.name} sampler is deterministic, so its "
+                                 f"samples would be identical and their std map zero; use num_samples=1, or a "
+                                 f"posterior sampler (e.g. 'fast') for a std map")
 
     # -- model ---------------------------------------------------------------------------------------------------
     def denoiser(self):
@@ -400,6 +404,8 @@ class Reconstructor:
             return "auto", "auto:gcv"
         if self.zeta is not None:
             return float(self.zeta), "given"
+        if spec.auto_zeta:
+            return "auto", f"auto:gcv (the {spec.name} sampler's rule)"
         if not spec.card_zeta:
             default = inspect.signature(spec.run).parameters["zeta"].default
             return float(default), f"the {spec.name} sampler's default (the card's ζ table is for the fast sampler)"
@@ -420,10 +426,10 @@ def gcv_zeta(sampler, denoiser, kn, op, noise_std, *, seed: int, slice_ids, opti
              warm_image: Callable[[torch.Tensor], torch.Tensor] | None = None, x_init: torch.Tensor | None = None):
     """ζ per slice by generalized cross-validation (GCV), from the measured data alone; no noise level needed.
 
-    For every ζ of :data:`ZETA_GRID` the sampler runs a short schedule (:data:`AUTO_ZETA_STEPS` steps, the slice's
-    own seed, so every candidate and its perturbed twin see the same sampler noise) on y and on y + ε b (b a
-    seeded complex Gaussian on the measured samples, ε = 0.1 σ̂, at least 0.1 · :data:`GCV_PROBE_FLOOR` times the
-    measured samples' rms). With f(y) = A x̂(y) the predicted measurements,
+    For every ζ of :data:`ZETA_GRID` (or the sampler record's own ``zeta_grid``) the sampler runs a short schedule
+    (:data:`AUTO_ZETA_STEPS` steps, the slice's own seed, so every candidate and its perturbed twin see the same
+    sampler noise) on y and on y + ε b (b a seeded complex Gaussian on the measured samples, ε = 0.1 σ̂, at least
+    0.1 · :data:`GCV_PROBE_FLOOR` times the measured samples' rms). With f(y) = A x̂(y) the predicted measurements,
     the degrees of freedom are the Monte-Carlo divergence df = Re bᴴ (f(y + ε b) − f(y)) / ε, and
 
         GCV(ζ) = n ‖y − f(y)‖² / (n − df)²,    n = 2 × measured complex samples (real dimensions)
@@ -443,8 +449,10 @@ def gcv_zeta(sampler, denoiser, kn, op, noise_std, *, seed: int, slice_ids, opti
     x_init: warm_image(kn) when the caller has already computed it (saves one solve).
     Returns (ζ [S] tensor, info with the GCV table).
     """
-    from .samplers import posterior_samples
+    from .samplers import get_sampler, posterior_samples
     from .seeding import slice_seed
+    sampler = get_sampler(sampler)
+    zeta_grid = sampler.zeta_grid or ZETA_GRID
     S = kn.shape[0]
     sigma = torch.as_tensor(noise_std, dtype=torch.float32, device=kn.device).reshape(-1).expand(S)
     n = 2 * (op.mask.expand(S, 1, *kn.shape[2:]).flatten(1).sum(1) * kn.shape[1]).to(torch.float32)
@@ -472,13 +480,13 @@ def gcv_zeta(sampler, denoiser, kn, op, noise_std, *, seed: int, slice_ids, opti
         return op.forward(mean)
 
     gcv, dof = [], []
-    for zeta in ZETA_GRID:
+    for zeta in zeta_grid:
         f = predicted(kn, starts[0], float(zeta))
         df = (b.conj() * (predicted(probed, starts[1], float(zeta)) - f)).real.flatten(1).sum(1) / eps.view(S)
         residual = (kn - f).abs().pow(2).flatten(1).sum(1)
         gcv.append(n * residual / (n - df).clamp_min(1.0) ** 2)
         dof.append(df / n)
     gcv = torch.stack(gcv, dim=1)                                                 # [S, len(ZETA_GRID)]
-    grid = torch.tensor(ZETA_GRID, dtype=torch.float32, device=kn.device)
-    return grid[gcv.argmin(dim=1)], {"zeta_grid": list(ZETA_GRID), "zeta_gcv": gcv.cpu().tolist(),
+    grid = torch.tensor(zeta_grid, dtype=torch.float32, device=kn.device)
+    return grid[gcv.argmin(dim=1)], {"zeta_grid": list(zeta_grid), "zeta_gcv": gcv.cpu().tolist(),
                                       "zeta_dof_fraction": torch.stack(dof, 1).cpu().tolist()}

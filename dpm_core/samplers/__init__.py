@@ -33,9 +33,10 @@ from .ald import ald
 from .dds import dds
 from .dds_lora import dds_lora
 from .dps import dps
+from .pnp import pnp
 from .posterior import PosteriorSamples, posterior_samples
 from .registry import SAMPLERS, Sampler, default_sigmas, get_sampler, num_evaluations, warm_start_sigmas
 
 __all__ = ["Sampler", "SAMPLERS", "get_sampler", "default_sigmas", "warm_start_sigmas", "num_evaluations", "ald", "dps",
-           "dds", "dds_lora",
+           "dds", "dds_lora", "pnp",
            "posterior_samples", "PosteriorSamples", "slice_seed", "make_generators"]

@@ -11,6 +11,7 @@ from .ald import ald
 from .dds import dds
 from .dds_lora import dds_lora
 from .dps import dps
+from .pnp import PNP_LEVELS, PNP_SIGMA_END, PNP_SIGMA_START, PNP_ZETA_GRID, pnp
 
 __all__ = ["Sampler", "SAMPLERS", "get_sampler", "default_sigmas", "warm_start_sigmas", "num_evaluations"]
 
@@ -32,6 +33,12 @@ class Sampler:
     chose it (benchmarks/bench_warm_start.py --steps-at).
     card_zeta: the model card's ζ table (swept with the fast sampler: ζ divides the Gaussian-consistent proximal
     weight) means the same for this sampler; where False and no ζ is given, the sampler's own default ζ is used.
+    sigma_band: (σ_start, σ_end) of a geometric schedule of the sampler's own, independent of the denoiser's trained
+    range; None: the range (:func:`default_sigmas`).
+    auto_zeta: with no ζ given, the Reconstructor chooses it per slice by GCV (zeta="auto") instead of the card's
+    table or the sampler's default.  zeta_grid: GCV's candidates; None: :data:`dpm_core.reconstruct.ZETA_GRID`.
+    stochastic: draws differ by seed; False (a deterministic method) makes num_samples > 1 an error, since its
+    "samples" would be identical and their spread zero.
     """
     name: str
     run: Callable[..., torch.Tensor]
@@ -42,6 +49,10 @@ class Sampler:
     summary: str
     warm_start_steps: int | None = None
     card_zeta: bool = False
+    sigma_band: tuple[float, float] | None = None
+    auto_zeta: bool = False
+    zeta_grid: tuple[float, ...] | None = None
+    stochastic: bool = True
 
     def __call__(self, *args, **kwargs) -> torch.Tensor:
         return self.run(*args, **kwargs)
@@ -87,6 +98,10 @@ SAMPLERS: dict[str, Sampler] = {s.name: s for s in (
                        "adapt_lr", "adapt_holdout", "adapt_sigma_max"}), _adapted_evaluations,
             "DDS with the denoiser adapted to each slice's k-space by LoRA (steerable conditional diffusion)",
             card_zeta=True),
+    Sampler("pnp", pnp, "geometric", PNP_LEVELS, frozenset({"noise_std", "zeta", "demodulate", "cg_iters", "cg_tol"}),
+            lambda n, o: (n, 0),
+            "plug-and-play: the denoiser in half-quadratic splitting, data steps solved (DPIR, Zhang et al. 2021)",
+            sigma_band=(PNP_SIGMA_START, PNP_SIGMA_END), auto_zeta=True, zeta_grid=PNP_ZETA_GRID, stochastic=False),
 )}
 SAMPLERS["fast"] = SAMPLERS["dds"]
 """Samplers by name. "fast" is the chosen fast sampler (DDS; see docs/samplers.md for the measurements)."""
@@ -103,7 +118,7 @@ def get_sampler(sampler: str | Sampler) -> Sampler:
 
 
 def default_sigmas(sampler: str | Sampler, denoiser=None, steps: int | None = None, warm: bool = False) -> torch.Tensor:
-    """The default schedule of a sampler, over the denoiser's trained range.
+    """The default schedule of a sampler, over the denoiser's trained range (or the record's own ``sigma_band``).
 
     sigma_min / sigma_max come from ``denoiser.sigma_min`` / ``.sigma_max`` (a :class:`ComplexDenoiser` has them) or
     default to the paper's MRI model, 0.004 / 10. "geometric": ``steps`` levels sigma_max -> sigma_min; "karras":
@@ -116,6 +131,8 @@ def default_sigmas(sampler: str | Sampler, denoiser=None, steps: int | None = No
     if steps is None:
         steps = spec.warm_start_steps if warm and spec.warm_start_steps is not None else spec.default_steps
     n = int(steps)
+    if spec.sigma_band is not None:
+        return geometric_sigmas(spec.sigma_band[0], spec.sigma_band[1], n)
     sigma_min = float(getattr(denoiser, "sigma_min", 0.004))
     sigma_max = float(getattr(denoiser, "sigma_max", 10.0))
     if spec.schedule == "geometric":
