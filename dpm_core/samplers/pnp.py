@@ -14,7 +14,9 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..baselines import l1_wavelet
 from ..cg import conjugate_gradient
+from ..noise import kspace_edge_level
 from ..operators import SenseOp
 from ._common import Denoiser, check_inputs, denoise_maps, per_slice
 
@@ -24,7 +26,7 @@ from ._common import Denoiser, check_inputs, denoise_maps, per_slice
 PNP_SIGMA_START = 0.05
 PNP_SIGMA_END = 0.01
 PNP_LEVELS = 30
-PNP_CG_ITERS = 50          # a cap; the data step stops at PNP_CG_TOL first on every benchmark case
+PNP_CG_ITERS = 50          # a cap on each data step, which otherwise stops at PNP_CG_TOL
 PNP_CG_TOL = 1e-4
 PNP_ZETA_GRID = (1 / 64, 1 / 16, 1 / 4, 1.0, 4.0)   # zeta="auto" (GCV) candidates: this sampler's optimum lies lower
                                                      # than DDS's (real slice 1/16, synthetic FLAIR 1)
@@ -36,7 +38,8 @@ def pnp(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Tensor, 
         cg_iters: int = PNP_CG_ITERS, cg_tol: float = PNP_CG_TOL) -> torch.Tensor:
     """Half-quadratic splitting with the denoiser as the prior's proximal step.
 
-    From x = x_init (A^H y when None), for each level sigma_i of ``sigmas`` (geometric, all > 0):
+    From x = x_init itself, no noise added (the Reconstructor's warm start: the SENSE image; A^H y when None), for each
+    level sigma_i of ``sigmas`` (geometric, all > 0):
         z = e^{i phi} D(e^{-i phi} x, sigma_i)                             (every map-set image)
         x = argmin_u ||A u - y||^2 + mu_i ||u - z||^2,   mu_i = noise_std^2 / (zeta sigma_i^2)
     solved by CG to ||r|| <= cg_tol ||rhs||; returns the last x. mu_i is the Gaussian-consistent weight of a prior
@@ -54,8 +57,6 @@ def pnp(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Tensor, 
         cg_iters, cg_tol: the data step's CG cap and tolerance.
     Returns: [S, M, H, W] complex64. Network evaluations per slice: len(sigmas) (* M map images).
     """
-    from ..baselines import l1_wavelet
-    from ..noise import kspace_edge_level
     sigmas = check_inputs("pnp", y, op, sigmas, generators, x_init)
     if sigmas.numel() < 1 or torch.any(sigmas <= 0):
         raise ValueError("pnp: sigmas must be levels > 0 (use geometric_sigmas)")
@@ -85,4 +86,3 @@ def pnp(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Tensor, 
             if callback is not None:
                 callback({"i": i, "sigma": sigma, "x": x, "denoised": z})
     return x
-
