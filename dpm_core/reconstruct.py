@@ -326,6 +326,9 @@ class Reconstructor:
         noise_std = estimate_noise_std(kn, sampling) if known_noise_std is None else known_noise_std
         if "noise_std" in spec.options:                  # the data term is weighed by the measured noise, per slice
             noise_std = options.setdefault("noise_std", noise_std)
+        if "phase_reference" in spec.options and options.get("demodulate", True) and "phase_reference" not in options:
+            from .samplers.pnp import l1_reference         # computed once: the sampler and every GCV run share it
+            options["phase_reference"] = l1_reference(kn, op)
         zeta, zeta_rule, zeta_info = None, "n/a (sampler has no ζ)", {}
         if "zeta" in spec.options:
             zeta, zeta_rule = self._zeta_rule(spec, card, sampling.effective_acceleration)

@@ -35,7 +35,8 @@ PNP_ZETA_GRID = (1 / 64, 1 / 16, 1 / 4, 1.0, 4.0)   # zeta="auto" (GCV) candidat
 def pnp(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Tensor, generators: Sequence[torch.Generator],
         *, x_init: torch.Tensor | None = None, callback: Callable[[dict], None] | None = None,
         noise_std: float | torch.Tensor = 0.0, zeta: float | torch.Tensor = 1.0, demodulate: bool = True,
-        cg_iters: int = PNP_CG_ITERS, cg_tol: float = PNP_CG_TOL) -> torch.Tensor:
+        phase_reference: torch.Tensor | None = None, cg_iters: int = PNP_CG_ITERS,
+        cg_tol: float = PNP_CG_TOL) -> torch.Tensor:
     """Half-quadratic splitting with the denoiser as the prior's proximal step.
 
     From x = x_init itself, no noise added (the Reconstructor's warm start: the SENSE image; A^H y when None), for each
@@ -54,6 +55,8 @@ def pnp(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Tensor, 
         noise_std: measurement noise std per real channel, a float or a tensor [S].
         zeta: data-consistency weight ζ (> 0), a float or a tensor [S].
         demodulate: demodulate the denoiser's input by the L1 image's phase (True) or not.
+        phase_reference: [S, M, H, W] complex, the image whose phase demodulates; None: the L1 image of ``y``. The
+            Reconstructor passes the L1 image of the scan, so that its GCV runs (on y and on a probed y) share it.
         cg_iters, cg_tol: the data step's CG cap and tolerance.
     Returns: [S, M, H, W] complex64. Network evaluations per slice: len(sigmas) (* M map images).
     """
@@ -72,9 +75,10 @@ def pnp(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Tensor, 
         x = Ahy if x_init is None else x_init.to(device=y.device, dtype=torch.complex64)
         rotation = None
         if demodulate:
-            lines = op.mask.reshape(S, -1, op.mask.shape[-1]).amax(dim=-1).cpu().numpy() > 0     # [S, H]
-            edge = torch.cat([kspace_edge_level(y[s:s + 1], lines[s]) for s in range(S)])
-            reference = l1_wavelet(y, op.mask, op.maps, edge_level=edge)
+            reference = l1_reference(y, op) if phase_reference is None else phase_reference.to(y.device)
+            if tuple(reference.shape) != op.ishape:
+                raise ValueError(f"pnp: phase_reference must have the image shape {op.ishape}; got "
+                                 f"{tuple(reference.shape)}")
             rotation = torch.where(reference.abs() > 0, torch.sgn(reference), torch.ones_like(reference))
         for i, sigma in enumerate(float(s) for s in sigmas):
             if rotation is None:
@@ -86,3 +90,12 @@ def pnp(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Tensor, 
             if callback is not None:
                 callback({"i": i, "sigma": sigma, "x": x, "denoised": z})
     return x
+
+
+def l1_reference(y: torch.Tensor, op: SenseOp) -> torch.Tensor:
+    """The L1-wavelet image of k-space y [S, C, H, W] (per-scan λ from each slice's k-space edge level), [S, M, H, W]:
+    pnp's phase reference."""
+    S = op.ishape[0]
+    lines = op.mask.reshape(S, -1, op.mask.shape[-1]).amax(dim=-1).cpu().numpy() > 0     # [S, H]
+    edge = torch.cat([kspace_edge_level(y[s:s + 1], lines[s]) for s in range(S)])
+    return l1_wavelet(y, op.mask, op.maps, edge_level=edge)

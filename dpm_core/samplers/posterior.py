@@ -40,7 +40,8 @@ def posterior_samples(sampler: str | Sampler, denoiser: Denoiser, y: torch.Tenso
         sampler: a name of :data:`dpm_core.samplers.SAMPLERS` or a :class:`Sampler` record.
         denoiser, y, op, x_init, callback, options: as for the sampler (y [S, C, H, W], op of S slices). When the
             sampler takes ``sigma_data``, it defaults to ``denoiser.sigma_data`` if the denoiser has one. A tensor
-            option of shape [S] (e.g. ``noise_std``) is per slice and follows its slice into every sample and batch.
+            option of shape [S, ...] (e.g. ``noise_std`` [S]) is per slice and follows its slice into every sample and
+            batch.
         sigmas: the schedule; None takes :func:`default_sigmas` (``steps`` sets its length).
         num_samples: K >= 1.
         seed: base seed.
@@ -75,10 +76,10 @@ def posterior_samples(sampler: str | Sampler, denoiser: Denoiser, y: torch.Tenso
     if batch_size < 1 or (memory_budget is not None and memory_budget <= 0):
         raise ValueError(f"posterior_samples: batch_size={batch_size} and memory_budget={memory_budget} must be > 0")
     gen_device = y.device if y.device.type == "cuda" else torch.device("cpu")
-    # Options given per slice (tensors [S], e.g. noise_std) follow their slice into every sample and batch.
-    per_slice = {k: v for k, v in options.items() if isinstance(v, torch.Tensor)}
-    if any(v.shape != (S,) for v in per_slice.values()):
-        raise ValueError(f"posterior_samples: per-slice options must have {S} entries: "
+    # Options given per slice (tensors [S, ...], e.g. noise_std) follow their slice into every sample and batch.
+    per_slice = {k: v for k, v in options.items() if isinstance(v, torch.Tensor) and v.ndim > 0}
+    if any(v.shape[0] != S for v in per_slice.values()):
+        raise ValueError(f"posterior_samples: per-slice options must have {S} entries along their first axis: "
                          f"{ {k: tuple(v.shape) for k, v in per_slice.items()} }")
 
     def run(start: int, stop: int) -> torch.Tensor:
