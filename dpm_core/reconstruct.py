@@ -250,10 +250,7 @@ class Reconstructor:
                                                            tol=self.cg_tol))
             info["l2_weight"] = self.l2_weight
         elif method == "l1_wavelet":
-            x, l1_info = baselines.l1_wavelet(kn, sampling, maps_t, lamda=self.l1_lamda,
-                                              edge_level=kspace_edge_level(kn, sampling.mask),
-                                              max_iter=self.l1_iters,
-                                              return_info=True)
+            x, l1_info = self._l1_wavelet(kn, sampling, maps_t)
             images = combine_map_images(x)
             info.update({"l1_lamda": l1_info["lamda"], "l1_iterations": l1_info["iterations"],
                          "lamda_rule": "given" if self.l1_lamda is not None else
@@ -280,6 +277,12 @@ class Reconstructor:
                            maps=maps_t.detach().cpu().numpy(), method=name, timings=timings, info=info)
 
     # -- stages ------------------------------------------------------------------------------------------------------
+    def _l1_wavelet(self, kn: torch.Tensor, sampling: Sampling, maps_t: torch.Tensor):
+        """Our L1-wavelet image [S, M, H, W] of normalized k-space (λ given or by the per-scan rule) and its info."""
+        return baselines.l1_wavelet(kn, sampling, maps_t, lamda=self.l1_lamda,
+                                    edge_level=kspace_edge_level(kn, sampling.mask), max_iter=self.l1_iters,
+                                    return_info=True)
+
     def _coil_maps(self, kn: torch.Tensor, sampling: Sampling, maps):
         """Maps [S, M, C, H, W] and the second-map energy [S] that chose M (num_maps "auto") or of the 2 map sets
         estimated or given; None with one map set by request."""
@@ -327,8 +330,7 @@ class Reconstructor:
         if "noise_std" in spec.options:                  # the data term is weighed by the measured noise, per slice
             noise_std = options.setdefault("noise_std", noise_std)
         if "phase_reference" in spec.options and options.get("demodulate", True) and "phase_reference" not in options:
-            from .samplers.pnp import l1_reference         # computed once: the sampler and every GCV run share it
-            options["phase_reference"] = l1_reference(kn, op)
+            options["phase_reference"] = self._l1_wavelet(kn, sampling, maps_t)[0]   # shared by every GCV run
         zeta, zeta_rule, zeta_info = None, "n/a (sampler has no ζ)", {}
         if "zeta" in spec.options:
             zeta, zeta_rule = self._zeta_rule(spec, card, sampling.effective_acceleration)
