@@ -329,7 +329,8 @@ class Reconstructor:
         noise_std = estimate_noise_std(kn, sampling) if known_noise_std is None else known_noise_std
         if "noise_std" in spec.options:                  # the data term is weighed by the measured noise, per slice
             noise_std = options.setdefault("noise_std", noise_std)
-        if "phase_reference" in spec.options and options.get("demodulate", True) and "phase_reference" not in options:
+        demodulate = "demodulate" not in spec.options or options.get("demodulate", _run_default(spec, "demodulate"))
+        if "phase_reference" in spec.options and demodulate and "phase_reference" not in options:
             options["phase_reference"] = self._l1_wavelet(kn, sampling, maps_t)[0]   # shared by every GCV run
         zeta, zeta_rule, zeta_info = None, "n/a (sampler has no ζ)", {}
         if "zeta" in spec.options:
@@ -412,13 +413,18 @@ class Reconstructor:
         if spec.auto_zeta:
             return "auto", f"auto:gcv (the {spec.name} sampler's rule)"
         if not spec.card_zeta:
-            default = inspect.signature(spec.run).parameters["zeta"].default
-            return float(default), f"the {spec.name} sampler's default (the card's ζ table is for the fast sampler)"
+            return (float(_run_default(spec, "zeta")),
+                    f"the {spec.name} sampler's default (the card's ζ table is for the fast sampler)")
         from .checkpoints import zeta_for_acceleration
         table = sorted(float(r) for r in (card.get("zeta") or {}))
         if table and table[0] <= acceleration <= table[-1]:
             return zeta_for_acceleration(card, acceleration), "card"
         return "auto", "auto:gcv (the card's table does not bracket R)"
+
+
+def _run_default(spec, option: str):
+    """The default of keyword ``option`` of a sampler's function: its signature is the one place that states it."""
+    return inspect.signature(spec.run).parameters[option].default
 
 
 ZETA_GRID = (1.0, 4.0, 16.0, 64.0, 256.0)   # candidates of zeta="auto" (Fig 5's range, factors of 4)
