@@ -39,7 +39,8 @@ from dpm_core import metrics  # noqa: E402
 from dpm_core.combine import rss  # noqa: E402
 from dpm_core.fft import ifft2c  # noqa: E402
 from dpm_core.masks import effective_acceleration  # noqa: E402
-from dpm_core.reconstruct import ZETA_GRID, Reconstructor  # noqa: E402
+from dpm_core.reconstruct import Reconstructor  # noqa: E402
+from dpm_core.zeta_rules import ZETA_GRID  # noqa: E402
 
 ZETAS = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0)   # wider than GCV's grid on both ends
 REAL_RESULTS = RESULTS / "real.json"

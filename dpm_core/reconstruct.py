@@ -16,7 +16,6 @@ import inspect
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -26,9 +25,9 @@ from .masks import Sampling, sampling_of
 from .noise import estimate_noise_std, kspace_edge_level
 from .normalize import normalization_scale
 from .operators import combine_map_images
+from .zeta_rules import HOLDOUT_MIN_LINES, gcv_zeta, holdout_zeta
 
-__all__ = ["Reconstructor", "ReconResult", "ReconstructionError", "METHODS", "resolve_device", "gcv_zeta",
-           "ZETA_GRID"]
+__all__ = ["Reconstructor", "ReconResult", "ReconstructionError", "METHODS", "resolve_device"]
 
 METHODS = ("dpm", "sense", "l1_wavelet", "zero_filled")
 WARM_START_SIGMA = 0.2   # DPM warm start: the SENSE image + noise at this level; chosen on validation subjects
@@ -86,11 +85,11 @@ class Reconstructor:
         sampler: sampler name in :data:`dpm_core.samplers.SAMPLERS` (e.g. "fast", "dps", "ald").
         sampler_options: extra keyword arguments for the sampler (steps, …).
         num_samples: posterior samples per slice; > 1 also returns a per-pixel standard-deviation map.
-        zeta: data-consistency weight ζ: a number; "auto" (chosen per scan from the measured data by generalized
-            cross-validation, :func:`gcv_zeta`); or None: the model card's ζ table where it brackets the scan's
-            effective R, else "auto" — for the samplers the table was swept for (``Sampler.card_zeta``); the others
-            (DPS, whose ζ is a step length) take their own default. What was used and why is in ``info["zeta"]`` /
-            ``info["zeta_rule"]``.
+        zeta: data-consistency weight ζ: a number; "auto" (chosen per slice from the measured data by the sampler's
+            rule, :mod:`dpm_core.zeta_rules`: generalized cross-validation for DDS, held-out lines for pnp); or None:
+            the model card's ζ table where it brackets the scan's effective R, else "auto" — for the samplers the
+            table was swept for (``Sampler.card_zeta``); pnp always "auto"; the others (DPS, whose ζ is a step length)
+            take their own default. What was used and why is in ``info["zeta"]`` / ``info["zeta_rule"]``.
         seed: base seed; slice s, sample k uses a generator derived from (seed, s, k).
         device: "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
         coil_method: "fast" (torch ESPIRiT) or "sigpy" (reference ESPIRiT).
@@ -317,28 +316,45 @@ class Reconstructor:
             sigmas = default_sigmas(spec, denoiser, options.pop("steps", None), warm=self.warm_start is not None)
         elif "steps" in options:
             raise ValueError("sampler_options: give either sigmas or steps, not both")
-        warm_image, x_init = None, None
         if self.warm_start is not None:
             sigmas = warm_start_sigmas(sigmas, self.warm_start)
-
-            def warm_image(y):                                       # the start as a function of the data (GCV)
-                return baselines.sense_cg(y, sampling, maps_t, self.cg_iters, self.l2_weight, tol=self.cg_tol)
-            x_init = warm_image(kn)
         options["sigmas"] = sigmas
         # [S] per real channel, in the units of kn: the noise scan's level when the caller knows it, else estimated
         noise_std = estimate_noise_std(kn, sampling) if known_noise_std is None else known_noise_std
         if "noise_std" in spec.options:                  # the data term is weighed by the measured noise, per slice
             noise_std = options.setdefault("noise_std", noise_std)
         demodulate = "demodulate" not in spec.options or options.get("demodulate", _run_default(spec, "demodulate"))
-        if "phase_reference" in spec.options and demodulate and "phase_reference" not in options:
-            options["phase_reference"] = self._l1_wavelet(kn, sampling, maps_t)[0]   # shared by every GCV run
+        own_reference = "phase_reference" in spec.options and demodulate and "phase_reference" not in options
+
+        def sense_start(y, part: Sampling):                     # the warm start from the data y of ``part`` alone
+            return baselines.sense_cg(y, part, maps_t, self.cg_iters, self.l2_weight, tol=self.cg_tol)
+
+        def run_inputs(y, part: Sampling) -> dict:
+            """The data-dependent inputs of a sampler run on k-space y measured on ``part``, from y alone."""
+            inputs = {} if self.warm_start is None else {"x_init": sense_start(y, part)}
+            if own_reference:
+                inputs["phase_reference"] = self._l1_wavelet(y, part, maps_t)[0]
+            return inputs
+        inputs = run_inputs(kn, sampling)
+        x_init = inputs.pop("x_init", None)
+        options.update(inputs)
         zeta, zeta_rule, zeta_info = None, "n/a (sampler has no ζ)", {}
         if "zeta" in spec.options:
             zeta, zeta_rule = self._zeta_rule(spec, card, sampling.effective_acceleration)
             if zeta == "auto":
-                zeta, zeta_info = gcv_zeta(spec, denoiser, kn, op, noise_std, seed=self.seed,
-                                           slice_ids=slice_ids, options=options,
-                                           warm_image=warm_image, x_init=x_init)
+                chosen = None
+                if spec.zeta_rule == "holdout":
+                    chosen = holdout_zeta(spec, denoiser, kn, sampling, maps_t, seed=self.seed, slice_ids=slice_ids,
+                                          run_inputs=run_inputs, options=options)
+                    if chosen is None:
+                        zeta_rule = (f"auto:gcv (fewer than {HOLDOUT_MIN_LINES} lines outside the calibration block "
+                                     "to hold out)")
+                if chosen is None:                      # GCV's runs share the phase reference of the full data
+                    chosen = gcv_zeta(spec, denoiser, kn, op, noise_std, seed=self.seed, slice_ids=slice_ids,
+                                      options=options, x_init=x_init,
+                                      warm_image=None if self.warm_start is None else
+                                      (lambda y: sense_start(y, sampling)))
+                zeta, zeta_info = chosen
             options["zeta"] = zeta
         callback, bar = self._progress_callback(spec, options, kn.shape[0] * self.num_samples)
         try:
@@ -404,14 +420,16 @@ class Reconstructor:
         return (lambda state: bar.update(int(state["x"].shape[0]))), bar
 
     def _zeta_rule(self, spec, card: dict, acceleration: float):
-        """(ζ or "auto", the rule's name): a given number; "auto"; the sampler's own default where the card's table
-        does not apply to it (``spec.card_zeta``); or the card's table where it brackets the scan's R."""
+        """(ζ or "auto", the rule's name): a given number; "auto" (the sampler's rule, ``spec.zeta_rule``); the
+        sampler's own default where the card's table does not apply to it (``spec.card_zeta``); or the card's table
+        where it brackets the scan's R."""
+        auto = f"auto:{spec.zeta_rule}"
         if self.zeta == "auto":
-            return "auto", "auto:gcv"
+            return "auto", auto
         if self.zeta is not None:
             return float(self.zeta), "given"
         if spec.auto_zeta:
-            return "auto", f"auto:gcv (the {spec.name} sampler's rule)"
+            return "auto", f"{auto} (the {spec.name} sampler's rule)"
         if not spec.card_zeta:
             return (float(_run_default(spec, "zeta")),
                     f"the {spec.name} sampler's default (the card's ζ table is for the fast sampler)")
@@ -419,85 +437,9 @@ class Reconstructor:
         table = sorted(float(r) for r in (card.get("zeta") or {}))
         if table and table[0] <= acceleration <= table[-1]:
             return zeta_for_acceleration(card, acceleration), "card"
-        return "auto", "auto:gcv (the card's table does not bracket R)"
+        return "auto", f"{auto} (the card's table does not bracket R)"
 
 
 def _run_default(spec, option: str):
     """The default of keyword ``option`` of a sampler's function: its signature is the one place that states it."""
     return inspect.signature(spec.run).parameters[option].default
-
-
-ZETA_GRID = (1.0, 4.0, 16.0, 64.0, 256.0)   # candidates of zeta="auto" (Fig 5's range, factors of 4)
-AUTO_ZETA_STEPS = 10    # sampler steps per candidate run (2 runs per candidate: y and y + ε b)
-GCV_PROBE_SAMPLE = 1 << 20   # sample index of the GCV probe's seed: disjoint from the posterior samples' 0..K-1
-GCV_PROBE_FLOOR = 1e-3       # the probe's σ at least this fraction of the data rms (float32 keeps ~7 digits)
-
-
-def gcv_zeta(sampler, denoiser, kn, op, noise_std, *, seed: int, slice_ids, options: dict | None = None,
-             warm_image: Callable[[torch.Tensor], torch.Tensor] | None = None, x_init: torch.Tensor | None = None):
-    """ζ per slice by generalized cross-validation (GCV), from the measured data alone; no noise level needed.
-
-    For every ζ of :data:`ZETA_GRID` (or the sampler record's own ``zeta_grid``) the sampler runs a short schedule
-    (:data:`AUTO_ZETA_STEPS` steps, the slice's own seed, so every candidate and its perturbed twin see the same
-    sampler noise) on y and on y + ε b (b a seeded complex Gaussian on the measured samples, ε = 0.1 σ̂, at least
-    0.1 · :data:`GCV_PROBE_FLOOR` times the measured samples' rms). With f(y) = A x̂(y) the predicted measurements,
-    the degrees of freedom are the Monte-Carlo divergence df = Re bᴴ (f(y + ε b) − f(y)) / ε, and
-
-        GCV(ζ) = n ‖y − f(y)‖² / (n − df)²,    n = 2 × measured complex samples (real dimensions)
-
-    (Golub, Heath & Wahba 1979; Monte-Carlo divergence as in Ramani et al. 2008, used for SURE by SMRD). The ζ
-    with the smallest GCV is kept. On the cases of benchmarks/bench_real.py its choice is within 1.014x of the best
-    NRMSE of an oracle ζ sweep (benchmarks/results/zeta_real.md), except on the real folded slice at R 3 (ζ 16
-    against 1: 1.047x), whose SENSE least-squares residual lies far above the noise level (a model floor that GCV's
-    noise-only model does not have, which flattens its curve).
-
-    A warm-started reconstruction is scored as it runs: its own schedule (``options["sigmas"]``) from
-    ``warm_image(y)`` (the SENSE image of the same data, so the start's own dependence on y is in the divergence).
-
-    Args: the sampler (name or :class:`dpm_core.samplers.Sampler`), denoiser, normalized k-space kn [S, C, H, W] and
-    operator of the reconstruction; noise_std σ̂ per slice (only sets the probe's step ε); seed and slice_ids as for
-    the reconstruction; sampler options; warm_image: k-space [S, C, H, W] -> start image [S, M, H, W], or None;
-    x_init: warm_image(kn) when the caller has already computed it (saves one solve).
-    Returns (ζ [S] tensor, info with the GCV table).
-    """
-    from .samplers import get_sampler, posterior_samples
-    from .seeding import slice_seed
-    sampler = get_sampler(sampler)
-    zeta_grid = sampler.zeta_grid or ZETA_GRID
-    S = kn.shape[0]
-    sigma = torch.as_tensor(noise_std, dtype=torch.float32, device=kn.device).reshape(-1).expand(S)
-    n = 2 * (op.mask.expand(S, 1, *kn.shape[2:]).flatten(1).sum(1) * kn.shape[1]).to(torch.float32)
-    data_rms = torch.sqrt(kn.abs().square().flatten(1).sum(1) / (n / 2))          # per measured complex sample
-    # on nearly noise-free data 0.1 σ̂ would sink the probe's effect into float32 rounding
-    eps = (0.1 * torch.maximum(sigma, GCV_PROBE_FLOOR * data_rms)).view(S, 1, 1, 1)
-    probes = []
-    for s in slice_ids:
-        g = torch.Generator().manual_seed(slice_seed(seed, s, GCV_PROBE_SAMPLE))
-        probes.append(torch.complex(torch.randn(kn.shape[1:], generator=g), torch.randn(kn.shape[1:], generator=g)))
-    b = torch.stack(probes).to(kn.device) * op.mask
-
-    trial = dict(options or {})
-    if warm_image is None:                                   # from pure noise: a short schedule instead of the full one
-        trial = {k: v for k, v in trial.items() if k not in ("steps", "sigmas")}
-        trial["steps"] = AUTO_ZETA_STEPS
-
-    probed = kn + eps * b
-    # the start depends on the data, not on ζ: one SENSE solve for y and one for the probed y, not one per candidate
-    starts = (None, None) if warm_image is None else (warm_image(kn) if x_init is None else x_init, warm_image(probed))
-
-    def predicted(y, x_init, zeta):
-        mean, _, _ = posterior_samples(sampler, denoiser, y, op, num_samples=1, seed=seed,
-                                       slice_ids=slice_ids, x_init=x_init, **trial, zeta=zeta)
-        return op.forward(mean)
-
-    gcv, dof = [], []
-    for zeta in zeta_grid:
-        f = predicted(kn, starts[0], float(zeta))
-        df = (b.conj() * (predicted(probed, starts[1], float(zeta)) - f)).real.flatten(1).sum(1) / eps.view(S)
-        residual = (kn - f).abs().pow(2).flatten(1).sum(1)
-        gcv.append(n * residual / (n - df).clamp_min(1.0) ** 2)
-        dof.append(df / n)
-    gcv = torch.stack(gcv, dim=1)                                                 # [S, len(ZETA_GRID)]
-    grid = torch.tensor(zeta_grid, dtype=torch.float32, device=kn.device)
-    return grid[gcv.argmin(dim=1)], {"zeta_grid": list(zeta_grid), "zeta_gcv": gcv.cpu().tolist(),
-                                      "zeta_dof_fraction": torch.stack(dof, 1).cpu().tolist()}

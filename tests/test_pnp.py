@@ -68,7 +68,7 @@ def test_the_record_schedule_and_errors():
 
 
 @pytest.mark.timeout(120)
-def test_the_reconstructor_chooses_zeta_by_gcv_from_the_samplers_grid_and_refuses_samples():
+def test_the_reconstructor_chooses_zeta_by_held_out_lines_from_the_samplers_grid_and_refuses_samples():
     from tests.test_reconstruct import TINY_UNET
     from dpm_core.masks import equispaced_mask
     from dpm_core.networks import ComplexDenoiser, build_network
@@ -77,12 +77,17 @@ def test_the_reconstructor_chooses_zeta_by_gcv_from_the_samplers_grid_and_refuse
     den = ComplexDenoiser(build_network("unet", TINY_UNET)).eval()
     den.card = {"zeta": {"1.0": 40.0, "4.0": 40.0}}            # the fast sampler's table must not be used
     kspace, _, maps = birdcage_phantom(32, 32, 4, slices=1)
-    mask = equispaced_mask(32, 2, num_acs=8)
     rec = Reconstructor(method="dpm", model=den, sampler="pnp", sampler_options={"steps": 3}, device="cpu",
                         output_guard=False, progress=None)
+    mask = equispaced_mask(32, 2, num_acs=8)                    # 12 lines outside the ACS block: 2 held out
     res = rec.reconstruct(kspace * torch.from_numpy(mask).view(1, 1, 32, 1), mask, maps=maps)
-    assert res.info["zeta_rule"] == "auto:gcv (the pnp sampler's rule)", res.info
+    assert res.info["zeta_rule"] == "auto:holdout (the pnp sampler's rule)", res.info
     assert res.info["zeta_grid"] == list(PNP_ZETA_GRID) and res.info["zeta"] in PNP_ZETA_GRID, res.info
+    assert res.info["zeta_holdout_lines"] == 2 and len(res.info["zeta_holdout_error"][0]) == len(PNP_ZETA_GRID)
+    sparse = equispaced_mask(32, 8, num_acs=8)                  # 3 lines outside the ACS block: too few to hold out
+    fallback = rec.reconstruct(kspace * torch.from_numpy(sparse).view(1, 1, 32, 1), sparse, maps=maps)
+    assert fallback.info["zeta_rule"].startswith("auto:gcv (fewer than 2 lines"), fallback.info
+    assert fallback.info["zeta"] in PNP_ZETA_GRID and "zeta_gcv" in fallback.info, fallback.info
     assert res.info["nfe_per_sample"] == 3 and res.method == "dpm:pnp"
     with pytest.raises(ValueError, match="deterministic"):
         Reconstructor(method="dpm", model=den, sampler="pnp", num_samples=2, device="cpu")

@@ -56,7 +56,8 @@ def pnp(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Tensor, 
         zeta: data-consistency weight ζ (> 0), a float or a tensor [S].
         demodulate: demodulate the denoiser's input by the L1 image's phase (True) or not.
         phase_reference: [S, M, H, W] complex, the image whose phase demodulates; None: the L1 image of ``y``. The
-            Reconstructor passes the L1 image of the scan, so that its GCV runs (on y and on a probed y) share it.
+            Reconstructor passes the L1 image of the data each run sees (the kept lines for the held-out-lines ζ rule,
+            computed once for all its candidates; the whole scan for the final run).
         cg_iters, cg_tol: the data step's CG cap and tolerance.
     Returns: [S, M, H, W] complex64. Network evaluations per slice: len(sigmas) (* M map images).
     """

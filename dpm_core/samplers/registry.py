@@ -13,6 +13,8 @@ from .dds_lora import dds_lora
 from .dps import dps
 from .pnp import PNP_LEVELS, PNP_SIGMA_END, PNP_SIGMA_START, PNP_ZETA_GRID, pnp
 
+ZETA_RULES = ("gcv", "holdout")     # the rules of dpm_core.zeta_rules a record can name
+
 __all__ = ["Sampler", "SAMPLERS", "get_sampler", "default_sigmas", "warm_start_sigmas", "num_evaluations"]
 
 
@@ -35,8 +37,10 @@ class Sampler:
     weight) means the same for this sampler; where False and no ζ is given, the sampler's own default ζ is used.
     sigma_band: (σ_start, σ_end) of a geometric schedule of the sampler's own, independent of the denoiser's trained
     range; None: the range (:func:`default_sigmas`).
-    auto_zeta: with no ζ given, the Reconstructor chooses it per slice by GCV (zeta="auto") instead of the card's
-    table or the sampler's default.  zeta_grid: GCV's candidates; None: :data:`dpm_core.reconstruct.ZETA_GRID`.
+    zeta_rule: how zeta="auto" chooses ζ per slice: "gcv" (:func:`dpm_core.zeta_rules.gcv_zeta`) or "holdout"
+    (:func:`dpm_core.zeta_rules.holdout_zeta`).  auto_zeta: with no ζ given, the Reconstructor chooses it by that rule
+    instead of the card's table or the sampler's default.  zeta_grid: the rule's candidates; None:
+    :data:`dpm_core.zeta_rules.ZETA_GRID`.
     stochastic: draws differ by seed; False (a deterministic method) makes num_samples > 1 an error, since its
     "samples" would be identical and their spread zero.
     """
@@ -50,9 +54,14 @@ class Sampler:
     warm_start_steps: int | None = None
     card_zeta: bool = False
     sigma_band: tuple[float, float] | None = None
+    zeta_rule: str = "gcv"
     auto_zeta: bool = False
     zeta_grid: tuple[float, ...] | None = None
     stochastic: bool = True
+
+    def __post_init__(self):
+        if self.zeta_rule not in ZETA_RULES:
+            raise ValueError(f"sampler {self.name!r}: zeta_rule={self.zeta_rule!r} must be one of {ZETA_RULES}")
 
     def __call__(self, *args, **kwargs) -> torch.Tensor:
         return self.run(*args, **kwargs)
@@ -102,7 +111,8 @@ SAMPLERS: dict[str, Sampler] = {s.name: s for s in (
             frozenset({"noise_std", "zeta", "demodulate", "phase_reference", "cg_iters", "cg_tol"}),
             lambda n, o: (n, 0),
             "plug-and-play: the denoiser in half-quadratic splitting, data steps solved (DPIR, Zhang et al. 2021)",
-            sigma_band=(PNP_SIGMA_START, PNP_SIGMA_END), auto_zeta=True, zeta_grid=PNP_ZETA_GRID, stochastic=False),
+            sigma_band=(PNP_SIGMA_START, PNP_SIGMA_END), zeta_rule="holdout", auto_zeta=True,
+            zeta_grid=PNP_ZETA_GRID, stochastic=False),
 )}
 SAMPLERS["fast"] = SAMPLERS["dds"]
 """Samplers by name. "fast" is the chosen fast sampler (DDS; see docs/samplers.md for the measurements)."""

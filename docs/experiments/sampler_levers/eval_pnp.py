@@ -92,7 +92,7 @@ GCV_ZETAS = tuple(float(z) for z in os.environ.get("GCV_ZETAS", "0.0625,0.25,1,4
 
 
 def gcv_zeta(denoiser, kn, mask, maps, noise_std, rec, sigma_start, sigma_end, iters, out, phase):
-    """ζ [S, 1, 1, 1] per slice from GCV_ZETAS by generalized cross-validation, as dpm_core.reconstruct.gcv_zeta scores
+    """ζ [S, 1, 1, 1] per slice from GCV_ZETAS by generalized cross-validation, as dpm_core.zeta_rules.gcv_zeta scores
     the DDS sampler: GCV(ζ) = n ‖y − f(y)‖² / (n − df)², df the Monte-Carlo divergence of f(y) = A x̂(y) along a seeded
     probe b of step ε = 0.1 σ̂ (the L1 phase, when used, is that of y for both runs)."""
     S, C, H, W = kn.shape

@@ -1,0 +1,150 @@
+"""Rules that choose the data-consistency weight ζ per slice from the measured k-space alone (``zeta="auto"``).
+
+Two rules; each sampler record names the one it uses (``Sampler.zeta_rule``):
+- ``"gcv"``, :func:`gcv_zeta`: generalized cross-validation with a Monte-Carlo divergence (the DDS samplers).
+- ``"holdout"``, :func:`holdout_zeta`: cross-validation on held-out phase-encode lines (the pnp sampler, whose GCV
+  curve is nearly flat: docs/experiments/pnp_zeta/run.md).
+Both run the sampler once per candidate ζ of the record's ``zeta_grid`` (or :data:`ZETA_GRID`) and keep, per slice,
+the candidate with the smallest score; the Reconstructor then runs the sampler at the chosen ζ.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .masks import Sampling, sampling_of
+
+__all__ = ["gcv_zeta", "holdout_zeta", "ZETA_GRID", "HOLDOUT_FRACTION", "HOLDOUT_MIN_LINES"]
+
+ZETA_GRID = (1.0, 4.0, 16.0, 64.0, 256.0)   # candidates of zeta="auto" (Fig 5's range, factors of 4)
+AUTO_ZETA_STEPS = 10    # sampler steps per candidate run (2 runs per candidate: y and y + ε b)
+GCV_PROBE_SAMPLE = 1 << 20   # sample index of the GCV probe's seed: disjoint from the posterior samples' 0..K-1
+GCV_PROBE_FLOOR = 1e-3       # the probe's σ at least this fraction of the data rms (float32 keeps ~7 digits)
+
+
+def gcv_zeta(sampler, denoiser, kn, op, noise_std, *, seed: int, slice_ids, options: dict | None = None,
+             warm_image: Callable[[torch.Tensor], torch.Tensor] | None = None, x_init: torch.Tensor | None = None):
+    """ζ per slice by generalized cross-validation (GCV), from the measured data alone; no noise level needed.
+
+    For every ζ of :data:`ZETA_GRID` (or the sampler record's own ``zeta_grid``) the sampler runs a short schedule
+    (:data:`AUTO_ZETA_STEPS` steps, the slice's own seed, so every candidate and its perturbed twin see the same
+    sampler noise) on y and on y + ε b (b a seeded complex Gaussian on the measured samples, ε = 0.1 σ̂, at least
+    0.1 · :data:`GCV_PROBE_FLOOR` times the measured samples' rms). With f(y) = A x̂(y) the predicted measurements,
+    the degrees of freedom are the Monte-Carlo divergence df = Re bᴴ (f(y + ε b) − f(y)) / ε, and
+
+        GCV(ζ) = n ‖y − f(y)‖² / (n − df)²,    n = 2 × measured complex samples (real dimensions)
+
+    (Golub, Heath & Wahba 1979; Monte-Carlo divergence as in Ramani et al. 2008, used for SURE by SMRD). The ζ
+    with the smallest GCV is kept. On the cases of benchmarks/bench_real.py its choice is within 1.014x of the best
+    NRMSE of an oracle ζ sweep (benchmarks/results/zeta_real.md), except on the real folded slice at R 3 (ζ 16
+    against 1: 1.047x), whose SENSE least-squares residual lies far above the noise level (a model floor that GCV's
+    noise-only model does not have, which flattens its curve).
+
+    A warm-started reconstruction is scored as it runs: its own schedule (``options["sigmas"]``) from
+    ``warm_image(y)`` (the SENSE image of the same data, so the start's own dependence on y is in the divergence).
+
+    Args: the sampler (name or :class:`dpm_core.samplers.Sampler`), denoiser, normalized k-space kn [S, C, H, W] and
+    operator of the reconstruction; noise_std σ̂ per slice (only sets the probe's step ε); seed and slice_ids as for
+    the reconstruction; sampler options; warm_image: k-space [S, C, H, W] -> start image [S, M, H, W], or None;
+    x_init: warm_image(kn) when the caller has already computed it (saves one solve).
+    Returns (ζ [S] tensor, info with the GCV table).
+    """
+    from .samplers import get_sampler, posterior_samples
+    from .seeding import slice_seed
+    sampler = get_sampler(sampler)
+    zeta_grid = sampler.zeta_grid or ZETA_GRID
+    S = kn.shape[0]
+    sigma = torch.as_tensor(noise_std, dtype=torch.float32, device=kn.device).reshape(-1).expand(S)
+    n = 2 * (op.mask.expand(S, 1, *kn.shape[2:]).flatten(1).sum(1) * kn.shape[1]).to(torch.float32)
+    data_rms = torch.sqrt(kn.abs().square().flatten(1).sum(1) / (n / 2))          # per measured complex sample
+    # on nearly noise-free data 0.1 σ̂ would sink the probe's effect into float32 rounding
+    eps = (0.1 * torch.maximum(sigma, GCV_PROBE_FLOOR * data_rms)).view(S, 1, 1, 1)
+    probes = []
+    for s in slice_ids:
+        g = torch.Generator().manual_seed(slice_seed(seed, s, GCV_PROBE_SAMPLE))
+        probes.append(torch.complex(torch.randn(kn.shape[1:], generator=g), torch.randn(kn.shape[1:], generator=g)))
+    b = torch.stack(probes).to(kn.device) * op.mask
+
+    trial = dict(options or {})
+    if warm_image is None:                                   # from pure noise: a short schedule instead of the full one
+        trial = {k: v for k, v in trial.items() if k not in ("steps", "sigmas")}
+        trial["steps"] = AUTO_ZETA_STEPS
+
+    probed = kn + eps * b
+    # the start depends on the data, not on ζ: one SENSE solve for y and one for the probed y, not one per candidate
+    starts = (None, None) if warm_image is None else (warm_image(kn) if x_init is None else x_init, warm_image(probed))
+
+    def predicted(y, x_init, zeta):
+        mean, _, _ = posterior_samples(sampler, denoiser, y, op, num_samples=1, seed=seed,
+                                       slice_ids=slice_ids, x_init=x_init, **trial, zeta=zeta)
+        return op.forward(mean)
+
+    gcv, dof = [], []
+    for zeta in zeta_grid:
+        f = predicted(kn, starts[0], float(zeta))
+        df = (b.conj() * (predicted(probed, starts[1], float(zeta)) - f)).real.flatten(1).sum(1) / eps.view(S)
+        residual = (kn - f).abs().pow(2).flatten(1).sum(1)
+        gcv.append(n * residual / (n - df).clamp_min(1.0) ** 2)
+        dof.append(df / n)
+    gcv = torch.stack(gcv, dim=1)                                                 # [S, len(ZETA_GRID)]
+    grid = torch.tensor(zeta_grid, dtype=torch.float32, device=kn.device)
+    return grid[gcv.argmin(dim=1)], {"zeta_grid": list(zeta_grid), "zeta_gcv": gcv.cpu().tolist(),
+                                      "zeta_dof_fraction": torch.stack(dof, 1).cpu().tolist()}
+
+
+HOLDOUT_FRACTION = 0.2    # of the measured lines outside the ACS block; the fraction dds_lora's adapter check holds out
+HOLDOUT_MIN_LINES = 2     # fewer held-out lines cannot score a candidate (real R 6 of 96 lines holds out 2)
+
+
+def holdout_zeta(sampler, denoiser, kn, sampling: Sampling, maps, *, seed: int, slice_ids,
+                 run_inputs: Callable[[torch.Tensor, Sampling], dict], options: dict | None = None):
+    """ζ per slice by cross-validation on held-out k-space lines, from the measured data alone.
+
+    A seeded :data:`HOLDOUT_FRACTION` of the measured lines outside the ACS block is set aside (one draw per buffer,
+    from ``seed``: the slices share their sampling, and a slice's choice does not depend on its batch-mates). For
+    every candidate ζ the sampler reconstructs x̂_ζ from the other lines alone — its data-dependent inputs too
+    (``run_inputs`` of the kept lines: the SENSE start, pnp's L1 phase reference), so nothing of the held-out lines
+    leaks in — and the candidate is scored by its relative error on the held-out lines,
+
+        E(ζ) = ‖P_h (A x̂_ζ − y)‖² / ‖P_h y‖²                (per slice; P_h the held-out lines)
+
+    (an SSDU-style split: Yaman et al. 2020). The ζ with the smallest E is kept. On the 12 cases of
+    benchmarks/bench_real.py this rule's choice for the pnp sampler is within 1.008x (mean) / 1.037x (worst) of the
+    NRMSE of an oracle ζ sweep (with that experiment's own seeded draw of lines), at one run per candidate; GCV with
+    the same grid 1.038x / 1.111x at two (docs/experiments/pnp_zeta/summary.md).
+
+    Args: the sampler (name or :class:`dpm_core.samplers.Sampler`), denoiser, normalized k-space kn [S, C, H, W], its
+    Sampling and coil maps [S, M, C, H, W] of the reconstruction; seed and slice_ids as for the reconstruction;
+    run_inputs: (k-space [S, C, H, W], its Sampling) -> the keyword inputs of a sampler run computed from that data
+    (``x_init``, ``phase_reference``); options: the other sampler options (schedule, noise level).
+    Returns (ζ [S] tensor, info with the grid and the held-out errors), or None when fewer than
+    :data:`HOLDOUT_MIN_LINES` lines can be held out (nearly only ACS lines measured): the caller falls back to GCV.
+    """
+    from .operators import SenseOp
+    from .samplers import get_sampler, posterior_samples
+    from .samplers.dds_lora import holdout_lines
+    from .seeding import stable_seed
+    sampler = get_sampler(sampler)
+    zeta_grid = sampler.zeta_grid or ZETA_GRID
+    S, C, H, W = kn.shape
+    generator = torch.Generator().manual_seed(stable_seed("zeta-holdout", int(seed)))
+    lines = torch.from_numpy(sampling.mask.astype(np.float32)).view(1, 1, H, 1)
+    held = holdout_lines(lines, HOLDOUT_FRACTION, generator).view(H).numpy() > 0          # [H] bool
+    if int(held.sum()) < HOLDOUT_MIN_LINES:
+        return None
+    kept = sampling_of(sampling.mask & ~held, H)
+    op_kept, op_held = SenseOp(maps, kept), SenseOp(maps, held)
+    y_kept, y_held = op_kept.mask * kn, op_held.mask * kn
+    inputs = run_inputs(y_kept, kept)
+    held_energy = y_held.abs().square().flatten(1).sum(1).clamp_min(1e-30)
+    errors = []
+    for zeta in zeta_grid:
+        x, _, _ = posterior_samples(sampler, denoiser, y_kept, op_kept, num_samples=1, seed=seed,
+                                    slice_ids=slice_ids, **{**(options or {}), **inputs}, zeta=float(zeta))
+        errors.append((op_held.forward(x) - y_held).abs().square().flatten(1).sum(1) / held_energy)
+    errors = torch.stack(errors, dim=1)                                               # [S, len(grid)]
+    grid = torch.tensor(zeta_grid, dtype=torch.float32, device=kn.device)
+    return grid[errors.argmin(dim=1)], {"zeta_grid": list(zeta_grid), "zeta_holdout_error": errors.cpu().tolist(),
+                                        "zeta_holdout_lines": int(held.sum())}
