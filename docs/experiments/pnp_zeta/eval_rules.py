@@ -1,6 +1,8 @@
 """ζ rules for the pnp sampler against an oracle sweep, on every case of bench_real.py.
 
-    OMP_NUM_THREADS=1 python docs/experiments/pnp_zeta/eval_rules.py CASE[,CASE...] > LOG
+    OMP_NUM_THREADS=1 python docs/experiments/pnp_zeta/eval_rules.py CASE[,CASE...] [ZETA,...] > LOG
+
+(ZETA,...: the ζ values to run instead of ZETAS, e.g. 8,16 to extend a sweep.)
 
 For each case and each ζ of ZETAS the pnp sampler runs on the production path's inputs (Reconstructor(method="dpm",
 sampler="pnp", num_maps="auto"): normalized k-space, maps, noise level, SENSE start, the scan's L1 phase reference)
@@ -8,7 +10,7 @@ through posterior_samples, and prints one JSON line with:
 - nrmse: the NRMSE of its image against the fully sampled RSS (the oracle curve; bench_real.py's scoring), and per
   slice the squared error and the reference's squared norm (so that per-slice choices can be scored);
 - gcv: GCV(ζ) = n ‖y − f(y)‖² / (n − df)² with df from each of PROBES seeded probes separately
-  (dpm_core.reconstruct.gcv_zeta's estimator; probe 0 is the production probe), the probed runs with their own L1
+  (dpm_core.zeta_rules.gcv_zeta's estimator; probe 0 is the production probe), the probed runs with their own L1
   phase reference (the whole estimator's divergence); gcv_shared: probe 0 with the phase reference of y, as the
   production's GCV runs share it;
 - cv: the relative error on held-out lines, ‖P_h (A x̂ − y)‖² / ‖P_h y‖², of a reconstruction from the other measured
@@ -36,7 +38,8 @@ from dpm_core.masks import find_acs_lines, sampling_of  # noqa: E402
 from dpm_core.noise import estimate_noise_std  # noqa: E402
 from dpm_core.normalize import normalization_scale  # noqa: E402
 from dpm_core.operators import SenseOp, combine_map_images  # noqa: E402
-from dpm_core.reconstruct import GCV_PROBE_FLOOR, GCV_PROBE_SAMPLE, Reconstructor  # noqa: E402
+from dpm_core.reconstruct import Reconstructor  # noqa: E402
+from dpm_core.zeta_rules import GCV_PROBE_FLOOR, GCV_PROBE_SAMPLE  # noqa: E402
 from dpm_core.samplers import default_sigmas, get_sampler, posterior_samples, warm_start_sigmas  # noqa: E402
 from dpm_core.seeding import slice_seed  # noqa: E402
 
@@ -65,6 +68,7 @@ def holdout_sets(lines: np.ndarray) -> list[np.ndarray]:
 def main():
     torch.set_num_threads(1)
     wanted = sys.argv[1].split(",")
+    zetas = tuple(float(z) for z in sys.argv[2].split(",")) if len(sys.argv) > 2 else ZETAS
     cases = real_cases(lambda n: n in wanted) + synthetic_cases(lambda n: n in wanted, 3, 2)[0]
     rec = Reconstructor(method="dpm", num_maps="auto", sampler="pnp", progress=None)
     denoiser = rec.denoiser()
@@ -111,7 +115,7 @@ def main():
             probes.append(torch.stack(b) * P)
         folds = holdout_sets(sampling.mask.astype(bool))
 
-        for zeta in ZETAS:
+        for zeta in zetas:
             x = run(kn, sampling.mask, zeta, shared_reference)
             image = (combine_map_images(x) * scale.view(S, 1, 1)).abs().numpy()
             f = op.forward(x)

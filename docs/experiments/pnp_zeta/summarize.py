@@ -4,7 +4,7 @@
 
 Each rule picks ζ per slice from the logged curves; the case's NRMSE is then that of the pnp image at the picked ζ of
 every slice (sqrt of the summed squared errors over the summed squared reference). Runs: pnp runs per slice including
-the final one at the chosen ζ (a GCV run on y at the chosen ζ is the final image, but the product re-runs it).
+the final one at the chosen ζ; the oracle is the best ζ of every logged one (a GCV run on y at the chosen ζ is the final image, but the product re-runs it).
 GCV's probed runs recompute the L1 phase reference from the probed data unless the rule says "shared" (the product
 shares the reference of y); held-out runs always use the L1 image of their kept lines.
 """
@@ -15,6 +15,8 @@ from collections import defaultdict
 import numpy as np
 
 COARSE = (1 / 64, 1 / 16, 1 / 4, 1.0, 4.0)          # the production grid (factors of 4)
+FINE = tuple(2.0 ** k for k in range(-6, 3))         # 1/64 ... 4, factors of 2
+TO_16 = COARSE + (16.0,)                             # the production grid extended (eval_rules_high_*.log)
 
 
 def gcv(row, probes):
@@ -28,15 +30,16 @@ def cv(row, folds):
 RULES = {                     # name: (grid, per-slice score of a row, runs per slice)
     "GCV, 1 probe, shared phase reference (production)": (COARSE, lambda r: np.asarray(r["gcv_shared"]),
                                                           2 * len(COARSE) + 1),
-    "GCV fine grid, shared phase reference": (None, lambda r: np.asarray(r["gcv_shared"]), 2 * 9 + 1),
+    "GCV fine grid, shared phase reference": (FINE, lambda r: np.asarray(r["gcv_shared"]), 2 * 9 + 1),
     "GCV, 1 probe": (COARSE, lambda r: gcv(r, [0]), 2 * len(COARSE) + 1),
     "GCV, 3 probes": (COARSE, lambda r: gcv(r, [0, 1, 2]), 4 * len(COARSE) + 1),
-    "GCV fine grid, 1 probe": (None, lambda r: gcv(r, [0]), 2 * 9 + 1),
-    "GCV fine grid, 3 probes": (None, lambda r: gcv(r, [0, 1, 2]), 4 * 9 + 1),
+    "GCV fine grid, 1 probe": (FINE, lambda r: gcv(r, [0]), 2 * 9 + 1),
+    "GCV fine grid, 3 probes": (FINE, lambda r: gcv(r, [0, 1, 2]), 4 * 9 + 1),
     "GCV coarse then factor-2 refinement, 1 probe": ("refine", lambda r: gcv(r, [0]), 2 * (len(COARSE) + 2) + 1),
     "held-out lines, 1 fold": (COARSE, lambda r: cv(r, [0]), len(COARSE) + 1),
     "held-out lines, 2 folds": (COARSE, lambda r: cv(r, [0, 1]), 2 * len(COARSE) + 1),
-    "held-out lines fine grid, 2 folds": (None, lambda r: cv(r, [0, 1]), 2 * 9 + 1),
+    "held-out lines fine grid, 2 folds": (FINE, lambda r: cv(r, [0, 1]), 2 * 9 + 1),
+    "held-out lines, 1 fold, grid to 16": (TO_16, lambda r: cv(r, [0]), len(TO_16) + 1),
 }
 
 
@@ -46,7 +49,8 @@ def refined(by_zeta, score):
     table = np.stack([score(by_zeta[z]) for z in coarse])
     choice = []
     for s, i in enumerate(table.argmin(axis=0)):
-        near = [z for z in by_zeta if any(abs(z - coarse[i] * f) < 1e-9 for f in (0.5, 1, 2))]
+        near = [z for z in by_zeta if any(abs(z - coarse[i] * f) < 1e-9 for f in (0.5, 1, 2))
+                and any(abs(z - g) < 1e-9 for g in FINE)]
         choice.append(min(near, key=lambda z: score(by_zeta[z])[s]))
     return choice
 
@@ -76,7 +80,7 @@ def main():
             if grid == "refine":
                 choice = refined(by_zeta, score)
             else:
-                grid = [z for z in zetas if grid is None or any(abs(z - g) < 1e-9 for g in grid)]
+                grid = [z for z in zetas if any(abs(z - g) < 1e-9 for g in grid)]
                 table = np.stack([score(by_zeta[z]) for z in grid])           # [zetas, S]
                 choice = [grid[i] for i in table.argmin(axis=0)]
             value = nrmse_at(by_zeta, choice)
