@@ -111,8 +111,8 @@ class GadgetConfig:
     [auto: chosen per scan from the header's contrast, :mod:`dpm_core.model_choice`].
     model_dirs: comma-separated folders of the site's own model cards, preferred to the shipped ones [none].
     sampler: sampler name [fast].  steps: sampler steps [sampler default].
-    zeta: data-consistency ζ, a number | auto (per scan, GCV) | default [default: the model card's table where it
-    brackets the scan's R, else auto].
+    zeta: data-consistency ζ, a number | auto (per scan: GCV; held-out lines for pnp) | default [default: the model
+    card's table where it brackets the scan's R, else auto].
     warm_start: σ at which the DPM starts from the SENSE image | none (from pure noise) | default [default:
     dpm_core.reconstruct.WARM_START_SIGMA].
     memory_budget_gb: GiB of working memory one sampler call may use (a volume runs in as many calls as it needs)
