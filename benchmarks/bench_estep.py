@@ -59,7 +59,7 @@ def main() -> None:
     truth = ratios(x[:, 0])
     rows.append({"draws": "the true images (reference)", "steps": "", "ratio (all k)": truth[0],
                  "ratio (low k)": truth[1], "s": ""})
-    runs = [(f"DDS, ζ = 1, noise-weighted, eta = 1, cg_iters 5", "dds", {"steps": n, "noise_std": NOISE_STD,
+    runs = [("DDS, ζ = 1, noise-weighted, eta = 1, cg_iters 5", "dds", {"steps": n, "noise_std": NOISE_STD,
              "zeta": 1.0, "eta": 1.0, "cg_iters": 5, "sigma_data": 0.7}) for n in DDS_STEPS]
     runs.append(("ALD, annealed likelihood (exact reference)", "ald",
                  {"sigmas": geometric_sigmas(5.0, 0.02, 300), "steps_per_level": 3, "eps": 0.02 ** 2,

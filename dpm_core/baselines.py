@@ -9,7 +9,6 @@ Reconstructor does, so one weight fits every scan.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from .cg import batch_dot as _batch_dot, conjugate_gradient

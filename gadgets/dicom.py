@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
 from pydicom.valuerep import format_number_as_ds

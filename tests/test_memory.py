@@ -10,7 +10,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from dpm_core.masks import equispaced_mask
-from dpm_core.memory import LiveTensorBytes, peak_working_bytes, slices_per_call
+from dpm_core.memory import LiveTensorBytes, slices_per_call
 from dpm_core.networks import ComplexDenoiser, build_network
 from dpm_core.operators import SenseOp
 from dpm_core.reconstruct import Reconstructor

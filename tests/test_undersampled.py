@@ -26,10 +26,10 @@ from dpm_core.networks import build_network, edm_loss
 from dpm_core.operators import SenseOp
 from dpm_core.samplers import posterior_samples
 from dpm_core.schedules import geometric_sigmas
-from dpm_core.seeding import randn_complex, stable_seed
+from dpm_core.seeding import randn_complex
 from training import finetune as finetune_mod
 from training.preprocess import find_volumes
-from training.undersampled import (heldout_line_error, holdout_split, load_accelerated, read_accelerated,
+from training.undersampled import (heldout_line_error, holdout_split, read_accelerated,
                                    write_accelerated_copy)
 
 from .test_training import TINY_NET, write_tiny_fastmri
