@@ -311,14 +311,16 @@ class Reconstructor:
         op = SenseOp(maps_t, sampling)
         options = dict(self.sampler_options)
         spec = get_sampler(self.sampler)
+
+        def schedule(sigmas):                            # a warm start runs the levels at or below its σ
+            return sigmas if self.warm_start is None else warm_start_sigmas(sigmas, self.warm_start)
+        warm = self.warm_start is not None
         sigmas = options.pop("sigmas", None)
         if sigmas is None:
-            sigmas = default_sigmas(spec, denoiser, options.pop("steps", None), warm=self.warm_start is not None)
+            sigmas = default_sigmas(spec, denoiser, options.pop("steps", None), warm=warm)
         elif "steps" in options:
             raise ValueError("sampler_options: give either sigmas or steps, not both")
-        if self.warm_start is not None:
-            sigmas = warm_start_sigmas(sigmas, self.warm_start)
-        options["sigmas"] = sigmas
+        options["sigmas"] = schedule(sigmas)
         # [S] per real channel, in the units of kn: the noise scan's level when the caller knows it, else estimated
         noise_std = estimate_noise_std(kn, sampling) if known_noise_std is None else known_noise_std
         if "noise_std" in spec.options:                  # the data term is weighed by the measured noise, per slice
@@ -344,8 +346,11 @@ class Reconstructor:
             if zeta == "auto":
                 chosen = None
                 if spec.zeta_rule == "holdout":
+                    trial = dict(options)             # shorter candidate runs where the record says they suffice
+                    if spec.zeta_trial_steps is not None and not {"steps", "sigmas"} & set(self.sampler_options):
+                        trial["sigmas"] = schedule(default_sigmas(spec, denoiser, spec.zeta_trial_steps, warm=warm))
                     chosen = holdout_zeta(spec, denoiser, kn, sampling, maps_t, seed=self.seed, slice_ids=slice_ids,
-                                          run_inputs=run_inputs, options=options)
+                                          run_inputs=run_inputs, options=trial)
                     if chosen is None:
                         zeta_rule = (f"auto:gcv (fewer than {HOLDOUT_MIN_LINES} lines outside the calibration block "
                                      "to hold out)")

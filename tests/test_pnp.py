@@ -93,6 +93,33 @@ def test_the_reconstructor_chooses_zeta_by_held_out_lines_from_the_samplers_grid
         Reconstructor(method="dpm", model=den, sampler="pnp", num_samples=2, device="cpu")
 
 
+@pytest.mark.timeout(120)
+def test_the_held_out_rule_scores_its_candidates_with_the_records_shorter_schedule():
+    from tests.test_reconstruct import TINY_UNET
+    from dpm_core.masks import equispaced_mask
+    from dpm_core.networks import ComplexDenoiser, build_network
+    from dpm_core.samplers.pnp import PNP_TRIAL_LEVELS
+    from tests.conftest import birdcage_phantom
+    torch.manual_seed(0)
+    net = ComplexDenoiser(build_network("unet", TINY_UNET)).eval()
+    levels = []
+
+    class CountingDenoiser:                                     # records the σ of every network evaluation
+        card = {}
+
+        def __call__(self, x, sigma):
+            levels.append(float(sigma.reshape(-1)[0]))
+            return net(x, sigma)
+    kspace, _, maps = birdcage_phantom(32, 32, 4, slices=1)
+    mask = equispaced_mask(32, 2, num_acs=8)
+    res = Reconstructor(method="dpm", model=CountingDenoiser(), sampler="pnp", device="cpu", output_guard=False,
+                        progress=None).reconstruct(kspace * torch.from_numpy(mask).view(1, 1, 32, 1), mask, maps=maps)
+    assert res.info["zeta_rule"].startswith("auto:holdout") and res.info["nfe_per_sample"] == PNP_LEVELS
+    assert len(levels) == len(PNP_ZETA_GRID) * PNP_TRIAL_LEVELS + PNP_LEVELS
+    assert levels[-PNP_LEVELS:] == pytest.approx(default_sigmas("pnp").tolist(), rel=1e-6)
+    assert levels[:PNP_TRIAL_LEVELS] == pytest.approx(default_sigmas("pnp", steps=PNP_TRIAL_LEVELS).tolist(), rel=1e-6)
+
+
 @pytest.mark.timeout(60)
 def test_a_slice_alone_equals_the_slice_in_its_batch_and_runs_repeat_exactly():
     """Per-slice L1 phase, noise level and ζ: a slice's result does not depend on its batch-mates, nor on the seed."""

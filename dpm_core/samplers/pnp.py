@@ -28,8 +28,11 @@ PNP_SIGMA_END = 0.01
 PNP_LEVELS = 30
 PNP_CG_ITERS = 50          # a cap on each data step, which otherwise stops at PNP_CG_TOL
 PNP_CG_TOL = 1e-4
-PNP_ZETA_GRID = (1 / 64, 1 / 16, 1 / 4, 1.0, 4.0)   # zeta="auto" (GCV) candidates: this sampler's optimum lies lower
-                                                     # than DDS's (real slice 1/16, synthetic FLAIR 1)
+PNP_ZETA_GRID = (1 / 64, 1 / 16, 1 / 4, 1.0, 4.0)   # zeta="auto" candidates: this sampler's optimum lies lower than
+                                                     # DDS's (real slice 1/16-1/4, synthetic FLAIR 2-4; ζ 8 is worse
+                                                     # on every bench_real case: docs/experiments/pnp_zeta/run.md)
+PNP_TRIAL_LEVELS = 15      # levels of the held-out rule's candidate runs: the same ζ as with 30 on all 11 cases it
+                           # can score, at half the cost; 8 missed twice (docs/experiments/pnp_zeta/short.md)
 
 
 def pnp(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Tensor, generators: Sequence[torch.Generator],

@@ -11,7 +11,7 @@ from .ald import ald
 from .dds import dds
 from .dds_lora import dds_lora
 from .dps import dps
-from .pnp import PNP_LEVELS, PNP_SIGMA_END, PNP_SIGMA_START, PNP_ZETA_GRID, pnp
+from .pnp import PNP_LEVELS, PNP_SIGMA_END, PNP_SIGMA_START, PNP_TRIAL_LEVELS, PNP_ZETA_GRID, pnp
 
 ZETA_RULES = ("gcv", "holdout")     # the rules of dpm_core.zeta_rules a record can name
 
@@ -40,7 +40,8 @@ class Sampler:
     zeta_rule: how zeta="auto" chooses ζ per slice: "gcv" (:func:`dpm_core.zeta_rules.gcv_zeta`) or "holdout"
     (:func:`dpm_core.zeta_rules.holdout_zeta`).  auto_zeta: with no ζ given, the Reconstructor chooses it by that rule
     instead of the card's table or the sampler's default.  zeta_grid: the rule's candidates; None:
-    :data:`dpm_core.zeta_rules.ZETA_GRID`.
+    :data:`dpm_core.zeta_rules.ZETA_GRID`.  zeta_trial_steps: schedule length of the rule's candidate runs (the
+    record's default schedule at that length) where it chooses as well as the full one; None: the full schedule.
     stochastic: draws differ by seed; False (a deterministic method) makes num_samples > 1 an error, since its
     "samples" would be identical and their spread zero.
     """
@@ -57,6 +58,7 @@ class Sampler:
     zeta_rule: str = "gcv"
     auto_zeta: bool = False
     zeta_grid: tuple[float, ...] | None = None
+    zeta_trial_steps: int | None = None
     stochastic: bool = True
 
     def __post_init__(self):
@@ -112,7 +114,7 @@ SAMPLERS: dict[str, Sampler] = {s.name: s for s in (
             lambda n, o: (n, 0),
             "plug-and-play: the denoiser in half-quadratic splitting, data steps solved (DPIR, Zhang et al. 2021)",
             sigma_band=(PNP_SIGMA_START, PNP_SIGMA_END), zeta_rule="holdout", auto_zeta=True,
-            zeta_grid=PNP_ZETA_GRID, stochastic=False),
+            zeta_grid=PNP_ZETA_GRID, zeta_trial_steps=PNP_TRIAL_LEVELS, stochastic=False),
 )}
 SAMPLERS["fast"] = SAMPLERS["dds"]
 """Samplers by name. "fast" is the chosen fast sampler (DDS; see docs/samplers.md for the measurements)."""
