@@ -113,7 +113,8 @@ def holdout_zeta(sampler, denoiser, kn, sampling: Sampling, maps, *, seed: int, 
     (an SSDU-style split: Yaman et al. 2020). The ζ with the smallest E is kept. On the 12 cases of
     benchmarks/bench_real.py this rule's choice for the pnp sampler is within 1.008x (mean) / 1.037x (worst) of the
     NRMSE of an oracle ζ sweep (with that experiment's own seeded draw of lines), at one run per candidate; GCV with
-    the same grid 1.038x / 1.111x at two (docs/experiments/pnp_zeta/summary.md).
+    the same grid 1.038x / 1.111x at two (docs/experiments/pnp_zeta/summary.md). With this function's draw and the
+    record's 15-level candidate runs: 1.006x / 1.020x on the 11 cases that have lines to hold out (short.md there).
 
     Args: the sampler (name or :class:`dpm_core.samplers.Sampler`), denoiser, normalized k-space kn [S, C, H, W], its
     Sampling and coil maps [S, M, C, H, W] of the reconstruction; seed and slice_ids as for the reconstruction;
