@@ -118,6 +118,11 @@ def test_the_held_out_rule_scores_its_candidates_with_the_records_shorter_schedu
     assert len(levels) == len(PNP_ZETA_GRID) * PNP_TRIAL_LEVELS + PNP_LEVELS
     assert levels[-PNP_LEVELS:] == pytest.approx(default_sigmas("pnp").tolist(), rel=1e-6)
     assert levels[:PNP_TRIAL_LEVELS] == pytest.approx(default_sigmas("pnp", steps=PNP_TRIAL_LEVELS).tolist(), rel=1e-6)
+    levels.clear()                                              # a schedule the user gives also sets the candidates'
+    Reconstructor(method="dpm", model=CountingDenoiser(), sampler="pnp", sampler_options={"steps": 4}, device="cpu",
+                  output_guard=False, progress=None).reconstruct(kspace * torch.from_numpy(mask).view(1, 1, 32, 1),
+                                                                 mask, maps=maps)
+    assert len(levels) == (len(PNP_ZETA_GRID) + 1) * 4
 
 
 @pytest.mark.timeout(60)
