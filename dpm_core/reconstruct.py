@@ -245,8 +245,7 @@ class Reconstructor:
         if method == "zero_filled":
             images = baselines.zero_filled(kn, sampling, maps_t)
         elif method == "sense":
-            images = combine_map_images(baselines.sense_cg(kn, sampling, maps_t, self.cg_iters, self.l2_weight,
-                                                           tol=self.cg_tol))
+            images = combine_map_images(self._sense(kn, sampling, maps_t))
             info["l2_weight"] = self.l2_weight
         elif method == "l1_wavelet":
             x, l1_info = self._l1_wavelet(kn, sampling, maps_t)
@@ -276,6 +275,18 @@ class Reconstructor:
                            maps=maps_t.detach().cpu().numpy(), method=name, timings=timings, info=info)
 
     # -- stages ------------------------------------------------------------------------------------------------------
+    def _sense(self, kn: torch.Tensor, sampling: Sampling, maps_t: torch.Tensor) -> torch.Tensor:
+        """Our SENSE-CG image [S, M, H, W] of normalized k-space (Tikhonov ``l2_weight``, CG to ``cg_tol``)."""
+        return baselines.sense_cg(kn, sampling, maps_t, self.cg_iters, self.l2_weight, tol=self.cg_tol)
+
+    def _run_inputs(self, y: torch.Tensor, sampling: Sampling, maps_t: torch.Tensor, phase_reference: bool) -> dict:
+        """The data-dependent inputs of a DPM sampler run on k-space y measured on ``sampling``, from y alone: the
+        SENSE start (``x_init``, with a warm start) and the L1 image as ``phase_reference`` (when asked)."""
+        inputs = {} if self.warm_start is None else {"x_init": self._sense(y, sampling, maps_t)}
+        if phase_reference:
+            inputs["phase_reference"] = self._l1_wavelet(y, sampling, maps_t)[0]
+        return inputs
+
     def _l1_wavelet(self, kn: torch.Tensor, sampling: Sampling, maps_t: torch.Tensor):
         """Our L1-wavelet image [S, M, H, W] of normalized k-space (λ given or by the per-scan rule) and its info."""
         return baselines.l1_wavelet(kn, sampling, maps_t, lamda=self.l1_lamda,
@@ -328,15 +339,8 @@ class Reconstructor:
         demodulate = "demodulate" not in spec.options or options.get("demodulate", _run_default(spec, "demodulate"))
         own_reference = "phase_reference" in spec.options and demodulate and "phase_reference" not in options
 
-        def sense_start(y, part: Sampling):                     # the warm start from the data y of ``part`` alone
-            return baselines.sense_cg(y, part, maps_t, self.cg_iters, self.l2_weight, tol=self.cg_tol)
-
         def run_inputs(y, part: Sampling) -> dict:
-            """The data-dependent inputs of a sampler run on k-space y measured on ``part``, from y alone."""
-            inputs = {} if self.warm_start is None else {"x_init": sense_start(y, part)}
-            if own_reference:
-                inputs["phase_reference"] = self._l1_wavelet(y, part, maps_t)[0]
-            return inputs
+            return self._run_inputs(y, part, maps_t, own_reference)
         inputs = run_inputs(kn, sampling)
         x_init = inputs.pop("x_init", None)
         options.update(inputs)
@@ -358,7 +362,7 @@ class Reconstructor:
                     chosen = gcv_zeta(spec, denoiser, kn, op, noise_std, seed=self.seed, slice_ids=slice_ids,
                                       options=options, x_init=x_init,
                                       warm_image=None if self.warm_start is None else
-                                      (lambda y: sense_start(y, sampling)))
+                                      (lambda y: self._sense(y, sampling, maps_t)))
                 zeta, zeta_info = chosen
             options["zeta"] = zeta
         callback, bar = self._progress_callback(spec, options, kn.shape[0] * self.num_samples)
@@ -382,8 +386,7 @@ class Reconstructor:
         guard = {}
         if self.output_guard:
             from .guard import check_output
-            least_squares = x_init if x_init is not None else baselines.sense_cg(
-                kn, sampling, maps_t, self.cg_iters, self.l2_weight, tol=self.cg_tol)
+            least_squares = x_init if x_init is not None else self._sense(kn, sampling, maps_t)
             problems, guard = check_output(denoiser, mean, kn, op, noise_std,
                                            float(getattr(denoiser, "sigma_data", 0.5)), slice_ids, least_squares)
             if problems:
