@@ -24,14 +24,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "docs" / "experiments" / "pnp_zeta"))
 from bench_real import real_cases, scores, synthetic_cases  # noqa: E402
+from case_inputs import case_inputs  # noqa: E402
 
-from dpm_core import baselines  # noqa: E402
-from dpm_core.combine import rss  # noqa: E402
-from dpm_core.fft import ifft2c  # noqa: E402
-from dpm_core.masks import sampling_of  # noqa: E402
-from dpm_core.noise import estimate_noise_std  # noqa: E402
-from dpm_core.normalize import normalization_scale  # noqa: E402
 from dpm_core.operators import SenseOp, combine_map_images  # noqa: E402
 from dpm_core.reconstruct import Reconstructor  # noqa: E402
 from dpm_core.samplers import get_sampler, posterior_samples  # noqa: E402
@@ -52,20 +48,12 @@ def main():
     denoiser = rec.denoiser()
     spec = dataclasses.replace(get_sampler("pnp"), zeta_grid=ZETAS)
     for case in cases:
-        S, C, H, W = case.kspace.shape
+        S = case.kspace.shape[0]
         ids = list(range(S))
-        ref = rss(ifft2c(case.kspace)).numpy()
-        sampling = sampling_of(case.mask, H)
-        k = case.kspace * torch.from_numpy(sampling.mask).view(1, 1, H, 1)
-        scale = normalization_scale(k, sampling)
-        kn = k / scale.view(S, 1, 1, 1)
-        maps, _ = rec._coil_maps(kn, sampling, None)
-        support = maps.abs().sum(dim=2) > 0
-        noise_std = estimate_noise_std(kn, sampling)
+        ref, sampling, scale, kn, maps, support, noise_std = case_inputs(case, rec)
 
         def run_inputs(y, part):
-            return {"x_init": baselines.sense_cg(y, part, maps, rec.cg_iters, rec.l2_weight, tol=rec.cg_tol),
-                    "phase_reference": rec._l1_wavelet(y, part, maps)[0]}
+            return rec._run_inputs(y, part, maps, phase_reference=True)
         full = run_inputs(kn, sampling)
         for sigma_end in SIGMA_ENDS:
             t0 = time.perf_counter()

@@ -30,13 +30,9 @@ ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 from bench_real import real_cases, scores, synthetic_cases  # noqa: E402
+from case_inputs import case_inputs  # noqa: E402
 
-from dpm_core import baselines  # noqa: E402
-from dpm_core.combine import rss  # noqa: E402
-from dpm_core.fft import ifft2c  # noqa: E402
 from dpm_core.masks import find_acs_lines, sampling_of  # noqa: E402
-from dpm_core.noise import estimate_noise_std  # noqa: E402
-from dpm_core.normalize import normalization_scale  # noqa: E402
 from dpm_core.operators import SenseOp, combine_map_images  # noqa: E402
 from dpm_core.reconstruct import Reconstructor  # noqa: E402
 from dpm_core.zeta_rules import GCV_PROBE_FLOOR, GCV_PROBE_SAMPLE  # noqa: E402
@@ -78,14 +74,7 @@ def main():
         t0 = time.perf_counter()
         S, C, H, W = case.kspace.shape
         ids = list(range(S))
-        ref = rss(ifft2c(case.kspace)).numpy()
-        sampling = sampling_of(case.mask, H)
-        k = case.kspace * torch.from_numpy(sampling.mask).view(1, 1, H, 1)
-        scale = normalization_scale(k, sampling)
-        kn = k / scale.view(S, 1, 1, 1)
-        maps, _ = rec._coil_maps(kn, sampling, None)
-        support = maps.abs().sum(dim=2) > 0
-        noise_std = estimate_noise_std(kn, sampling)
+        ref, sampling, scale, kn, maps, support, noise_std = case_inputs(case, rec)
         op = SenseOp(maps, sampling)
 
         shared_reference = rec._l1_wavelet(kn, sampling, maps)[0]
@@ -94,7 +83,7 @@ def main():
             """pnp's image [S, M, H, W] from k-space y measured on the lines ``mask`` [H] (SENSE start of those lines
             alone; L1 phase reference of those lines too unless given)."""
             part = sampling_of(mask, H)
-            start = baselines.sense_cg(y, part, maps, rec.cg_iters, rec.l2_weight, tol=rec.cg_tol)
+            start = rec._sense(y, part, maps)
             if reference is None:
                 reference = rec._l1_wavelet(y, part, maps)[0]
             mean, _, _ = posterior_samples(spec, denoiser, y, SenseOp(maps, part), num_samples=1, seed=SEED,

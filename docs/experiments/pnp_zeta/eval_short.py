@@ -21,11 +21,8 @@ ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 from bench_real import real_cases, synthetic_cases  # noqa: E402
+from case_inputs import case_inputs  # noqa: E402
 
-from dpm_core import baselines  # noqa: E402
-from dpm_core.masks import sampling_of  # noqa: E402
-from dpm_core.noise import estimate_noise_std  # noqa: E402
-from dpm_core.normalize import normalization_scale  # noqa: E402
 from dpm_core.reconstruct import Reconstructor  # noqa: E402
 from dpm_core.samplers.pnp import PNP_SIGMA_END, PNP_SIGMA_START  # noqa: E402
 from dpm_core.schedules import geometric_sigmas  # noqa: E402
@@ -42,16 +39,11 @@ def main():
     rec = Reconstructor(method="dpm", num_maps="auto", sampler="pnp", progress=None)
     denoiser = rec.denoiser()
     for case in cases:
-        S, C, H, W = case.kspace.shape
-        sampling = sampling_of(case.mask, H)
-        k = case.kspace * torch.from_numpy(sampling.mask).view(1, 1, H, 1)
-        kn = k / normalization_scale(k, sampling).view(S, 1, 1, 1)
-        maps, _ = rec._coil_maps(kn, sampling, None)
-        noise_std = estimate_noise_std(kn, sampling)
+        S = case.kspace.shape[0]
+        _, sampling, _, kn, maps, _, noise_std = case_inputs(case, rec)
 
         def run_inputs(y, part):
-            return {"x_init": baselines.sense_cg(y, part, maps, rec.cg_iters, rec.l2_weight, tol=rec.cg_tol),
-                    "phase_reference": rec._l1_wavelet(y, part, maps)[0]}
+            return rec._run_inputs(y, part, maps, phase_reference=True)
         for levels in LEVELS:
             t0 = time.perf_counter()
             options = {"sigmas": geometric_sigmas(PNP_SIGMA_START, PNP_SIGMA_END, levels), "noise_std": noise_std}
