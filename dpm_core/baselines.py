@@ -14,9 +14,10 @@ import torch
 from .cg import batch_dot as _batch_dot, conjugate_gradient
 from .combine import rss
 from .fft import ifft2c
+from .noise import kspace_edge_level
 from .operators import SenseOp, combine_map_images
 
-__all__ = ["zero_filled", "sense_cg", "l1_wavelet"]
+__all__ = ["zero_filled", "sense_cg", "l1_wavelet", "measured_edge_level"]
 
 
 def zero_filled(kspace: torch.Tensor, mask=None, maps: torch.Tensor | None = None) -> torch.Tensor:
@@ -84,6 +85,17 @@ L1_LAMDA_PER_EDGE_LEVEL = 0.16
 L1_WINDOW = 10             # iterates averaged per convergence check of l1_wavelet
 
 
+def measured_edge_level(kspace: torch.Tensor, op: SenseOp) -> torch.Tensor:
+    """:func:`dpm_core.noise.kspace_edge_level` of k-space [S, C, H, W] per slice, over the lines that slice
+    measured (``op.mask``; every line when it is None): [S] float32."""
+    S, _, H, _ = kspace.shape
+    if op.mask is None:
+        lines = torch.ones(S, H, dtype=torch.bool)
+    else:
+        lines = op.mask.expand(S, 1, H, op.mask.shape[-1])[:, 0].amax(dim=-1).cpu() > 0            # [S, H]
+    return torch.cat([kspace_edge_level(kspace[s:s + 1], lines[s].numpy()) for s in range(S)])
+
+
 def l1_wavelet(kspace: torch.Tensor, mask, maps: torch.Tensor, lamda=None, edge_level=None, max_iter: int = 200,
                tol: float = 1e-3, wave_name: str = "db2", cycle_spinning: bool = True, seed: int = 0,
                return_info: bool = False):
@@ -100,7 +112,8 @@ def l1_wavelet(kspace: torch.Tensor, mask, maps: torch.Tensor, lamda=None, edge_
     input's device; slices never affect each other.
 
     λ per scan, from the measured data alone: λ = :data:`L1_LAMDA_PER_EDGE_LEVEL` · e, e the k-space edge level
-    (``edge_level``, :func:`dpm_core.noise.kspace_edge_level` of the normalized k-space): the noise σ where the k-space
+    (:func:`dpm_core.noise.kspace_edge_level` of the given k-space over each slice's measured lines, or
+    ``edge_level`` when the caller has it): the noise σ where the k-space
     edges hold only noise, more where they hold anatomy too. For an orthonormal transform the soft threshold λ·step
     then sits at a fixed multiple of the image-domain level of that content (Donoho & Johnstone's wavelet shrinkage
     when it is noise); a constant λ is only right for the scan it was tuned on.
@@ -109,8 +122,8 @@ def l1_wavelet(kspace: torch.Tensor, mask, maps: torch.Tensor, lamda=None, edge_
         kspace: [S, C, H, W] complex64, zero-filled.
         mask: sampling mask (1-D [H] or [S, 1, H, 1]).
         maps: [S, M, C, H, W] (M ≥ 1 soft-SENSE map sets; the map images are penalized jointly).
-        lamda: explicit λ (float or [S] tensor); None derives it from ``edge_level``.
-        edge_level: e per slice ([S] tensor or float), used when ``lamda`` is None.
+        lamda: explicit λ (float or [S] tensor); None: the per-scan rule above.
+        edge_level: e per slice ([S] tensor or float) for the rule; None: measured from ``kspace`` and ``mask``.
         max_iter, tol: iteration limit and the stopping rule above (fewer than L1_WINDOW iterations: the last iterate).
         wave_name: orthogonal PyWavelets wavelet name.
         cycle_spinning: random circular shifts per iteration (off: the fixed wavelet grid).
@@ -123,8 +136,7 @@ def l1_wavelet(kspace: torch.Tensor, mask, maps: torch.Tensor, lamda=None, edge_
     S, M, H, W = op.ishape
     if lamda is None:
         if edge_level is None:
-            raise ValueError("l1_wavelet needs lamda or edge_level (dpm_core.noise.kspace_edge_level of the k-space) "
-                             "to set λ")
+            edge_level = measured_edge_level(kspace, op)
         lamda = L1_LAMDA_PER_EDGE_LEVEL * torch.as_tensor(edge_level, dtype=torch.float32)
     lam = torch.as_tensor(lamda, dtype=torch.float32, device=kspace.device).reshape(-1)
     if lam.numel() == 1:

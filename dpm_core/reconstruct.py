@@ -22,7 +22,7 @@ import torch
 
 from . import baselines
 from .masks import Sampling, sampling_of
-from .noise import estimate_noise_std, kspace_edge_level
+from .noise import estimate_noise_std
 from .normalize import normalization_scale
 from .operators import combine_map_images
 from .zeta_rules import HOLDOUT_MIN_LINES, gcv_zeta, holdout_zeta
@@ -289,8 +289,7 @@ class Reconstructor:
 
     def _l1_wavelet(self, kn: torch.Tensor, sampling: Sampling, maps_t: torch.Tensor):
         """Our L1-wavelet image [S, M, H, W] of normalized k-space (λ given or by the per-scan rule) and its info."""
-        return baselines.l1_wavelet(kn, sampling, maps_t, lamda=self.l1_lamda,
-                                    edge_level=kspace_edge_level(kn, sampling.mask), max_iter=self.l1_iters,
+        return baselines.l1_wavelet(kn, sampling, maps_t, lamda=self.l1_lamda, max_iter=self.l1_iters,
                                     return_info=True)
 
     def _coil_maps(self, kn: torch.Tensor, sampling: Sampling, maps):

@@ -49,6 +49,32 @@ def test_l1_wavelet_beats_sense_at_R4_on_real_brain(real_brain_kspace, real_maps
     assert l1 < sense
 
 
+@pytest.mark.timeout(60)
+def test_l1_lambda_rule_reads_each_slice_own_measured_edge_lines():
+    """With neither λ nor an edge level given, λ = 0.16 × each slice's k-space edge level over its own measured lines:
+    sqrt(median |k|² / (2 ln 2)) of the outer eighth of ky and kx (numpy here), so a slice's λ does not depend on its
+    batch-mates' masks."""
+    gen = torch.Generator().manual_seed(3)
+    S, C, H, W = 2, 3, 32, 24
+    kspace = torch.complex(torch.randn(S, C, H, W, generator=gen), torch.randn(S, C, H, W, generator=gen))
+    kspace[1] *= 5.0
+    masks = np.stack([equispaced_mask(H, R, num_acs=8) for R in (2, 3)])                   # [S, H]
+    kspace = kspace * torch.from_numpy(masks).view(S, 1, H, 1)
+    maps = torch.ones(S, 1, C, H, W, dtype=torch.complex64) / np.sqrt(C)
+    _, info = baselines.l1_wavelet(kspace, torch.from_numpy(masks).view(S, 1, H, 1), maps, max_iter=1,
+                                   return_info=True)
+    expected = []
+    for s in range(S):
+        lines = np.flatnonzero(masks[s])
+        lines = lines[(lines < H // 8) | (lines >= H - H // 8)]
+        k = kspace[s].numpy()[:, lines]
+        edge = np.concatenate([k[..., :W // 8], k[..., -(W // 8):]], axis=-1)
+        power = np.sort(np.abs(edge).ravel() ** 2)
+        median = power[(power.size - 1) // 2]                           # the lower median, as torch.median takes it
+        expected.append(baselines.L1_LAMDA_PER_EDGE_LEVEL * np.sqrt(median / (2 * np.log(2))))
+    np.testing.assert_allclose(info["lamda"], expected, rtol=1e-5)
+
+
 @pytest.mark.parametrize("R", [2, 4])
 def test_fast_maps_give_sense_within_5_percent_of_sigpy_maps(real_brain_kspace, real_maps, R):
     _, ref, mask, under = _real_problem(real_brain_kspace, R)

@@ -148,12 +148,13 @@ def test_a_slice_alone_equals_the_slice_in_its_batch_and_runs_repeat_exactly():
 def test_a_given_phase_reference_is_the_l1_image_the_sampler_would_compute():
     """The Reconstructor passes the scan's L1 image once (shared by the GCV runs); given it, the result is the one the
     sampler computes by itself, also when it travels through posterior_samples in chunks of one slice."""
-    from dpm_core.samplers.pnp import l1_reference
+    from dpm_core.baselines import l1_wavelet
     problem = gaussian_problem(num_slices=2, noise_std=0.1, seed=4)
     run = dict(noise_std=0.1, zeta=0.5)
     own = posterior_samples("pnp", problem.prior.denoiser(), problem.y, problem.op, default_sigmas("pnp"), **run)
+    reference = l1_wavelet(problem.y, problem.op.mask, problem.op.maps)          # the per-scan λ rule
     given = posterior_samples("pnp", problem.prior.denoiser(), problem.y, problem.op, default_sigmas("pnp"),
-                              phase_reference=l1_reference(problem.y, problem.op), batch_size=1, **run)
+                              phase_reference=reference, batch_size=1, **run)
     torch.testing.assert_close(given.mean, own.mean, atol=1e-5 * float(own.mean.abs().max()), rtol=0)
     with pytest.raises(ValueError, match="phase_reference"):
         SAMPLERS["pnp"](problem.prior.denoiser(), problem.y, problem.op, default_sigmas("pnp"),

@@ -16,7 +16,6 @@ import torch
 
 from ..baselines import l1_wavelet
 from ..cg import conjugate_gradient
-from ..noise import kspace_edge_level
 from ..operators import SenseOp
 from ._common import Denoiser, check_inputs, denoise_maps, per_slice
 
@@ -79,7 +78,7 @@ def pnp(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Tensor, 
         x = Ahy if x_init is None else x_init.to(device=y.device, dtype=torch.complex64)
         rotation = None
         if demodulate:
-            reference = l1_reference(y, op) if phase_reference is None else phase_reference.to(y.device)
+            reference = l1_wavelet(y, op.mask, op.maps) if phase_reference is None else phase_reference.to(y.device)
             if tuple(reference.shape) != op.ishape:
                 raise ValueError(f"pnp: phase_reference must have the image shape {op.ishape}; got "
                                  f"{tuple(reference.shape)}")
@@ -95,11 +94,3 @@ def pnp(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Tensor, 
                 callback({"i": i, "sigma": sigma, "x": x, "denoised": z})
     return x
 
-
-def l1_reference(y: torch.Tensor, op: SenseOp) -> torch.Tensor:
-    """The L1-wavelet image of k-space y [S, C, H, W] (per-scan λ from each slice's k-space edge level), [S, M, H, W]:
-    pnp's phase reference."""
-    S = op.ishape[0]
-    lines = op.mask.reshape(S, -1, op.mask.shape[-1]).amax(dim=-1).cpu().numpy() > 0     # [S, H]
-    edge = torch.cat([kspace_edge_level(y[s:s + 1], lines[s]) for s in range(S)])
-    return l1_wavelet(y, op.mask, op.maps, edge_level=edge)
