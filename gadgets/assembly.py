@@ -337,7 +337,8 @@ def noise_adjust(acquisitions: Iterable, header, count: NoiseAdjustCount | None 
             dwell = float(acq.sample_time_us or noise_dwell)
             if dwell not in whitening:
                 whitening[dwell] = whitening_from_noise(noise, dwell_time_ratio=noise_dwell / dwell)
-            acq.data[:] = (whitening[dwell] @ acq.data).astype(np.complex64)
+            if np.isfinite(acq.data).all():     # a corrupt readout passes as it is: accumulation drops the line
+                acq.data[:] = (whitening[dwell] @ acq.data).astype(np.complex64)
             if count is not None:
                 count.whitened += 1
         else:
