@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 python docs/experiments/pnp_denoiser/eval_denoiser.py CASE[,CASE...] [VARIANT ...] > LOG
     python docs/experiments/pnp_denoiser/eval_denoiser.py --summarize LOG [LOG ...] > summary.md
 
-VARIANT: "plain" (the shipped denoiser), "grid:F" or "grid:F:noise" (below), "flips" (the mean of D over the four
+MODEL=<card.json> runs another model than the shipped default (flair_default). VARIANT: "plain" (the shipped denoiser), "grid:F" or "grid:F:noise" (below), "flips" (the mean of D over the four
 axis flips, g⁻¹ D(g x, σ): a self-ensemble). Default: plain grid:1.25 grid:1.5 grid:1.25:noise.
 
 Finer grid: the shipped priors were trained on 128² images over 240 mm
@@ -18,6 +18,7 @@ start, the scan's L1 phase reference). One JSON line per (case, variant): NRMSE 
 """
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -96,7 +97,8 @@ def main():
     wanted = sys.argv[1].split(",")
     variants = sys.argv[2:] or DEFAULT_VARIANTS
     cases = real_cases(lambda n: n in wanted) + synthetic_cases(lambda n: n in wanted, 3, 2)[0]
-    rec = Reconstructor(method="dpm", num_maps="auto", sampler="pnp", progress=None)
+    model = os.environ.get("MODEL")
+    rec = Reconstructor(method="dpm", num_maps="auto", sampler="pnp", progress=None, model=model)
     spec = get_sampler("pnp")
     for case in cases:
         S = case.kspace.shape[0]
@@ -113,7 +115,7 @@ def main():
                                             slice_ids=ids, **options, **full, zeta=zeta)
                 image = (combine_map_images(x * support) * scale.view(S, 1, 1)).abs().numpy()
                 nrmse.append(round(scores(image, ref)["NRMSE"], 6))
-            print(json.dumps({"case": case.name, "variant": variant, "zetas": list(ZETAS),
+            print(json.dumps({"case": case.name, "variant": variant, "model": Path(model).stem if model else None, "zetas": list(ZETAS),
                               "nrmse": nrmse, "best": min(nrmse), "maps": int(maps.shape[1]),
                               "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
 
