@@ -132,7 +132,8 @@ def main(argv=None):
              f"{'met' if s['NRMSE unchanged'] else 'missed'}); best BART PICS NRMSE {s['BART best NRMSE']:.4f}."
              for s in summary]
     notes = ("One command: `OMP_NUM_THREADS=1 python benchmarks/bench_cpu_path.py` (1 thread for every row, "
-             f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}; every time the median of {args.repeats} runs). BART {bart_version()}: ecalib -m1 -r 24 "
+             f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}; every time the median of {args.repeats} runs). "
+             f"BART {bart_version()}: ecalib -m1 -r 24 "
              f"-c 0.8 -t 0.001 -k 6, pics -S -i {PICS_ITERATIONS}, λ grid {list(LAMBDA_GRID)}; seconds include ecalib. "
              "Ours: Reconstructor defaults (coil maps included). NRMSE vs the RSS of the fully sampled coil images, "
              "no scale fit.\n\n" + "\n".join(lines))

@@ -132,7 +132,8 @@ class KspaceBuffer:
         mask: [H] bool, the measured phase-encode lines (identical for every slice of the buffer).
         calibration: [H] bool, lines that arrived flagged as calibration (PARALLEL_CALIBRATION[_AND_IMAGING]).
         reference_headers: S ``ismrmrd.AcquisitionHeader``, per slice the imaging acquisition closest to the k-space
-            centre line (a calibration-only line only when the slice has no imaging line) (geometry, counters and time stamps for the image header, as GenericReconGadget does).
+            centre line (a calibration-only line only when the slice has no imaging line): geometry, counters and
+            time stamps for the image header, as GenericReconGadget takes them.
         slices: S ints, ``idx.slice`` of each slice.
         counters: {"average", "contrast", "phase", "repetition", "set"} shared by the volume.
         complete: False when the stream ended before LAST_IN_SLICE of some slice.

@@ -382,8 +382,8 @@ def test_recorded_parameters_from_a_hand_made_info():
                       "DPM_NumSamples": "1", "DPM_NoiseStd": "0.70711 0.7"}
     assert images_mod.parameters_text(params) == "zeta=8 (card), maps=2, model=flair_default sha256 1a2b3c4d"
     # L1 with a λ per slice chosen by a rule; None and absent keys give no entry
-    l1 = images_mod.recorded_parameters({"num_maps": 1, "l1_lamda": [1e-4, 2.5e-4], "lamda_rule": "edge:0.16*kspace_edge_level",
-                                         "nfe_per_sample": None})
+    l1 = images_mod.recorded_parameters({"num_maps": 1, "l1_lamda": [1e-4, 2.5e-4],
+                                         "lamda_rule": "edge:0.16*kspace_edge_level", "nfe_per_sample": None})
     assert l1 == {"DPM_NumMaps": "1", "DPM_Lambda": "0.0001 0.00025", "DPM_LambdaRule": "edge:0.16*kspace_edge_level"}
     assert images_mod.parameters_text(l1) == "lambda=0.0001 0.00025 (edge:0.16*kspace_edge_level), maps=1"
     assert images_mod.recorded_parameters({}) == {} and images_mod.parameters_text({}) == ""

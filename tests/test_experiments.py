@@ -75,8 +75,9 @@ def test_finetune_sweep_outputs(tiny_run):
 def test_methods_outputs_and_reuse(tiny_run):
     out, sweep_lines, summaries = tiny_run
     rows, table = check_outputs(out / "methods", "methods",
-                                ["method", "label", "R"] + METRIC_COLUMNS + ["delta_vs_m4", "delta_vs_m4_se",
-                                                                              "selected_step", "train_steps", "train_subjects", "train_slices", "lr", "run"],
+                                ["method", "label", "R"] + METRIC_COLUMNS
+                                + ["delta_vs_m4", "delta_vs_m4_se", "selected_step", "train_steps", "train_subjects",
+                                   "train_slices", "lr", "run"],
                                 n_rows=6 * 2)
     assert len(table) == 2 + 6
     by = {int(r["method"]): r for r in rows if float(r["R"]) == 2}

@@ -259,7 +259,8 @@ def finetune(args, evaluate_fn=None) -> dict:
             steps_per_epoch=steps_per_epoch, best_epoch=summary["best_epoch"], best_step=result["best_step"],
             validation={"slices": None if valset is None else valset.ids, "accelerations": accelerations,
                         "mask": f"equispaced + {args.num_acs} ACS", "sampler": args.sampler,
-                        "zeta_during_training": args.eval_zeta, "metric": ("mean per-slice NRMSE (magnitude) vs MVUE; nrmse_support_*: reconstruction zeroed "
+                        "zeta_during_training": args.eval_zeta,
+                        "metric": ("mean per-slice NRMSE (magnitude) vs MVUE; nrmse_support_*: reconstruction zeroed "
                                    "outside its coil-map support"),
                         "per_epoch": [{"epoch": e["epoch"], "score": e["score"],
                                        **{k: v for k, v in e.items() if k.startswith("nrmse_")}}
@@ -317,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = parser.add_argument_group("fine-tuning and validation")
     g.add_argument("--epochs", type=int, required=True, help="epoch budget (per EM round with --undersampled)")
     g.add_argument("--eval-every", type=int, default=1, help="validate every k epochs")
-    g.add_argument("--val-data", nargs="+", required=True, help="held-out volumes: fully sampled (accelerated with --undersampled)")
+    g.add_argument("--val-data", nargs="+", required=True,
+                   help="held-out volumes: fully sampled (accelerated with --undersampled)")
     g.add_argument("--val-contrasts", nargs="*", default=None, help="default: --contrasts")
     g.add_argument("--val-slices", type=int, default=6, help="validation slices")
     g.add_argument("--accelerations", type=float, nargs="+", default=[2.0, 4.0], help="nominal R (equispaced + ACS)")

@@ -43,7 +43,7 @@ def dps(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Tensor, 
             D = denoise_maps(denoiser, x_in, sigma)
             residual = y - op.forward(D)
             sse = (residual.abs() ** 2).reshape(residual.shape[0], -1).sum(dim=1)         # [S]
-            (g,) = torch.autograd.grad(sse.sum(), x_in)                                    # per slice: slices are independent
+            (g,) = torch.autograd.grad(sse.sum(), x_in)                    # per slice: slices are independent
         with torch.no_grad():
             D = D.detach()
             norm = sse.detach().sqrt().clamp_min(1e-30).view(-1, 1, 1, 1)
