@@ -161,6 +161,9 @@ class Reconstructor:
         if method == "dpm":
             from .samplers import get_sampler
             spec = get_sampler(sampler)
+            if "zeta" in self.sampler_options:      # the Reconstructor sets ζ (a number, its rule or the card's)
+                raise ValueError(f"sampler_options: give ζ as Reconstructor(zeta={self.sampler_options['zeta']!r}), "
+                                 "not as a sampler option")
             spec.check_options({k: v for k, v in self.sampler_options.items() if k not in ("steps", "sigmas")})
             if self.num_samples > 1 and not spec.stochastic:
                 raise ValueError(f"num_samples={self.num_samples}: the {spec.name} sampler is deterministic, so its "

@@ -91,6 +91,8 @@ def test_the_reconstructor_chooses_zeta_by_held_out_lines_from_the_samplers_grid
     assert res.info["nfe_per_sample"] == 3 and res.method == "dpm:pnp"
     with pytest.raises(ValueError, match="deterministic"):
         Reconstructor(method="dpm", model=den, sampler="pnp", num_samples=2, device="cpu")
+    with pytest.raises(ValueError, match=r"Reconstructor\(zeta=0.5\)"):
+        Reconstructor(method="dpm", model=den, sampler="pnp", sampler_options={"zeta": 0.5}, device="cpu")
 
 
 @pytest.mark.timeout(120)
@@ -142,6 +144,35 @@ def test_a_slice_alone_equals_the_slice_in_its_batch_and_runs_repeat_exactly():
                                   noise_std=noise[s:s + 1], zeta=zeta[s:s + 1])
         torch.testing.assert_close(alone.mean[0], together.mean[s], atol=1e-5 * float(together.mean.abs().max()),
                                    rtol=0)
+
+
+@pytest.mark.timeout(60)
+def test_a_phase_reference_given_to_the_reconstructor_serves_every_run_of_the_held_out_rule(monkeypatch):
+    """sampler_options["phase_reference"] replaces the scan's L1 image for the final run and for every candidate of
+    the held-out ζ rule: no L1 solve runs, and the result is the direct sampler run at the chosen ζ with it."""
+    from tests.test_reconstruct import TINY_UNET
+    from dpm_core import baselines
+    from dpm_core.masks import equispaced_mask
+    from dpm_core.networks import ComplexDenoiser, build_network
+    from tests.conftest import birdcage_phantom
+    torch.manual_seed(0)
+    den = ComplexDenoiser(build_network("unet", TINY_UNET)).eval()
+    den.card = {}
+    kspace, _, maps = birdcage_phantom(32, 32, 4, slices=1)
+    mask = equispaced_mask(32, 2, num_acs=8)
+    reference = torch.polar(torch.ones(1, 1, 32, 32), torch.linspace(-3, 3, 32 * 32).reshape(1, 1, 32, 32))
+    rec = Reconstructor(method="dpm", model=den, sampler="pnp", sampler_options={"steps": 3,
+                        "phase_reference": reference}, device="cpu", output_guard=False, progress=None)
+
+    def no_l1(*args, **kwargs):
+        raise AssertionError("the L1 image was computed although a phase reference was given")
+    monkeypatch.setattr(baselines, "l1_wavelet", no_l1)
+    res = rec.reconstruct(kspace * torch.from_numpy(mask).view(1, 1, 32, 1), mask, maps=maps)
+    assert res.info["zeta_rule"].startswith("auto:holdout") and res.info["zeta"] in PNP_ZETA_GRID, res.info
+    direct = Reconstructor(method="dpm", model=den, sampler="pnp", device="cpu", output_guard=False, progress=None,
+                           sampler_options={"steps": 3, "phase_reference": reference}, zeta=res.info["zeta"])
+    again = direct.reconstruct(kspace * torch.from_numpy(mask).view(1, 1, 32, 1), mask, maps=maps)
+    torch.testing.assert_close(torch.as_tensor(again.images), torch.as_tensor(res.images), rtol=0, atol=1e-6)
 
 
 @pytest.mark.timeout(60)
