@@ -2,11 +2,12 @@
 
     OMP_NUM_THREADS=1 python benchmarks/bench_clinical.py                 # CPU: 1 slice, extrapolated to 32
     python benchmarks/bench_clinical.py --slices 32 --device cuda --name clinical_gpu          # a GPU host
+    python benchmarks/bench_clinical.py --slices 32 --device cuda --sampler pnp --name clinical_gpu_pnp
 
 The exam: synthetic FLAIR (training.synth, subject 21), 320 x 320 after oversampling removal (640 readout samples
 sent), 16 coils, equispaced nominal R = 4 + 24 ACS lines, a noise scan; the shipped model (auto choice: FLAIR),
 the Reconstructor's defaults (method dpm, the fast sampler DDS started from the SENSE image at σ = WARM_START_SIGMA,
-the memory budget of the device's free memory). Rows:
+the memory budget of the device's free memory; ``--sampler`` sets the gadget property ``sampler``, e.g. pnp). Rows:
 - ``local, stages``: the pipeline in a fresh process, each stage timed on its own — assembly (prewhitening,
   oversampling removal, accumulation), coil maps and sampling (the Reconstructor's own timings), images, DICOM — with
   the process's peak RSS and (CUDA) peak device memory;
@@ -53,6 +54,11 @@ def make_exam(slices: int, matrix: int, coils: int):
                                  geometry=GeometrySpec(frame=IMAGE_FRAME))
 
 
+def gadget_config(args) -> dict:
+    """The gadget properties of every transport's run."""
+    return {"method": "dpm", "device": args.device, **({"sampler": args.sampler} if args.sampler else {})}
+
+
 def local_stages(args) -> dict:
     """The pipeline's stages in this (fresh) process."""
     import tempfile
@@ -64,7 +70,7 @@ def local_stages(args) -> dict:
     from gadgets.config import parse_config
     from gadgets.pipeline import Pipeline
     raw = make_exam(args.slices, args.matrix, args.coils)
-    props = {"method": "dpm", "device": args.device}
+    props = gadget_config(args)
     t0 = time.perf_counter()
     pipeline = Pipeline(parse_config(props))
     model = pipeline.stream_model(raw.header)
@@ -106,6 +112,7 @@ def main(argv=None) -> None:
     parser.add_argument("--coils", type=int, default=16)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--name", default="clinical")
+    parser.add_argument("--sampler", default=None, help="the gadget property sampler (default: the product's)")
     parser.add_argument("--timeout", type=float, default=3600.0)
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)     # the fresh local process
     args = parser.parse_args(argv)
@@ -120,7 +127,8 @@ def main(argv=None) -> None:
     scale = CLINICAL_SLICES / args.slices
     t0 = time.perf_counter()
     local = subprocess.run([sys.executable, __file__, "--inner", "--slices", str(args.slices), "--matrix",
-                            str(args.matrix), "--coils", str(args.coils), "--device", args.device],
+                            str(args.matrix), "--coils", str(args.coils), "--device", args.device]
+                           + (["--sampler", args.sampler] if args.sampler else []),
                            capture_output=True, text=True, timeout=args.timeout)
     line = next((ln for ln in local.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if line is None:
@@ -130,10 +138,11 @@ def main(argv=None) -> None:
     local_wall = time.perf_counter() - t0
 
     raw = make_exam(args.slices, args.matrix, args.coils)
-    config = {"method": "dpm", "device": args.device}
+    config = gadget_config(args)
     spawned = run_spawned_gadget("gadgets.gadget", "dpm_recon_acquisitions", raw.header_xml,
                                  copy.deepcopy(raw.acquisitions), config=config, timeout=args.timeout)
-    server = ServerProcess("--set", f"device={args.device}")
+    server = ServerProcess("--set", f"device={args.device}",
+                           *(("--set", f"sampler={args.sampler}") if args.sampler else ()))
     try:
         # Warm-up: one sampler step loads the model and initialises torch; the second stream is the measured one.
         run_client("127.0.0.1", server.port, raw.header_xml, copy.deepcopy(raw.acquisitions),
@@ -166,10 +175,12 @@ def main(argv=None) -> None:
     write_results(args.name, rows, list(rows[0]),
                   f"A clinical-size FLAIR exam through the gadget path ({args.slices} of {CLINICAL_SLICES} slices)",
                   f"One command: `OMP_NUM_THREADS=1 python benchmarks/bench_clinical.py --slices {args.slices} "
-                  f"--device {args.device} --name {args.name}`. Synthetic FLAIR, {args.matrix}² after oversampling "
+                  f"--device {args.device}" + (f" --sampler {args.sampler}" if args.sampler else "")
+                  + f" --name {args.name}`. Synthetic FLAIR, {args.matrix}² after oversampling "
                   f"removal, {args.coils} coils, nominal R = 4 + 24 ACS, noise scan, shipped FLAIR model, the "
-                  f"Reconstructor's defaults (DDS warm-started from the SENSE image at σ = {WARM_START_SIGMA:g}), "
-                  f"torch {torch.__version__}, {torch.get_num_threads()} torch thread(s) in this process. "
+                  + (f"sampler {args.sampler}, otherwise the Reconstructor's defaults; " if args.sampler else
+                     f"Reconstructor's defaults (DDS warm-started from the SENSE image at σ = {WARM_START_SIGMA:g}), ")
+                  + f"torch {torch.__version__}, {torch.get_num_threads()} torch thread(s) in this process. "
                   f"As recorded in the image meta: effective R {recorded.get('DPM_EffectiveAcceleration')}, "
                   f"ζ = {recorded.get('DPM_Zeta')} ({recorded.get('DPM_ZetaRule')}), model "
                   f"{recorded.get('DPM_Model')}. "
