@@ -92,7 +92,7 @@ def measured_edge_level(kspace: torch.Tensor, op: SenseOp) -> torch.Tensor:
     if op.mask is None:
         lines = torch.ones(S, H, dtype=torch.bool)
     else:
-        lines = op.mask.expand(S, 1, H, op.mask.shape[-1])[:, 0].amax(dim=-1).cpu() > 0            # [S, H]
+        lines = op.mask.expand(S, 1, H, op.mask.shape[-1])[:, 0].amax(dim=-1).cpu() > 0        # [S, H]
     return torch.cat([kspace_edge_level(kspace[s:s + 1], lines[s].numpy()) for s in range(S)])
 
 

@@ -93,7 +93,8 @@ def kspace_edge_level(kspace: torch.Tensor, mask_1d, edge_fraction: float = 0.12
     For pure complex Gaussian noise this is its σ per real channel (|k|² is exponential with mean 2σ²); where the
     matrix is a crop of a larger acquisition the edges also hold anatomy and it is larger than σ (several times on
     the real 16-coil slice, benchmarks/results/noise.md). It is the scale of L1-wavelet's λ
-    (:data:`dpm_core.baselines.L1_LAMDA_PER_EDGE_LEVEL`, fitted with it): the residual high-frequency content, not only the noise, is what the sparsity penalty must hold.
+    (:data:`dpm_core.baselines.L1_LAMDA_PER_EDGE_LEVEL`, fitted with it): the residual high-frequency content, not
+    only the noise, is what the sparsity penalty must hold.
     """
     S, C, H, W = kspace.shape
     edge_x, edge_y = max(int(W * edge_fraction), 1), max(int(H * edge_fraction), 1)
