@@ -3,8 +3,9 @@
     OMP_NUM_THREADS=1 python docs/experiments/pnp_denoiser/eval_denoiser.py CASE[,CASE...] [VARIANT ...] > LOG
     python docs/experiments/pnp_denoiser/eval_denoiser.py --summarize LOG [LOG ...] > summary.md
 
-MODEL=<card.json> runs another model than the shipped default (flair_default). VARIANT: "plain" (the shipped denoiser), "grid:F" or "grid:F:noise" (below), "flips" (the mean of D over the four
-axis flips, g⁻¹ D(g x, σ): a self-ensemble). Default: plain grid:1.25 grid:1.5 grid:1.25:noise.
+MODEL=<card.json> runs another model than the shipped default (flair_default). VARIANT: "plain" (the shipped
+denoiser), "grid:F" or "grid:F:noise" (below), "flips" (the mean of D over the four axis flips, g⁻¹ D(g x, σ): a
+self-ensemble). Default: plain grid:1.25 grid:1.5 grid:1.25:noise.
 
 Finer grid: the shipped priors were trained on 128² images over 240 mm
 The shipped priors were trained on 128² images over 240 mm; on the real 96² slice the head spans about 85 pixels,
@@ -115,8 +116,8 @@ def main():
                                             slice_ids=ids, **options, **full, zeta=zeta)
                 image = (combine_map_images(x * support) * scale.view(S, 1, 1)).abs().numpy()
                 nrmse.append(round(scores(image, ref)["NRMSE"], 6))
-            print(json.dumps({"case": case.name, "variant": variant, "model": Path(model).stem if model else None, "zetas": list(ZETAS),
-                              "nrmse": nrmse, "best": min(nrmse), "maps": int(maps.shape[1]),
+            print(json.dumps({"case": case.name, "variant": variant, "model": Path(model).stem if model else None,
+                              "zetas": list(ZETAS), "nrmse": nrmse, "best": min(nrmse), "maps": int(maps.shape[1]),
                               "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
 
 
