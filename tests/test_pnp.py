@@ -79,14 +79,14 @@ def test_the_reconstructor_chooses_zeta_by_held_out_lines_from_the_samplers_grid
     kspace, _, maps = birdcage_phantom(32, 32, 4, slices=1)
     rec = Reconstructor(method="dpm", model=den, sampler="pnp", sampler_options={"steps": 3}, device="cpu",
                         output_guard=False, progress=None)
-    mask = equispaced_mask(32, 2, num_acs=4)                    # 14 lines outside the ACS block: 3 held out
+    mask = equispaced_mask(32, 2, num_acs=8)                    # 12 lines outside the ACS block: 2 held out
     res = rec.reconstruct(kspace * torch.from_numpy(mask).view(1, 1, 32, 1), mask, maps=maps)
     assert res.info["zeta_rule"] == "auto:holdout (the pnp sampler's rule)", res.info
     assert res.info["zeta_grid"] == list(PNP_ZETA_GRID) and res.info["zeta"] in PNP_ZETA_GRID, res.info
-    assert res.info["zeta_holdout_lines"] == 3 and len(res.info["zeta_holdout_error"][0]) == len(PNP_ZETA_GRID)
+    assert res.info["zeta_holdout_lines"] == 2 and len(res.info["zeta_holdout_error"][0]) == len(PNP_ZETA_GRID)
     sparse = equispaced_mask(32, 8, num_acs=8)                  # 3 lines outside the ACS block: too few to hold out
     fallback = rec.reconstruct(kspace * torch.from_numpy(sparse).view(1, 1, 32, 1), sparse, maps=maps)
-    assert fallback.info["zeta_rule"].startswith("auto:gcv (fewer than 3 lines"), fallback.info
+    assert fallback.info["zeta_rule"].startswith("auto:gcv (fewer than 2 lines"), fallback.info
     assert fallback.info["zeta"] in PNP_ZETA_GRID and "zeta_gcv" in fallback.info, fallback.info
     assert res.info["nfe_per_sample"] == 3 and res.method == "dpm:pnp"
     with pytest.raises(ValueError, match="deterministic"):
@@ -113,7 +113,7 @@ def test_the_held_out_rule_scores_its_candidates_with_the_records_shorter_schedu
             levels.append(float(sigma.reshape(-1)[0]))
             return net(x, sigma)
     kspace, _, maps = birdcage_phantom(32, 32, 4, slices=1)
-    mask = equispaced_mask(32, 2, num_acs=4)                    # 3 lines held out
+    mask = equispaced_mask(32, 2, num_acs=8)
     res = Reconstructor(method="dpm", model=CountingDenoiser(), sampler="pnp", device="cpu", output_guard=False,
                         progress=None).reconstruct(kspace * torch.from_numpy(mask).view(1, 1, 32, 1), mask, maps=maps)
     assert res.info["zeta_rule"].startswith("auto:holdout") and res.info["nfe_per_sample"] == PNP_LEVELS
@@ -159,7 +159,7 @@ def test_a_phase_reference_given_to_the_reconstructor_serves_every_run_of_the_he
     den = ComplexDenoiser(build_network("unet", TINY_UNET)).eval()
     den.card = {}
     kspace, _, maps = birdcage_phantom(32, 32, 4, slices=1)
-    mask = equispaced_mask(32, 2, num_acs=4)                    # 3 lines held out
+    mask = equispaced_mask(32, 2, num_acs=8)
     reference = torch.polar(torch.ones(1, 1, 32, 32), torch.linspace(-3, 3, 32 * 32).reshape(1, 1, 32, 32))
     rec = Reconstructor(method="dpm", model=den, sampler="pnp", sampler_options={"steps": 3,
                         "phase_reference": reference}, device="cpu", output_guard=False, progress=None)
