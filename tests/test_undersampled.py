@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -163,6 +164,10 @@ def test_heldout_score_ranks_predictions_without_a_reference(tmp_path):
               for name, image in (("oracle", truth), ("blurred", blurred), ("nothing", None))}
     assert scores["nothing"] == pytest.approx(1.0, abs=1e-4), scores
     assert scores["oracle"] < 0.5 * scores["blurred"] and scores["blurred"] < 0.9 * scores["nothing"], scores
+    # the held-out lines follow the file's name, not its directory: a corpus moved or rerun elsewhere scores the same
+    moved = scan._replace(source=str(tmp_path / "elsewhere" / Path(scan.source).name))
+    assert heldout_line_error(Returns(blurred), [moved], fraction=0.3, sampler_options=options)["score"] \
+        == scores["blurred"]
 
 
 def test_accelerated_copy_round_trip(tmp_path):

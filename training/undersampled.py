@@ -192,7 +192,8 @@ def heldout_line_error(denoiser, scans: Sequence[AcceleratedScan], *, fraction: 
                           seed=seed, device=device, coil_method=coil_method, num_maps=1, output_guard=False)
     ids, errors, rates = [], [], []
     for scan in scans:
-        fit, held = holdout_split(scan.mask, fraction, stable_seed(seed, "holdout", scan.source))
+        # seeded by the file's name, not its path: the same scans held out the same way wherever the corpus lies
+        fit, held = holdout_split(scan.mask, fraction, stable_seed(seed, "holdout", Path(scan.source).name))
         H = scan.mask.size
         result = recon.reconstruct(scan.kspace * torch.from_numpy(fit).view(1, 1, H, 1), fit,
                                    slice_ids=range(len(scan.ids)))
