@@ -24,7 +24,6 @@ from dpm_core.fft import fft2c, ifft2c  # noqa: E402
 from dpm_core.masks import equispaced_mask  # noqa: E402
 from dpm_core.normalize import normalization_scale  # noqa: E402
 from dpm_core.operators import combine_map_images  # noqa: E402
-from dpm_core.noise import kspace_edge_level  # noqa: E402
 
 
 def problem(coils: int, size: int = 256, R: int = 4, device="cpu"):
@@ -49,7 +48,7 @@ def main(argv=None):
             "zero_filled": lambda: baselines.zero_filled(under, mask, maps),
             "sense_cg (30 it)": lambda: combine_map_images(baselines.sense_cg(under, mask, maps, num_iters=30)),
             "l1_wavelet (FISTA + cycle spinning, λ per scan)": lambda: combine_map_images(
-                baselines.l1_wavelet(under, mask, maps, edge_level=kspace_edge_level(under, mask))),
+                baselines.l1_wavelet(under, mask, maps)),
         }
         for name, fn in runs.items():
             seconds = median_time(fn, repeats=3 if "l1" not in name else 1)

@@ -43,7 +43,6 @@ from dpm_core import baselines, metrics  # noqa: E402
 from dpm_core.combine import mvue, rss  # noqa: E402
 from dpm_core.fft import fft2c, ifft2c  # noqa: E402
 from dpm_core.masks import sampling_of  # noqa: E402
-from dpm_core.noise import kspace_edge_level  # noqa: E402
 from dpm_core.normalize import normalization_scale  # noqa: E402
 from dpm_core.operators import SenseOp, combine_map_images  # noqa: E402
 from dpm_core.reconstruct import Reconstructor  # noqa: E402
@@ -120,7 +119,7 @@ def run_case(case) -> dict:
     if difference > SAME_RUN_TOLERANCE:
         raise RuntimeError(f"{case.name}: the replayed default DPM differs from the Reconstructor's by "
                            f"{difference:.2g}")
-    l1_start = baselines.l1_wavelet(kn, sampling, maps, edge_level=kspace_edge_level(kn, sampling.mask))
+    l1_start = baselines.l1_wavelet(kn, sampling, maps)                       # the per-scan λ rule
     from_l1 = {s: nrmse(sample(l1_start, s)) for s in L1_START_SIGMAS}
     mean = Reconstructor(method="dpm", device="cpu", progress=None, num_samples=MEAN_SAMPLES).reconstruct(
         under, case.mask, maps=maps)
