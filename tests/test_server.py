@@ -83,13 +83,20 @@ class ServerProcess:
         self.proc.send_signal(signal.SIGTERM)
         returncode = self.proc.wait(timeout)
         elapsed = time.monotonic() - start
-        self._reader.join(5)
+        self._close_log()
         return returncode, elapsed
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+        self._close_log()
+
+    def _close_log(self) -> None:
+        """Read the log to its end and close the pipe (an open one warns when the object is collected)."""
+        self._reader.join(5)
+        if not self._reader.is_alive():
+            self.proc.stderr.close()
 
 
 def port_is_closed(port: int) -> bool:
