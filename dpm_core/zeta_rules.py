@@ -16,7 +16,7 @@ import torch
 
 from .masks import Sampling, sampling_of
 
-__all__ = ["gcv_zeta", "holdout_zeta", "ZETA_GRID", "HOLDOUT_FRACTION", "HOLDOUT_MIN_LINES"]
+__all__ = ["gcv_zeta", "holdout_zeta", "ZETA_GRID", "HOLDOUT_FRACTION", "HOLDOUT_MIN_LINES", "HOLDOUT_SCORED_LINES"]
 
 ZETA_GRID = (1.0, 4.0, 16.0, 64.0, 256.0)   # candidates of zeta="auto" (Fig 5's range, factors of 4)
 AUTO_ZETA_STEPS = 10    # sampler steps per candidate run (2 runs per candidate: y and y + ε b)
@@ -100,56 +100,63 @@ HOLDOUT_FRACTION = 0.2    # of the measured lines outside the ACS block; the fra
 # foundation model (the held-out pick fell to ζ 1/64, 1.27x), but far worse on the synthetic folded cases, where the
 # held-out pick is the oracle's and GCV's is 1.065-1.111x (bench_real: synth0 folded R 3 pnp 0.962x -> 1.069x BART).
 HOLDOUT_MIN_LINES = 2
+# Folds are added (disjoint, each HOLDOUT_FRACTION of the lines) until this many lines are scored: what one fold of a
+# 256-line scan at R 4 with 24 ACS lines holds out. A 96-line slice holds out 2-4 lines per fold, too few to rank
+# candidates whose errors differ by a few per cent (docs/experiments/holdout_folds/run.md).
+HOLDOUT_SCORED_LINES = 8
 
 
 def holdout_zeta(sampler, denoiser, kn, sampling: Sampling, maps, *, seed: int, slice_ids,
                  run_inputs: Callable[[torch.Tensor, Sampling], dict], options: dict | None = None):
     """ζ per slice by cross-validation on held-out k-space lines, from the measured data alone.
 
-    A seeded :data:`HOLDOUT_FRACTION` of the measured lines outside the ACS block is set aside (one draw per buffer,
-    from ``seed``: the slices share their sampling, and a slice's choice does not depend on its batch-mates). For
-    every candidate ζ the sampler reconstructs x̂_ζ from the other lines alone — its data-dependent inputs too
-    (``run_inputs`` of the kept lines: the SENSE start, pnp's L1 phase reference), so nothing of the held-out lines
-    leaks in — and the candidate is scored by its relative error on the held-out lines,
+    Seeded folds of the measured lines outside the ACS block are set aside, each :data:`HOLDOUT_FRACTION` of them,
+    disjoint, until :data:`HOLDOUT_SCORED_LINES` lines are held out in all or no whole fold is left (one draw per
+    buffer, from ``seed``: the slices share their sampling, and a slice's choice does not depend on its batch-mates).
+    For every fold and candidate ζ the sampler reconstructs x̂_ζ from the fold's other lines alone — its
+    data-dependent inputs too (``run_inputs`` of the kept lines: the SENSE start, pnp's L1 phase reference), so
+    nothing of the held-out lines leaks in — and the candidate is scored by its relative error on the held-out lines,
+    pooled over the folds,
 
-        E(ζ) = ‖P_h (A x̂_ζ − y)‖² / ‖P_h y‖²                (per slice; P_h the held-out lines)
+        E(ζ) = Σ_k ‖P_k (A x̂_ζ^(k) − y)‖² / Σ_k ‖P_k y‖²          (per slice; P_k the lines fold k holds out)
 
-    (an SSDU-style split: Yaman et al. 2020). The ζ with the smallest E is kept. On the 12 cases of
-    benchmarks/bench_real.py this rule's choice for the pnp sampler is within 1.008x (mean) / 1.037x (worst) of the
-    NRMSE of an oracle ζ sweep (with that experiment's own seeded draw of lines), at one run per candidate; GCV with
-    the same grid 1.038x / 1.111x at two (docs/experiments/pnp_zeta/summary.md). With this function's draw and the
-    record's 15-level candidate runs: 1.006x / 1.020x on the 11 cases that have lines to hold out (short.md there).
+    (an SSDU-style split: Yaman et al. 2020; K-fold cross-validation). The ζ with the smallest E is kept.
 
     Args: the sampler (name or :class:`dpm_core.samplers.Sampler`), denoiser, normalized k-space kn [S, C, H, W], its
     Sampling and coil maps [S, M, C, H, W] of the reconstruction; seed and slice_ids as for the reconstruction;
     run_inputs: (k-space [S, C, H, W], its Sampling) -> the keyword inputs of a sampler run computed from that data
     (``x_init``, ``phase_reference``); options: the other sampler options (schedule, noise level).
-    Returns (ζ [S] tensor, info with the grid and the held-out errors), or None when fewer than
-    :data:`HOLDOUT_MIN_LINES` lines can be held out (nearly only ACS lines measured): the caller falls back to GCV.
+    Returns (ζ [S] tensor, info with the grid, the pooled held-out errors, the lines and folds), or None when fewer
+    than :data:`HOLDOUT_MIN_LINES` lines can be held out (nearly only ACS lines measured): the caller falls back to
+    GCV.
     """
     from .operators import SenseOp
     from .samplers import get_sampler, posterior_samples
-    from .samplers.dds_lora import holdout_lines
+    from .samplers.dds_lora import holdout_folds
     from .seeding import stable_seed
     sampler = get_sampler(sampler)
     zeta_grid = sampler.zeta_grid or ZETA_GRID
     S, C, H, W = kn.shape
     generator = torch.Generator().manual_seed(stable_seed("zeta-holdout", int(seed)))
     lines = torch.from_numpy(sampling.mask.astype(np.float32)).view(1, 1, H, 1)
-    held = holdout_lines(lines, HOLDOUT_FRACTION, generator).view(H).numpy() > 0          # [H] bool
-    if int(held.sum()) < HOLDOUT_MIN_LINES:
+    folds = [f.view(H).numpy() > 0 for f in holdout_folds(lines, HOLDOUT_FRACTION, generator,
+                                                           min_lines=HOLDOUT_SCORED_LINES)]   # [H] bool each
+    held_lines = sum(int(held.sum()) for held in folds)
+    if held_lines < HOLDOUT_MIN_LINES:
         return None
-    kept = sampling_of(sampling.mask & ~held, H)
-    op_kept, op_held = SenseOp(maps, kept), SenseOp(maps, held)
-    y_kept, y_held = op_kept.mask * kn, op_held.mask * kn
-    inputs = run_inputs(y_kept, kept)
-    held_energy = y_held.abs().square().flatten(1).sum(1).clamp_min(1e-30)
-    errors = []
-    for zeta in zeta_grid:
-        x, _, _ = posterior_samples(sampler, denoiser, y_kept, op_kept, num_samples=1, seed=seed,
-                                    slice_ids=slice_ids, **{**(options or {}), **inputs}, zeta=float(zeta))
-        errors.append((op_held.forward(x) - y_held).abs().square().flatten(1).sum(1) / held_energy)
-    errors = torch.stack(errors, dim=1)                                               # [S, len(grid)]
+    residual = torch.zeros(S, len(zeta_grid), device=kn.device)
+    held_energy = torch.zeros(S, 1, device=kn.device)
+    for held in folds:
+        kept = sampling_of(sampling.mask & ~held, H)
+        op_kept, op_held = SenseOp(maps, kept), SenseOp(maps, held)
+        y_kept, y_held = op_kept.mask * kn, op_held.mask * kn
+        inputs = run_inputs(y_kept, kept)
+        held_energy += y_held.abs().square().flatten(1).sum(1, keepdim=True)
+        for j, zeta in enumerate(zeta_grid):
+            x, _, _ = posterior_samples(sampler, denoiser, y_kept, op_kept, num_samples=1, seed=seed,
+                                        slice_ids=slice_ids, **{**(options or {}), **inputs}, zeta=float(zeta))
+            residual[:, j] += (op_held.forward(x) - y_held).abs().square().flatten(1).sum(1)
+    errors = residual / held_energy.clamp_min(1e-30)                                  # [S, len(grid)]
     grid = torch.tensor(zeta_grid, dtype=torch.float32, device=kn.device)
     return grid[errors.argmin(dim=1)], {"zeta_grid": list(zeta_grid), "zeta_holdout_error": errors.cpu().tolist(),
-                                        "zeta_holdout_lines": int(held.sum())}
+                                        "zeta_holdout_lines": held_lines, "zeta_holdout_folds": len(folds)}

@@ -8,7 +8,7 @@
 - ζ by held-out lines (:func:`dpm_core.zeta_rules.holdout_zeta`), on Gaussian problems with the exact denoiser and the
   pnp sampler over a grid wide enough to have an interior optimum (1/16 … 4096): the chosen ζ's error against the
   true image must come within 10 % of the grid's best (measured: 1.032x and 1.057x at R 3 / R 2), and the runs
-  it scores must see none of the held-out lines.
+  of each fold must see none of that fold's held-out lines.
 - λ of the L1-wavelet: the rule sets λ proportional to the measured noise σ̂; on denoising an image that is sparse in
   the Haar basis (A = I), the best λ of a fine grid must double when σ doubles (within one √2 grid step).
 """
@@ -62,10 +62,12 @@ def test_holdout_zeta_comes_near_the_best_zeta_and_hides_the_held_out_lines(acce
         return {}
     zeta, info = holdout_zeta(spec, denoiser, problem.y, sampling, problem.op.maps, seed=0, slice_ids=[0],
                               run_inputs=run_inputs, options=options)
-    (y_kept, kept), = seen
-    held = sampling.mask & ~kept.mask
-    assert int(held.sum()) == info["zeta_holdout_lines"] >= 2 and not np.any(kept.mask & ~sampling.mask)
-    assert float(y_kept[..., held, :].abs().max()) == 0.0 and float(problem.y[..., held, :].abs().max()) > 0
+    assert len(seen) == info["zeta_holdout_folds"] >= 2           # a 32-line matrix scores too few lines in one fold
+    folds = [sampling.mask & ~kept.mask for _, kept in seen]
+    assert sum(int(h.sum()) for h in folds) == int(np.logical_or.reduce(folds).sum()) == info["zeta_holdout_lines"]
+    for (y_kept, kept), held in zip(seen, folds):                 # disjoint folds, each hidden from its own runs
+        assert held.sum() >= 1 and not np.any(kept.mask & ~sampling.mask)
+        assert float(y_kept[..., held, :].abs().max()) == 0.0 and float(problem.y[..., held, :].abs().max()) > 0
     errors = [float((posterior_samples(spec, denoiser, problem.y, problem.op, **options, zeta=z).mean
                      - problem.x_true).norm() / problem.x_true.norm()) for z in spec.zeta_grid]
     chosen = spec.zeta_grid.index(float(zeta[0]))
@@ -73,6 +75,30 @@ def test_holdout_zeta_comes_near_the_best_zeta_and_hides_the_held_out_lines(acce
           np.round(errors, 4).tolist())
     assert 0 < int(np.argmin(errors)) < len(errors) - 1                  # an interior optimum: the test can fail
     assert errors[chosen] <= 1.10 * min(errors)
+
+
+@pytest.mark.parametrize("min_lines", [1, 8, 10 ** 6])
+def test_holdout_folds_are_disjoint_draws_of_the_lines_outside_the_calibration_block(min_lines):
+    from dpm_core.samplers.dds_lora import holdout_folds, holdout_lines
+    H, acs = 64, range(27, 37)
+    lines = np.zeros(H, bool)
+    lines[::3] = True
+    lines[list(acs)] = True
+    candidates = {h for h in np.flatnonzero(lines) if h not in acs}        # by construction: 19 lines
+    size = round(0.2 * len(candidates))
+    mask = torch.from_numpy(lines.astype(np.float32)).view(1, 1, H, 1)
+    folds = holdout_folds(mask, 0.2, torch.Generator().manual_seed(5), min_lines=min_lines)
+    expected = min(-(-min_lines // size), len(candidates) // size)
+    held = [set(np.flatnonzero(f.view(H).numpy())) for f in folds]
+    assert len(folds) == expected and all(len(h) == size and h <= candidates for h in held)
+    assert len(set().union(*held)) == size * expected                     # disjoint
+    first = holdout_lines(mask, 0.2, torch.Generator().manual_seed(5))
+    assert torch.equal(first, folds[0]) and first.shape == mask.shape
+    few = np.zeros(H, bool)
+    few[[3, 60]] = True
+    few[list(acs)] = True                                                  # 2 candidate lines: 0.2 of them rounds to 0
+    assert holdout_folds(torch.from_numpy(few.astype(np.float32)).view(1, 1, H, 1), 0.2,
+                         torch.Generator().manual_seed(5), min_lines=8) == []
 
 
 def test_best_l1_lambda_scales_with_the_noise_level():

@@ -79,12 +79,13 @@ def test_the_reconstructor_chooses_zeta_by_held_out_lines_from_the_samplers_grid
     kspace, _, maps = birdcage_phantom(32, 32, 4, slices=1)
     rec = Reconstructor(method="dpm", model=den, sampler="pnp", sampler_options={"steps": 3}, device="cpu",
                         output_guard=False, progress=None)
-    mask = equispaced_mask(32, 2, num_acs=8)                    # 12 lines outside the ACS block: 2 held out
+    mask = equispaced_mask(32, 2, num_acs=8)        # 11 lines outside the ACS block: folds of 2 until 8 are held out
     res = rec.reconstruct(kspace * torch.from_numpy(mask).view(1, 1, 32, 1), mask, maps=maps)
     assert res.info["zeta_rule"] == "auto:holdout (the pnp sampler's rule)", res.info
     assert res.info["zeta_grid"] == list(PNP_ZETA_GRID) and res.info["zeta"] in PNP_ZETA_GRID, res.info
-    assert res.info["zeta_holdout_lines"] == 2 and len(res.info["zeta_holdout_error"][0]) == len(PNP_ZETA_GRID)
-    sparse = equispaced_mask(32, 8, num_acs=8)                  # 3 lines outside the ACS block: too few to hold out
+    assert res.info["zeta_holdout_lines"] == 8 and res.info["zeta_holdout_folds"] == 4, res.info
+    assert len(res.info["zeta_holdout_error"][0]) == len(PNP_ZETA_GRID)
+    sparse = equispaced_mask(32, 12, num_acs=8)                 # 2 lines outside the ACS block: too few to hold out
     fallback = rec.reconstruct(kspace * torch.from_numpy(sparse).view(1, 1, 32, 1), sparse, maps=maps)
     assert fallback.info["zeta_rule"].startswith("auto:gcv (fewer than 2 lines"), fallback.info
     assert fallback.info["zeta"] in PNP_ZETA_GRID and "zeta_gcv" in fallback.info, fallback.info
@@ -117,14 +118,15 @@ def test_the_held_out_rule_scores_its_candidates_with_the_records_shorter_schedu
     res = Reconstructor(method="dpm", model=CountingDenoiser(), sampler="pnp", device="cpu", output_guard=False,
                         progress=None).reconstruct(kspace * torch.from_numpy(mask).view(1, 1, 32, 1), mask, maps=maps)
     assert res.info["zeta_rule"].startswith("auto:holdout") and res.info["nfe_per_sample"] == PNP_LEVELS
-    assert len(levels) == len(PNP_ZETA_GRID) * PNP_TRIAL_LEVELS + PNP_LEVELS
+    folds = res.info["zeta_holdout_folds"]                      # 4 folds on this 32-line matrix
+    assert len(levels) == folds * len(PNP_ZETA_GRID) * PNP_TRIAL_LEVELS + PNP_LEVELS
     assert levels[-PNP_LEVELS:] == pytest.approx(default_sigmas("pnp").tolist(), rel=1e-6)
     assert levels[:PNP_TRIAL_LEVELS] == pytest.approx(default_sigmas("pnp", steps=PNP_TRIAL_LEVELS).tolist(), rel=1e-6)
     levels.clear()                                              # a schedule the user gives also sets the candidates'
     Reconstructor(method="dpm", model=CountingDenoiser(), sampler="pnp", sampler_options={"steps": 4}, device="cpu",
                   output_guard=False, progress=None).reconstruct(kspace * torch.from_numpy(mask).view(1, 1, 32, 1),
                                                                  mask, maps=maps)
-    assert len(levels) == (len(PNP_ZETA_GRID) + 1) * 4
+    assert len(levels) == (folds * len(PNP_ZETA_GRID) + 1) * 4
 
 
 @pytest.mark.timeout(60)

@@ -28,7 +28,35 @@ from ..operators import SenseOp
 from ._common import Denoiser, check_inputs, denoise_maps
 from .dds import dds
 
-__all__ = ["dds_lora", "AdaptedDenoiser", "holdout_lines"]
+__all__ = ["dds_lora", "AdaptedDenoiser", "holdout_lines", "holdout_folds"]
+
+
+def holdout_folds(mask: torch.Tensor, fraction: float, generator: torch.Generator,
+                  min_lines: int = 1) -> list[torch.Tensor]:
+    """Disjoint seeded sets of the measured phase-encode lines outside the ACS block, for validation.
+
+    Each fold holds out round(``fraction`` · n) of the n candidate lines, taken in the order of one seeded
+    permutation; folds are added until together they hold out at least ``min_lines`` lines or no whole fold is left
+    (fold 0 alone is :func:`holdout_lines`'s draw).
+    mask: [1, 1, H, 1] (or [1, 1, H, W]) of one slice. Returns the folds as float masks like ``mask`` (none when
+    round(fraction · n) is 0).
+    """
+    lines = mask.reshape(mask.shape[-2], -1).amax(dim=1) > 0                    # [H] measured
+    measured = torch.nonzero(lines.cpu()).flatten()
+    acs = find_acs_lines(lines.cpu().numpy())
+    candidates = measured[(measured < acs.start) | (measured >= acs.stop)]
+    count = int(round(fraction * candidates.numel()))
+    if count == 0:
+        return []
+    order = candidates[torch.randperm(candidates.numel(), generator=generator)]
+    folds = []
+    for start in range(0, candidates.numel() - count + 1, count):
+        if folds and len(folds) * count >= min_lines:
+            break
+        held = torch.zeros_like(lines, dtype=torch.bool, device="cpu")
+        held[order[start:start + count]] = True
+        folds.append(mask * held.to(mask.device).view(1, 1, -1, 1).to(mask.dtype))
+    return folds
 
 
 def holdout_lines(mask: torch.Tensor, fraction: float, generator: torch.Generator) -> torch.Tensor:
@@ -36,15 +64,8 @@ def holdout_lines(mask: torch.Tensor, fraction: float, generator: torch.Generato
 
     mask: [1, 1, H, 1] (or [1, 1, H, W]) of one slice. Returns the held-out lines as a float mask like ``mask``.
     """
-    lines = mask.reshape(mask.shape[-2], -1).amax(dim=1) > 0                    # [H] measured
-    measured = torch.nonzero(lines.cpu()).flatten()
-    acs = find_acs_lines(lines.cpu().numpy())
-    candidates = measured[(measured < acs.start) | (measured >= acs.stop)]
-    held = torch.zeros_like(lines, dtype=torch.bool, device="cpu")
-    count = int(round(fraction * candidates.numel()))
-    if count > 0:
-        held[candidates[torch.randperm(candidates.numel(), generator=generator)[:count]]] = True
-    return mask * held.to(mask.device).view(1, 1, -1, 1).to(mask.dtype)
+    folds = holdout_folds(mask, fraction, generator)
+    return folds[0] if folds else mask * 0
 
 
 class AdaptedDenoiser:
