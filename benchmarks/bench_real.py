@@ -58,6 +58,7 @@ from dpm_core import metrics  # noqa: E402
 from dpm_core.combine import rss  # noqa: E402
 from dpm_core.fft import fft2c, ifft2c  # noqa: E402
 from dpm_core.masks import effective_acceleration, equispaced_mask, random_mask  # noqa: E402
+from dpm_core.model_choice import UNKNOWN, choose_model, model_entries  # noqa: E402
 from dpm_core.normalize import normalization_scale  # noqa: E402
 from dpm_core.reconstruct import Reconstructor  # noqa: E402
 
@@ -90,6 +91,7 @@ class Case:
     mask: np.ndarray
     folded: bool
     description: str
+    contrast: str            # the class dpm_core.model_choice would read from the scan's header: picks the DPM model
 
 
 def normalized(kspace: torch.Tensor) -> torch.Tensor:
@@ -128,18 +130,19 @@ def real_cases(wanted) -> list[Case]:
     raw = load_real_slice()
     full, folded = normalized(raw), normalized(raw[:, :, ::2, :].contiguous())
     H, Hf = full.shape[2], folded.shape[2]
+    # The slice comes without a header (no TR/TE/TI, protocol name or sequence type): a scan of unknown contrast.
     cases = [Case(f"real_R{R}", full, equispaced_mask(H, R, NUM_ACS), False,
-                  f"real 16-coil {H}x{full.shape[3]} slice, equispaced + {NUM_ACS} ACS, nominal R {R}")
+                  f"real 16-coil {H}x{full.shape[3]} slice, equispaced + {NUM_ACS} ACS, nominal R {R}", UNKNOWN)
              for R in (2, 4, 6)]
     # random_mask(96, 4, 24) would keep round(96 / 4) = 24 lines, the ACS block alone; nominal R 4 random here means
     # as many lines as the equispaced nominal R 4 mask (24 ACS + 18 random lines), so the two masks compare.
     r4 = effective_acceleration(equispaced_mask(H, 4, NUM_ACS))
     cases.append(Case("real_R4_random", full, random_mask(H, r4, NUM_ACS, seed=RANDOM_MASK_SEED), False,
                       f"real slice, random + {NUM_ACS} ACS (seed {RANDOM_MASK_SEED}), as many lines as equispaced "
-                      f"nominal R 4"))
+                      f"nominal R 4", UNKNOWN))
     cases += [Case(f"real_folded_R{R}", folded, equispaced_mask(Hf, R, NUM_ACS), True,
                    f"real slice, every 2nd ky line kept ({Hf}x{folded.shape[3]}, folded), equispaced + {NUM_ACS} ACS, "
-                   f"nominal R {R}") for R in (2, 3)]
+                   f"nominal R {R}", UNKNOWN) for R in (2, 3)]
     return [c for c in cases if wanted(c.name)]
 
 
@@ -184,10 +187,11 @@ def synthetic_cases(wanted, subjects: int, slices: int, matrix: int = 128, coils
         info.append({"case_index": i, "subject_index": index, "seed": int(seed), "pose_deg": [float(p) for p in pose],
                      "tilt_deg": slice_tilt_deg(pose), "snr": float(subject.attrs["snr"])})
         cases.append(Case(names[0], full, equispaced_mask(H, SYNTH_R, NUM_ACS), False,
-                          f"{what}, {H}x{full.shape[3]}, equispaced + {NUM_ACS} ACS, nominal R {SYNTH_R}"))
+                          f"{what}, {H}x{full.shape[3]}, equispaced + {NUM_ACS} ACS, nominal R {SYNTH_R}",
+                          "FLAIR"))
         cases.append(Case(names[1], folded, equispaced_mask(Hf, SYNTH_FOLDED_R, NUM_ACS), True,
                           f"{what}, every 2nd ky line kept ({Hf}x{folded.shape[3]}, phase FOV 120 mm, folded), "
-                          f"equispaced + {NUM_ACS} ACS, nominal R {SYNTH_FOLDED_R}"))
+                          f"equispaced + {NUM_ACS} ACS, nominal R {SYNTH_FOLDED_R}", "FLAIR"))
     return [c for c in cases if wanted(c.name)], info
 
 
@@ -276,7 +280,8 @@ def run_case(case: Case, recs: dict, lamdas, iterations: int) -> tuple[list[dict
         sec = (time.perf_counter() - t0) / S
         images = np.abs(res.images)
         chosen = int(res.info["num_maps"])
-        keys = ("num_maps", "second_map_energy", "l1_lamda", "zeta", "zeta_rule", "sampler", "num_steps")
+        keys = ("num_maps", "second_map_energy", "l1_lamda", "zeta", "zeta_rule", "sampler", "num_steps", "model",
+                "zeta_holdout_folds")
         info = {key: _jsonable(res.info.get(key)) for key in keys if res.info.get(key) is not None}
         if method == "l1_wavelet":
             knob = f"λ={_fmt(res.info.get('l1_lamda', rec.l1_lamda))}"
@@ -409,20 +414,29 @@ def main(argv=None):
     cases += synth_cases
     if not cases:
         sys.exit(f"no case matches {patterns} (or the real slice is absent)")
-    recs = {(m, nm): Reconstructor(method="dpm" if m.startswith("dpm") else m, num_maps=nm, device=args.device,
+    # The DPM model of each case is the product's choice for its contrast (what replay, the gadget and the servers
+    # do with model=auto): the real slice, which has no header, gets the foundation model.
+    entries = model_entries()
+    model_of = {case.name: choose_model(case.contrast, entries)[0] for case in cases}
+    recs_of = {}
+    for entry in {e.card_path: e for e in model_of.values()}.values():
+        recs_of[entry.name] = {
+            (m, nm): Reconstructor(method="dpm" if m.startswith("dpm") else m, num_maps=nm, device=args.device,
+                                   model=str(entry.card_path),
                                    **({"sampler_options": dpm_options} if m.startswith("dpm") else {}),
                                    **({"sampler": ADAPTED_SAMPLER} if m == "dpm_adapted" else {}),
                                    **({"sampler": PNP_SAMPLER} if m == "dpm_pnp" else {}),
                                    **({"num_samples": MEAN_SAMPLES} if m == "dpm_mean" else {}),
                                    **({"seed": int(m[len("dpm_seed"):])} if m.startswith("dpm_seed") else {}))
             for m, nm in OURS}
-    recs[("dpm", "auto")].denoiser()                          # load the model before timing
+        recs_of[entry.name][("dpm", "auto")].denoiser()      # load the model before timing
 
     rows, summary = [], []
     t_run = time.perf_counter()
     for case in cases:
         t0 = time.perf_counter()
-        case_rows, case_summary, panels = run_case(case, recs, lamdas, iterations)
+        case_rows, case_summary, panels = run_case(case, recs_of[model_of[case.name].name], lamdas, iterations)
+        case_summary["DPM model"] = f"{model_of[case.name].name} ({case.contrast})"
         save_figure(case, panels, RESULTS / f"{name}_{case.name}.png")
         for r in case_rows:
             r.pop("_images", None)
@@ -433,9 +447,9 @@ def main(argv=None):
               f"DPM/PICS {case_summary['dpm_ratio']:.3f}, mean/PICS {case_summary['mean_ratio']:.3f}, "
               f"pnp/PICS {case_summary['pnp_ratio']:.3f}, adapted/DPM {case_summary['adapted_gain']:.3f}", flush=True)
 
-    device = recs[("dpm", "auto")].device
+    device = next(iter(recs_of.values()))[("dpm", "auto")].device
     version = bart_version()
-    summary_columns = ["case", "folded", "R eff", "auto maps", "2nd-map energy", "map detection", "BART SENSE",
+    summary_columns = ["case", "folded", "DPM model", "R eff", "auto maps", "2nd-map energy", "map detection", "BART SENSE",
                        "our SENSE / BART SENSE", "best BART PICS", "our L1 / best PICS", "our DPM / best PICS",
                        f"DPM mean of {MEAN_SAMPLES} / best PICS", "pnp / best PICS", "adapted / DPM",
                        "adapted / best PICS",
@@ -452,7 +466,9 @@ def main(argv=None):
         f"SENSE (`-l2`, λ 0) and l1-wavelet (`-l1 -r λ`) over the grid λ ∈ {{{', '.join(f'{v:g}' for v in lamdas)}}}; "
         "map sets combined by root-sum-of-squares; every λ row is listed and the best per case and map count is "
         "marked. Ours: `Reconstructor(method=m, num_maps=\"auto\")` with default settings"
-        f"{' (quick: DPM 10 steps)' if args.quick else ''}, SENSE also with 1 and 2 maps forced; the DPM also as the mean of "
+        f"{' (quick: DPM 10 steps)' if args.quick else ''}, SENSE also with 1 and 2 maps forced; the DPM with the "
+        "model the product chooses from the scan's contrast (`dpm_core.model_choice`, as `model=auto` in replay, the "
+        "gadget and the servers: the real slice has no header, so its contrast is unknown), also as the mean of "
         f"{MEAN_SAMPLES} posterior samples (num_samples={MEAN_SAMPLES}), with test-time adaptation "
         f"(`sampler=\"{ADAPTED_SAMPLER}\"`) and in the plug-and-play solver (`sampler=\"{PNP_SAMPLER}\"`); DPM on "
         f"{device}.",
