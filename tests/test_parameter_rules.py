@@ -7,7 +7,7 @@
   (best at ζ = 1, where DDS is Gaussian-consistent): GCV scores a single sample, not the mean.
 - ζ by held-out lines (:func:`dpm_core.zeta_rules.holdout_zeta`), on Gaussian problems with the exact denoiser and the
   pnp sampler over a grid wide enough to have an interior optimum (1/16 … 4096): the chosen ζ's error against the
-  true image must come within 10 % of the grid's best (measured: 1.032x and 1.057x at R 3 / R 2), and the runs
+  true image must come within 10 % of the grid's best (measured: 1.000x and 1.057x at R 3 / R 2), and the runs
   of each fold must see none of that fold's held-out lines.
 - λ of the L1-wavelet: the rule sets λ proportional to the measured noise σ̂; on denoising an image that is sparse in
   the Haar basis (A = I), the best λ of a fine grid must double when σ doubles (within one √2 grid step).
