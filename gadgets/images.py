@@ -46,6 +46,8 @@ RECORDED_INFO_KEYS = {
     "second_map_energy": "DPM_SecondMapEnergy",        # per slice
     "zeta": "DPM_Zeta",
     "zeta_rule": "DPM_ZetaRule",
+    "zeta_holdout_lines": "DPM_ZetaHoldoutLines",      # the held-out rule (pnp): lines it scored ζ on, in all folds
+    "zeta_holdout_folds": "DPM_ZetaHoldoutFolds",      # ... and the folds they came in
     "l1_lamda": "DPM_Lambda",                          # one value or one per slice
     "lamda_rule": "DPM_LambdaRule",
     "model": "DPM_Model",

@@ -387,6 +387,11 @@ def test_recorded_parameters_from_a_hand_made_info():
     assert l1 == {"DPM_NumMaps": "1", "DPM_Lambda": "0.0001 0.00025", "DPM_LambdaRule": "edge:0.16*kspace_edge_level"}
     assert images_mod.parameters_text(l1) == "lambda=0.0001 0.00025 (edge:0.16*kspace_edge_level), maps=1"
     assert images_mod.recorded_parameters({}) == {} and images_mod.parameters_text({}) == ""
+    # pnp's held-out ζ rule also says how many lines, in how many folds, it scored ζ on
+    pnp = images_mod.recorded_parameters({"zeta": 0.0625, "zeta_rule": "auto:holdout (the pnp sampler's rule)",
+                                          "zeta_holdout_lines": 9, "zeta_holdout_folds": 3})
+    assert pnp == {"DPM_Zeta": "0.0625", "DPM_ZetaRule": "auto:holdout (the pnp sampler's rule)",
+                   "DPM_ZetaHoldoutLines": "9", "DPM_ZetaHoldoutFolds": "3"}
 
 
 def test_recorded_parameters_reach_meta_comment_and_dicom(scan):
