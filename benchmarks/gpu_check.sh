@@ -25,7 +25,7 @@ timeout 300 python3 benchmarks/bench_clinical.py --slices 32 --device cuda --nam
     | tee "$OUT/clinical.txt"
 timeout 120 python3 benchmarks/bench_networks.py --device cuda --presets medium base 2>&1 | tail -8 \
     | tee "$OUT/networks.txt"
-# The pnp sampler (better than DDS on every bench_real case, 11x its CPU time): its GPU seconds on 8 clinical slices
+# The pnp sampler (better than DDS on every bench_real case, many times its CPU time): its GPU seconds on 8 clinical slices
 # (the table scales them to 32) decide whether it can become the default.
 timeout 240 python3 benchmarks/bench_clinical.py --slices 8 --device cuda --sampler pnp --name clinical_gpu_pnp 2>&1 \
     | tail -8 | tee "$OUT/clinical_pnp.txt"
