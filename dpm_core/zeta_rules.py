@@ -101,7 +101,8 @@ HOLDOUT_FRACTION = 0.2    # of the measured lines outside the ACS block; the fra
 # held-out pick is the oracle's and GCV's is 1.065-1.111x (bench_real: synth0 folded R 3 pnp 0.962x -> 1.069x BART).
 HOLDOUT_MIN_LINES = 2
 # Folds are added (disjoint, each HOLDOUT_FRACTION of the lines) until this many lines are scored: what one fold of a
-# 256-line scan at R 4 with 24 ACS lines holds out. A 96-line slice holds out 1-7 lines per fold, too few to rank
+# 256-line scan at nominal R 6 with 24 ACS lines holds out (at R 4 it holds out 11; a 320-line one 10 at R 6, 15 at
+# R 4), so clinical matrices keep one fold and its cost. A 96-line slice holds out 1-7 lines per fold, too few to rank
 # candidates whose errors differ by a few per cent (docs/experiments/holdout_folds/run.md).
 HOLDOUT_SCORED_LINES = 8
 
