@@ -39,6 +39,7 @@ from dpm_core import metrics  # noqa: E402
 from dpm_core.combine import rss  # noqa: E402
 from dpm_core.fft import ifft2c  # noqa: E402
 from dpm_core.masks import effective_acceleration  # noqa: E402
+from dpm_core.model_choice import choose_model, model_entries  # noqa: E402
 from dpm_core.reconstruct import Reconstructor  # noqa: E402
 from dpm_core.zeta_rules import ZETA_GRID  # noqa: E402
 
@@ -55,26 +56,30 @@ def best_pics(case_name: str) -> float | None:
     return min(r["NRMSE"] for r in rows) if rows else None
 
 
-def dpm(kspace, mask, ref, maps=None, **options) -> tuple[float, dict, np.ndarray]:
-    """(NRMSE, info, coil maps [S, M, C, H, W]) of the default DPM with ``options`` on one case; ``maps`` given
-    skips their estimation (the same maps: the estimate depends on the data only)."""
-    result = Reconstructor(method="dpm", device="cpu", progress=None, **options).reconstruct(kspace, mask, maps=maps)
+def dpm(kspace, mask, ref, model, maps=None, **options) -> tuple[float, dict, np.ndarray]:
+    """(NRMSE, info, coil maps [S, M, C, H, W]) of the default DPM with ``model`` (a card path) and ``options`` on one
+    case; ``maps`` given skips their estimation (the same maps: the estimate depends on the data only)."""
+    result = Reconstructor(method="dpm", model=model, device="cpu", progress=None,
+                           **options).reconstruct(kspace, mask, maps=maps)
     return metrics.nrmse(np.abs(result.images), ref), result.info, result.maps
 
 
-def run_case(case) -> dict:
+def run_case(case, entries) -> dict:
+    """One case with the model the product chooses for its contrast (as bench_real.py)."""
+    entry = choose_model(case.contrast, entries)[0]
+    model = str(entry.card_path)
     S, C, H, W = case.kspace.shape
     under = case.kspace * torch.from_numpy(case.mask).view(1, 1, H, 1)
     ref = rss(ifft2c(case.kspace)).numpy()
     t0 = time.perf_counter()
-    default_nrmse, default_info, maps = dpm(under, case.mask, ref)
+    default_nrmse, default_info, maps = dpm(under, case.mask, ref, model)
     # where the card does not bracket R the shipped rule is GCV itself: the same run
     gcv_nrmse, gcv_info = ((default_nrmse, default_info) if default_info["zeta_rule"].startswith("auto:gcv")
-                           else dpm(under, case.mask, ref, maps, zeta="auto")[:2])
-    sweep = {z: dpm(under, case.mask, ref, maps, zeta=z)[0] for z in ZETAS}
+                           else dpm(under, case.mask, ref, model, maps, zeta="auto")[:2])
+    sweep = {z: dpm(under, case.mask, ref, model, maps, zeta=z)[0] for z in ZETAS}
     best_zeta = min(sweep, key=sweep.get)
     pics = best_pics(case.name)
-    row = {"case": case.name, "folded": "yes" if case.folded else "no",
+    row = {"case": case.name, "folded": "yes" if case.folded else "no", "model": entry.name,
            "R eff": round(effective_acceleration(case.mask), 2),
            "default rule": default_info["zeta_rule"], "default ζ": _zeta(default_info["zeta"]),
            "default NRMSE": default_nrmse, "GCV ζ": _zeta(gcv_info["zeta"]), "GCV NRMSE": gcv_nrmse,
@@ -110,15 +115,18 @@ def main(argv=None):
     if not cases:
         sys.exit(f"no case matches {args.cases} (or the real slice is absent)")
     t0 = time.perf_counter()
-    rows = [run_case(c) for c in cases]
-    columns = ["case", "folded", "R eff", "default rule", "default ζ", "default NRMSE", "GCV ζ", "GCV NRMSE",
+    entries = model_entries()
+    rows = [run_case(c, entries) for c in cases]
+    columns = ["case", "folded", "model", "R eff", "default rule", "default ζ", "default NRMSE", "GCV ζ", "GCV NRMSE",
                "best ζ (sweep)", "best NRMSE", "default / best", "GCV / best", "best PICS", "best-ζ DPM / best PICS"]
     sweep_rows = [{"case": r["case"], **{f"ζ {z:g}": r["sweep"][str(z)] for z in ZETAS}} for r in rows]
     notes = "\n".join([
         f"One command: `OMP_NUM_THREADS=1 python benchmarks/bench_zeta_real.py` ({time.perf_counter() - t0:.0f} s "
         f"for {len(rows)} cases; {state}). Cases, reference and NRMSE as `bench_real.py` (`real.md`).",
         "",
-        "The DPM with default settings (warm start, num_maps=\"auto\", seed 0) as shipped ('default': the card's ζ "
+        "The DPM with default settings (warm start, num_maps=\"auto\", seed 0) and the model the product chooses "
+        "for the case's contrast (as `bench_real.py`: foundation_default for the headerless real slice) as shipped "
+        "('default': the card's ζ "
         f"where its table brackets the effective R, else GCV over {list(ZETA_GRID)}), with zeta=\"auto\" (GCV) on "
         f"every case, and at every ζ of {list(ZETAS)} (an oracle sweep: it uses the reference). 'best PICS' is BART's "
         "best l1-wavelet NRMSE over λ and map counts from `real.json`.",
