@@ -28,12 +28,10 @@ ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "docs" / "experiments" / "pnp_zeta"))
-from bench_real import real_cases, synthetic_cases  # noqa: E402
-from case_inputs import case_inputs  # noqa: E402
+from case_inputs import case_inputs, pnp_experiment  # noqa: E402
 
 from dpm_core.masks import sampling_of  # noqa: E402
 from dpm_core.operators import SenseOp, combine_map_images  # noqa: E402
-from dpm_core.reconstruct import Reconstructor  # noqa: E402
 from dpm_core.samplers import default_sigmas, get_sampler, posterior_samples  # noqa: E402
 from dpm_core.samplers.dds_lora import holdout_folds  # noqa: E402
 from dpm_core.seeding import stable_seed  # noqa: E402
@@ -43,11 +41,8 @@ SEED = 0            # the Reconstructor's default seed
 
 
 def main():
-    torch.set_num_threads(1)
-    wanted = sys.argv[1].split(",")
-    cases = real_cases(lambda n: n in wanted) + synthetic_cases(lambda n: n in wanted, 3, 2)[0]
     model = os.environ.get("MODEL")
-    rec = Reconstructor(method="dpm", num_maps="auto", sampler="pnp", progress=None, model=model)
+    cases, rec = pnp_experiment(sys.argv[1], model)
     denoiser = rec.denoiser()
     spec = get_sampler("pnp")
     trial, final = default_sigmas(spec, denoiser, spec.zeta_trial_steps), default_sigmas(spec, denoiser)

@@ -19,17 +19,15 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "docs" / "experiments" / "pnp_zeta"))
-from bench_real import real_cases, scores, synthetic_cases  # noqa: E402
-from case_inputs import case_inputs  # noqa: E402
+from bench_real import scores  # noqa: E402
+from case_inputs import case_inputs, pnp_experiment  # noqa: E402
 
 from dpm_core.operators import SenseOp, combine_map_images  # noqa: E402
-from dpm_core.reconstruct import Reconstructor  # noqa: E402
 from dpm_core.samplers import get_sampler, posterior_samples  # noqa: E402
 from dpm_core.samplers.pnp import PNP_LEVELS, PNP_SIGMA_START  # noqa: E402
 from dpm_core.schedules import geometric_sigmas  # noqa: E402
@@ -41,10 +39,7 @@ SEED = 0
 
 
 def main():
-    torch.set_num_threads(1)
-    wanted = sys.argv[1].split(",")
-    cases = real_cases(lambda n: n in wanted) + synthetic_cases(lambda n: n in wanted, 3, 2)[0]
-    rec = Reconstructor(method="dpm", num_maps="auto", sampler="pnp", progress=None)
+    cases, rec = pnp_experiment(sys.argv[1])
     denoiser = rec.denoiser()
     spec = dataclasses.replace(get_sampler("pnp"), zeta_grid=ZETAS)
     for case in cases:

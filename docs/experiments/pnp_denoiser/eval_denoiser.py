@@ -30,12 +30,11 @@ ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "docs" / "experiments" / "pnp_zeta"))
-from bench_real import real_cases, scores, synthetic_cases  # noqa: E402
-from case_inputs import case_inputs  # noqa: E402
+from bench_real import scores  # noqa: E402
+from case_inputs import case_inputs, pnp_experiment  # noqa: E402
 
 from dpm_core.fft import fft2c, ifft2c  # noqa: E402
 from dpm_core.operators import SenseOp, combine_map_images  # noqa: E402
-from dpm_core.reconstruct import Reconstructor  # noqa: E402
 from dpm_core.samplers import get_sampler, posterior_samples  # noqa: E402
 from dpm_core.samplers.pnp import PNP_LEVELS, PNP_SIGMA_END, PNP_SIGMA_START  # noqa: E402
 from dpm_core.schedules import geometric_sigmas  # noqa: E402
@@ -94,12 +93,9 @@ def variant_denoiser(denoiser, variant: str):
 
 
 def main():
-    torch.set_num_threads(1)
-    wanted = sys.argv[1].split(",")
     variants = sys.argv[2:] or DEFAULT_VARIANTS
-    cases = real_cases(lambda n: n in wanted) + synthetic_cases(lambda n: n in wanted, 3, 2)[0]
     model = os.environ.get("MODEL")
-    rec = Reconstructor(method="dpm", num_maps="auto", sampler="pnp", progress=None, model=model)
+    cases, rec = pnp_experiment(sys.argv[1], model)
     spec = get_sampler("pnp")
     for case in cases:
         S = case.kspace.shape[0]

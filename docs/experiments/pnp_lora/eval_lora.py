@@ -22,11 +22,10 @@ ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "docs" / "experiments" / "pnp_zeta"))
-from bench_real import real_cases, scores, synthetic_cases  # noqa: E402
-from case_inputs import case_inputs  # noqa: E402
+from bench_real import scores  # noqa: E402
+from case_inputs import case_inputs, pnp_experiment  # noqa: E402
 
 from dpm_core.operators import SenseOp, combine_map_images  # noqa: E402
-from dpm_core.reconstruct import Reconstructor  # noqa: E402
 from dpm_core.samplers import default_sigmas, get_sampler, posterior_samples  # noqa: E402
 from dpm_core.samplers.dds_lora import AdaptedDenoiser, holdout_lines  # noqa: E402
 
@@ -39,11 +38,8 @@ RANK, HOLDOUT, SEED = 4, 0.2, 0
 
 
 def main():
-    torch.set_num_threads(1)
-    wanted = sys.argv[1].split(",")
-    cases = real_cases(lambda n: n in wanted) + synthetic_cases(lambda n: n in wanted, 3, 2)[0]
     model = os.environ.get("MODEL")
-    rec = Reconstructor(method="dpm", num_maps="auto", sampler="pnp", progress=None, model=model)
+    cases, rec = pnp_experiment(sys.argv[1], model)
     denoiser = rec.denoiser()
     spec = get_sampler("pnp")
     sigmas = default_sigmas(spec, denoiser)

@@ -29,12 +29,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
-from bench_real import real_cases, scores, synthetic_cases  # noqa: E402
-from case_inputs import case_inputs  # noqa: E402
+from bench_real import scores  # noqa: E402
+from case_inputs import case_inputs, pnp_experiment  # noqa: E402
 
 from dpm_core.masks import find_acs_lines, sampling_of  # noqa: E402
 from dpm_core.operators import SenseOp, combine_map_images  # noqa: E402
-from dpm_core.reconstruct import Reconstructor  # noqa: E402
 from dpm_core.zeta_rules import GCV_PROBE_FLOOR, GCV_PROBE_SAMPLE  # noqa: E402
 from dpm_core.samplers import default_sigmas, get_sampler, posterior_samples, warm_start_sigmas  # noqa: E402
 from dpm_core.seeding import slice_seed  # noqa: E402
@@ -62,11 +61,8 @@ def holdout_sets(lines: np.ndarray) -> list[np.ndarray]:
 
 
 def main():
-    torch.set_num_threads(1)
-    wanted = sys.argv[1].split(",")
     zetas = tuple(float(z) for z in sys.argv[2].split(",")) if len(sys.argv) > 2 else ZETAS
-    cases = real_cases(lambda n: n in wanted) + synthetic_cases(lambda n: n in wanted, 3, 2)[0]
-    rec = Reconstructor(method="dpm", num_maps="auto", sampler="pnp", progress=None)
+    cases, rec = pnp_experiment(sys.argv[1])
     denoiser = rec.denoiser()
     spec = get_sampler("pnp")
     sigmas = warm_start_sigmas(default_sigmas(spec, denoiser, None, warm=True), rec.warm_start)

@@ -15,15 +15,12 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
-from bench_real import real_cases, synthetic_cases  # noqa: E402
-from case_inputs import case_inputs  # noqa: E402
+from case_inputs import case_inputs, pnp_experiment  # noqa: E402
 
-from dpm_core.reconstruct import Reconstructor  # noqa: E402
 from dpm_core.samplers.pnp import PNP_SIGMA_END, PNP_SIGMA_START  # noqa: E402
 from dpm_core.schedules import geometric_sigmas  # noqa: E402
 from dpm_core.zeta_rules import holdout_zeta  # noqa: E402
@@ -33,10 +30,7 @@ SEED = 0
 
 
 def main():
-    torch.set_num_threads(1)
-    wanted = sys.argv[1].split(",")
-    cases = real_cases(lambda n: n in wanted) + synthetic_cases(lambda n: n in wanted, 3, 2)[0]
-    rec = Reconstructor(method="dpm", num_maps="auto", sampler="pnp", progress=None)
+    cases, rec = pnp_experiment(sys.argv[1])
     denoiser = rec.denoiser()
     for case in cases:
         S = case.kspace.shape[0]
