@@ -419,7 +419,7 @@ def main(argv=None):
     entries = model_entries()
     model_of = {case.name: choose_model(case.contrast, entries)[0] for case in cases}
     recs_of = {}
-    for entry in {e.card_path: e for e in model_of.values()}.values():
+    for entry in {e.name: e for e in model_of.values()}.values():         # each chosen model once
         recs_of[entry.name] = {
             (m, nm): Reconstructor(method="dpm" if m.startswith("dpm") else m, num_maps=nm, device=args.device,
                                    model=str(entry.card_path),
