@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from typing import Callable
 
-import numpy as np
 import torch
 
+from .holdout import HOLDOUT_FRACTION, holdout_folds
 from .masks import Sampling, sampling_of
 
-__all__ = ["gcv_zeta", "holdout_zeta", "ZETA_GRID", "HOLDOUT_FRACTION", "HOLDOUT_MIN_LINES", "HOLDOUT_SCORED_LINES"]
+__all__ = ["gcv_zeta", "holdout_zeta", "ZETA_GRID", "HOLDOUT_MIN_LINES", "HOLDOUT_SCORED_LINES"]
 
 ZETA_GRID = (1.0, 4.0, 16.0, 64.0, 256.0)   # candidates of zeta="auto" (Fig 5's range, factors of 4)
 AUTO_ZETA_STEPS = 10    # sampler steps per candidate run (2 runs per candidate: y and y + ε b)
@@ -94,7 +94,6 @@ def gcv_zeta(sampler, denoiser, kn, op, noise_std, *, seed: int, slice_ids, opti
                                       "zeta_dof_fraction": torch.stack(dof, 1).cpu().tolist()}
 
 
-HOLDOUT_FRACTION = 0.2    # of the measured lines outside the ACS block; the fraction dds_lora's adapter check holds out
 # Fewer held-out lines cannot score a candidate; the caller falls back to GCV. 3 was tried (2026-12-07): on the cases
 # holding out 2 lines GCV was better at real R 6 (1.009x the oracle against 1.020x) and on folded R 2 with the
 # foundation model (the held-out pick fell to ζ 1/64, 1.27x), but far worse on the synthetic folded cases, where the
@@ -136,15 +135,12 @@ def holdout_zeta(sampler, denoiser, kn, sampling: Sampling, maps, *, seed: int, 
     """
     from .operators import SenseOp
     from .samplers import get_sampler, posterior_samples
-    from .samplers.dds_lora import holdout_folds
     from .seeding import stable_seed
     sampler = get_sampler(sampler)
     zeta_grid = sampler.zeta_grid or ZETA_GRID
     S, C, H, W = kn.shape
     generator = torch.Generator().manual_seed(stable_seed("zeta-holdout", int(seed)))
-    lines = torch.from_numpy(sampling.mask.astype(np.float32)).view(1, 1, H, 1)
-    folds = [f.view(H).numpy() > 0 for f in holdout_folds(lines, HOLDOUT_FRACTION, generator,
-                                                           min_lines=HOLDOUT_SCORED_LINES)]   # [H] bool each
+    folds = holdout_folds(sampling.mask, HOLDOUT_FRACTION, generator, min_lines=HOLDOUT_SCORED_LINES)  # [H] bool each
     held_lines = sum(int(held.sum()) for held in folds)
     if held_lines < HOLDOUT_MIN_LINES:
         return None

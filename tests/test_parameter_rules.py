@@ -79,26 +79,25 @@ def test_holdout_zeta_comes_near_the_best_zeta_and_hides_the_held_out_lines(acce
 
 @pytest.mark.parametrize("min_lines", [1, 8, 10 ** 6])
 def test_holdout_folds_are_disjoint_draws_of_the_lines_outside_the_calibration_block(min_lines):
-    from dpm_core.samplers.dds_lora import holdout_folds, holdout_lines
+    from dpm_core.holdout import holdout_folds
     H, acs = 64, range(27, 37)
     lines = np.zeros(H, bool)
     lines[::3] = True
     lines[list(acs)] = True
     candidates = {h for h in np.flatnonzero(lines) if h not in acs}        # by construction: 19 lines
     size = round(0.2 * len(candidates))
-    mask = torch.from_numpy(lines.astype(np.float32)).view(1, 1, H, 1)
-    folds = holdout_folds(mask, 0.2, torch.Generator().manual_seed(5), min_lines=min_lines)
+    folds = holdout_folds(lines, 0.2, torch.Generator().manual_seed(5), min_lines=min_lines)
     expected = min(-(-min_lines // size), len(candidates) // size)
-    held = [set(np.flatnonzero(f.view(H).numpy())) for f in folds]
+    held = [set(np.flatnonzero(f)) for f in folds]
     assert len(folds) == expected and all(len(h) == size and h <= candidates for h in held)
     assert len(set().union(*held)) == size * expected                     # disjoint
-    first = holdout_lines(mask, 0.2, torch.Generator().manual_seed(5))
-    assert torch.equal(first, folds[0]) and first.shape == mask.shape
+    first = holdout_folds(lines, 0.2, torch.Generator().manual_seed(5))
+    assert len(first) == 1 and np.array_equal(first[0], folds[0]) and first[0].shape == (H,)
+    assert not np.array_equal(holdout_folds(lines, 0.2, torch.Generator().manual_seed(6))[0], folds[0])
     few = np.zeros(H, bool)
     few[[3, 60]] = True
     few[list(acs)] = True                                                  # 2 candidate lines: 0.2 of them rounds to 0
-    assert holdout_folds(torch.from_numpy(few.astype(np.float32)).view(1, 1, H, 1), 0.2,
-                         torch.Generator().manual_seed(5), min_lines=8) == []
+    assert holdout_folds(few, 0.2, torch.Generator().manual_seed(5), min_lines=8) == []
 
 
 def test_best_l1_lambda_scales_with_the_noise_level():

@@ -52,6 +52,7 @@ import numpy as np
 import torch
 
 from dpm_core.checkpoints import load_checkpoint, save_checkpoint
+from dpm_core.holdout import HOLDOUT_FRACTION, holdout_candidates, holdout_folds
 from dpm_core.masks import DEFAULT_NUM_ACS, effective_acceleration, find_acs_lines
 from dpm_core.networks import ComplexDenoiser, EDMPrecond
 from dpm_core.normalize import NORMALIZATION_RULE
@@ -68,7 +69,6 @@ __all__ = ["AcceleratedScan", "read_accelerated", "load_accelerated", "write_acc
            "HOLDOUT_FRACTION"]
 
 ESTEP_DEFAULTS = {"sampler": "fast", "steps": 30, "zeta": 1.0}   # posterior samples: ζ = 1, more steps than validation
-HOLDOUT_FRACTION = 0.2      # measured non-ACS lines withheld for the selection score (SSDU's split is 0.4 for training)
 
 
 class AcceleratedScan(NamedTuple):
@@ -153,20 +153,16 @@ def write_accelerated_copy(source: str | os.PathLike, destination: str | os.Path
 # Selection from the measurements alone.
 
 def holdout_split(mask: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(fit mask, held-out mask) [H] bool: a seeded ``fraction`` of the measured lines outside the ACS block is held
-    out (at least one line); the ACS block always stays in the fit mask."""
-    if not 0 < fraction < 1:
-        raise ValueError(f"holdout fraction {fraction} must be in (0, 1)")
+    """(fit mask, held-out mask) [H] bool: the first fold of :func:`dpm_core.holdout.holdout_folds` (a seeded
+    ``fraction`` of the measured lines outside the ACS block, drawn as the ζ rule and the adapter draw theirs); the
+    ACS block always stays in the fit mask. Raises ValueError when no line can be held out."""
     mask = np.asarray(mask).astype(bool).reshape(-1)
-    acs = find_acs_lines(mask)
-    candidates = np.array([i for i in np.flatnonzero(mask) if not acs.start <= i < acs.stop], dtype=int)
-    if candidates.size < 2:
-        raise ValueError(f"the mask has {candidates.size} measured lines outside its ACS block; held-out-line "
-                         f"validation needs at least 2 (an accelerated scan, not a fully sampled or ACS-only one)")
-    count = max(1, int(round(fraction * candidates.size)))
-    held = np.zeros_like(mask)
-    held[np.random.default_rng(seed).choice(candidates, size=count, replace=False)] = True
-    return mask & ~held, held
+    folds = holdout_folds(mask, fraction, torch.Generator().manual_seed(int(seed)))
+    if not folds:
+        raise ValueError(f"the mask has {holdout_candidates(mask).size} measured lines outside its ACS block, and "
+                         f"the held-out fraction {fraction} of them rounds to none; held-out-line validation needs "
+                         f"an accelerated scan with more such lines (not a fully sampled or ACS-only one)")
+    return mask & ~folds[0], folds[0]
 
 
 def heldout_line_error(denoiser, scans: Sequence[AcceleratedScan], *, fraction: float = HOLDOUT_FRACTION,

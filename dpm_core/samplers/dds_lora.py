@@ -22,50 +22,13 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..holdout import HOLDOUT_FRACTION, holdout_folds
 from ..lora import lora_copy
-from ..masks import find_acs_lines
 from ..operators import SenseOp
 from ._common import Denoiser, check_inputs, denoise_maps
 from .dds import dds
 
-__all__ = ["dds_lora", "AdaptedDenoiser", "holdout_lines", "holdout_folds"]
-
-
-def holdout_folds(mask: torch.Tensor, fraction: float, generator: torch.Generator,
-                  min_lines: int = 1) -> list[torch.Tensor]:
-    """Disjoint seeded sets of the measured phase-encode lines outside the ACS block, for validation.
-
-    Each fold holds out round(``fraction`` · n) of the n candidate lines, taken in the order of one seeded
-    permutation; folds are added until together they hold out at least ``min_lines`` lines or no whole fold is left
-    (fold 0 alone is :func:`holdout_lines`'s draw).
-    mask: [1, 1, H, 1] (or [1, 1, H, W]) of one slice. Returns the folds as float masks like ``mask`` (none when
-    round(fraction · n) is 0).
-    """
-    lines = mask.reshape(mask.shape[-2], -1).amax(dim=1) > 0                    # [H] measured
-    measured = torch.nonzero(lines.cpu()).flatten()
-    acs = find_acs_lines(lines.cpu().numpy())
-    candidates = measured[(measured < acs.start) | (measured >= acs.stop)]
-    count = int(round(fraction * candidates.numel()))
-    if count == 0:
-        return []
-    order = candidates[torch.randperm(candidates.numel(), generator=generator)]
-    folds = []
-    for start in range(0, candidates.numel() - count + 1, count):
-        if folds and len(folds) * count >= min_lines:
-            break
-        held = torch.zeros_like(lines, dtype=torch.bool, device="cpu")
-        held[order[start:start + count]] = True
-        folds.append(mask * held.to(mask.device).view(1, 1, -1, 1).to(mask.dtype))
-    return folds
-
-
-def holdout_lines(mask: torch.Tensor, fraction: float, generator: torch.Generator) -> torch.Tensor:
-    """A seeded ``fraction`` of the measured phase-encode lines outside the ACS block, for validation.
-
-    mask: [1, 1, H, 1] (or [1, 1, H, W]) of one slice. Returns the held-out lines as a float mask like ``mask``.
-    """
-    folds = holdout_folds(mask, fraction, generator)
-    return folds[0] if folds else mask * 0
+__all__ = ["dds_lora", "AdaptedDenoiser"]
 
 
 class AdaptedDenoiser:
@@ -123,7 +86,7 @@ class AdaptedDenoiser:
 def dds_lora(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Tensor,
              generators: Sequence[torch.Generator], *, x_init: torch.Tensor | None = None,
              callback: Callable[[dict], None] | None = None, lora_rank: int = 4, adapt_steps: int = 1,
-             adapt_lr: float = 1e-3, adapt_holdout: float = 0.2, adapt_sigma_max: float = float("inf"),
+             adapt_lr: float = 1e-3, adapt_holdout: float = HOLDOUT_FRACTION, adapt_sigma_max: float = float("inf"),
              **dds_options) -> torch.Tensor:
     """DDS (:func:`dpm_core.samplers.dds.dds`) with the denoiser adapted to each slice's data by LoRA.
 
@@ -153,7 +116,9 @@ def dds_lora(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Ten
         # The adapter's seeds come from the slice's own seed, read without drawing from its stream, so that
         # adapt_steps = 0 is exactly DDS.
         split = torch.Generator().manual_seed(generator.initial_seed())
-        holdout = holdout_lines(mask, float(adapt_holdout), split)
+        lines = mask.reshape(H, -1).amax(dim=1).cpu().numpy() > 0               # [H] measured
+        folds = holdout_folds(lines, float(adapt_holdout), split) if adapt_holdout > 0 else []
+        holdout = mask * (torch.from_numpy(folds[0]).to(mask).view(1, 1, H, 1) if folds else 0)
         adapted = AdaptedDenoiser(denoiser, one_y, one_op, lora_rank, adapt_steps, adapt_lr, holdout,
                                   generator.initial_seed(), adapt_sigma_max)
         options = {**dds_options, **{k: v[s:s + 1] for k, v in per_slice_options.items()}}

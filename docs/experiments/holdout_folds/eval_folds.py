@@ -4,7 +4,7 @@
     python docs/experiments/holdout_folds/eval_folds.py --summarize LOG [LOG ...] > summary.md
 
 For each case, on the production path's inputs (case_inputs: maps with num_maps auto, calibration-matrix noise
-level) and the product's draw of folds (dpm_core.samplers.dds_lora.holdout_folds with zeta_rules' seed, every whole
+level) and the product's draw of folds (dpm_core.holdout.holdout_folds with zeta_rules' seed, every whole
 fold), the pnp sampler runs
 - per fold and candidate ζ of its grid: the held-out rule's candidate run (the record's 15-level schedule, from the
   fold's kept lines alone, with their own L1 phase reference) and logs the held-out residual and energy per slice;
@@ -33,9 +33,9 @@ from case_inputs import case_inputs, pnp_experiment  # noqa: E402
 from dpm_core.masks import sampling_of  # noqa: E402
 from dpm_core.operators import SenseOp, combine_map_images  # noqa: E402
 from dpm_core.samplers import default_sigmas, get_sampler, posterior_samples  # noqa: E402
-from dpm_core.samplers.dds_lora import holdout_folds  # noqa: E402
+from dpm_core.holdout import HOLDOUT_FRACTION, holdout_folds  # noqa: E402
 from dpm_core.seeding import stable_seed  # noqa: E402
-from dpm_core.zeta_rules import HOLDOUT_FRACTION, HOLDOUT_SCORED_LINES  # noqa: E402
+from dpm_core.zeta_rules import HOLDOUT_SCORED_LINES  # noqa: E402
 
 SEED = 0            # the Reconstructor's default seed
 
@@ -52,8 +52,7 @@ def main():
         ids = list(range(S))
         ref, sampling, scale, kn, maps, support, noise_std = case_inputs(case, rec)
         generator = torch.Generator().manual_seed(stable_seed("zeta-holdout", SEED))
-        lines = torch.from_numpy(sampling.mask.astype(np.float32)).view(1, 1, H, 1)
-        folds = [f.view(H).numpy() > 0 for f in holdout_folds(lines, HOLDOUT_FRACTION, generator, min_lines=10 ** 9)]
+        folds = holdout_folds(sampling.mask, HOLDOUT_FRACTION, generator, min_lines=10 ** 9)
         fold_rows = []
         for held in folds:
             kept = sampling_of(sampling.mask & ~held, H)
@@ -81,7 +80,7 @@ def main():
 
 
 def rule_folds(fold_rows) -> int:
-    """The number of folds the product's rule uses (dpm_core.samplers.dds_lora.holdout_folds)."""
+    """The number of folds the product's rule uses (dpm_core.holdout.holdout_folds)."""
     k = 1
     while k < len(fold_rows) and k * fold_rows[0]["lines"] < HOLDOUT_SCORED_LINES:
         k += 1

@@ -39,7 +39,7 @@ from dpm_core.normalize import normalization_scale  # noqa: E402
 from dpm_core.operators import SenseOp, combine_map_images  # noqa: E402
 from dpm_core.reconstruct import Reconstructor  # noqa: E402
 from dpm_core.samplers._common import denoise_maps  # noqa: E402
-from dpm_core.samplers.dds_lora import holdout_lines  # noqa: E402
+from dpm_core.holdout import holdout_folds  # noqa: E402
 
 CASES = tuple(os.environ.get("CASES", "real_R4,real_R6,real_R4_random,real_folded_R3,synth0_R4").split(","))
 MODEL = os.environ.get("MODEL") or None          # a model card to test instead of the shipped choice
@@ -156,8 +156,7 @@ for variant in sys.argv[1:]:
         images = combine_map_images(x) * scale.view(-1, 1, 1)
         nrmse[case.name] = round(scores(np.abs(images.numpy()), rss(ifft2c(case.kspace)).numpy())["NRMSE"], 5)
         if HOLDOUT > 0:
-            held = holdout_lines(torch.from_numpy(sampling.mask.astype(np.float32)).view(1, 1, -1, 1), HOLDOUT,
-                                 torch.Generator().manual_seed(0)).view(-1).numpy() > 0
+            held = holdout_folds(sampling.mask, HOLDOUT, torch.Generator().manual_seed(0))[0]
             x_fit = hqs(denoiser, kn, sampling.mask & ~held, maps, noise_std, rec, *band, weight, out, phase)
             rules[case.name] = (round(discrepancy(kn, sampling.mask, maps, x, noise_std), 3),
                                 round(line_error(kn, maps, x_fit, held), 5))
