@@ -4,7 +4,8 @@ along the default schedule, and what it does to a better start.
     OMP_NUM_THREADS=1 python benchmarks/bench_null_space.py
 
 On the unfolded cases of bench_real.py (the real dev slice at nominal R 4, 6 and R 4 random, skipped when the slice
-is absent; three held-out synthetic oblique FLAIR subjects at nominal R 4), with the Reconstructor's defaults:
+is absent; three held-out synthetic oblique FLAIR subjects at nominal R 4), with the Reconstructor's defaults and
+the model the product chooses for each case's contrast (bench_real.product_model):
 1. **Error split.** SENSE, L1-wavelet and the DPM run with the same coil maps (those the DPM's default run chose).
    Their error against the fully sampled image combined with those maps, e = x̂ − x (inside the maps' support), is
    split by the k-space of e into the measured ky lines and the rest: ‖P e‖ and ‖(1 − P) e‖, both over ‖x‖. With one
@@ -36,7 +37,7 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench_real import code_state, real_cases, synthetic_cases  # noqa: E402
+from bench_real import code_state, product_model, real_cases, synthetic_cases  # noqa: E402
 from common import markdown_table, write_results  # noqa: E402
 
 from dpm_core import baselines, metrics  # noqa: E402
@@ -73,7 +74,8 @@ def run_case(case) -> dict:
     def nrmse(images) -> float:
         return float(metrics.nrmse(np.abs(images), ref))
 
-    dpm = Reconstructor(method="dpm", device="cpu", progress=None)
+    model = product_model(case)
+    dpm = Reconstructor(method="dpm", model=str(model.card_path), device="cpu", progress=None)
     default = dpm.reconstruct(under, case.mask)
     maps = torch.from_numpy(default.maps)                                          # [S, M, C, H, W]
     if maps.shape[1] != 1:
@@ -121,9 +123,10 @@ def run_case(case) -> dict:
                            f"{difference:.2g}")
     l1_start = baselines.l1_wavelet(kn, sampling, maps)                       # the per-scan λ rule
     from_l1 = {s: nrmse(sample(l1_start, s)) for s in L1_START_SIGMAS}
-    mean = Reconstructor(method="dpm", device="cpu", progress=None, num_samples=MEAN_SAMPLES).reconstruct(
-        under, case.mask, maps=maps)
-    return {"mean_of_samples": nrmse(mean.images), "split": split, "path": path, "from_l1": from_l1,
+    mean = Reconstructor(method="dpm", model=str(model.card_path), device="cpu", progress=None,
+                         num_samples=MEAN_SAMPLES).reconstruct(under, case.mask, maps=maps)
+    return {"model": model.name, "mean_of_samples": nrmse(mean.images), "split": split, "path": path,
+            "from_l1": from_l1,
             "zeta": default.info["zeta"],
             "zeta_rule": default.info["zeta_rule"], "sense_start": nrmse(image(sense_start)),
             "levels_from_l1": {s: int((warm_start_sigmas(schedule, s) > 0).sum()) for s in L1_START_SIGMAS}}
@@ -141,7 +144,7 @@ def main():
         per_case[case.name] = out
         split_rows += out["split"]
         nrmse = {r["method"]: r["NRMSE"] for r in out["split"]}
-        path_rows.append({"case": case.name, "ζ": out["zeta"] if isinstance(out["zeta"], float) else
+        path_rows.append({"case": case.name, "model": out["model"], "ζ": out["zeta"] if isinstance(out["zeta"], float) else
                           "/".join(f"{z:.3g}" for z in out["zeta"]), "SENSE start": out["sense_start"],
                           **{f"σ {s:.3g}": f"{d:.4f} / {x:.4f}" for s, d, x in out["path"]},
                           "DPM": nrmse["DPM"], "SENSE": nrmse["SENSE"]})
@@ -155,7 +158,9 @@ def main():
     notes = "\n".join([
         f"One command: `OMP_NUM_THREADS=1 python benchmarks/bench_null_space.py` ({time.perf_counter() - t0:.0f} s; "
         f"{state}). Cases as in `real.md` (the unfolded ones); every method with the Reconstructor's defaults and "
-        "the coil maps of the DPM's default run.",
+        "the coil maps of the DPM's default run; the DPM with the model the product chooses for the case's contrast "
+        "(as `real.md`: the headerless real slice gets the foundation model, the synthetic FLAIR subjects the FLAIR "
+        "model).",
         "",
         "## 2. The default DPM's path",
         "",

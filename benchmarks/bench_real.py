@@ -370,6 +370,13 @@ def save_figure(case: Case, panels: list, path: Path, slice_index: int = 0) -> N
     Image.open(buffer).convert("L").save(path, optimize=True)       # all panels are grey: 8-bit PNG, half the size
 
 
+def product_model(case, entries=None):
+    """The model the product reconstructs ``case`` with: dpm_core.model_choice for the case's contrast, as replay,
+    the gadget and the servers do with model=auto (the headerless real slice gets the foundation model).
+    entries: dpm_core.model_choice.model_entries() when None. Returns its ModelEntry."""
+    return choose_model(case.contrast, model_entries() if entries is None else entries)[0]
+
+
 def code_state() -> str:
     """The commit measured, plus the dpm_core files that differed from it (uncommitted work) at run time."""
     repo = Path(__file__).resolve().parents[1]
@@ -417,7 +424,7 @@ def main(argv=None):
     # The DPM model of each case is the product's choice for its contrast (what replay, the gadget and the servers
     # do with model=auto): the real slice, which has no header, gets the foundation model.
     entries = model_entries()
-    model_of = {case.name: choose_model(case.contrast, entries)[0] for case in cases}
+    model_of = {case.name: product_model(case, entries) for case in cases}
     recs_of = {}
     for entry in {e.name: e for e in model_of.values()}.values():         # each chosen model once
         recs_of[entry.name] = {

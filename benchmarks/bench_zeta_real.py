@@ -32,14 +32,14 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench_real import code_state, real_cases, synthetic_cases  # noqa: E402
+from bench_real import code_state, product_model, real_cases, synthetic_cases  # noqa: E402
 from common import RESULTS, markdown_table, write_results  # noqa: E402
 
 from dpm_core import metrics  # noqa: E402
 from dpm_core.combine import rss  # noqa: E402
 from dpm_core.fft import ifft2c  # noqa: E402
 from dpm_core.masks import effective_acceleration  # noqa: E402
-from dpm_core.model_choice import choose_model, model_entries  # noqa: E402
+from dpm_core.model_choice import model_entries  # noqa: E402
 from dpm_core.reconstruct import Reconstructor  # noqa: E402
 from dpm_core.zeta_rules import ZETA_GRID  # noqa: E402
 
@@ -66,7 +66,7 @@ def dpm(kspace, mask, ref, model, maps=None, **options) -> tuple[float, dict, np
 
 def run_case(case, entries) -> dict:
     """One case with the model the product chooses for its contrast (as bench_real.py)."""
-    entry = choose_model(case.contrast, entries)[0]
+    entry = product_model(case, entries)
     model = str(entry.card_path)
     S, C, H, W = case.kspace.shape
     under = case.kspace * torch.from_numpy(case.mask).view(1, 1, H, 1)
