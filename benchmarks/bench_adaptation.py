@@ -4,9 +4,10 @@
 
 The real 16-coil slice (benchmarks/bench_real.py's cases; skipped when ../shared/data is absent), its k-space divided
 by the normalization scale of the undersampled data as the Reconstructor does, fast ESPIRiT maps (2 map sets for the
-folded cases), the measured noise level, the shipped FLAIR model, 50 Karras levels, seed 0, one fixed ζ for every
-row so that only the sampler differs. NRMSE of the magnitude (maps' support, map sets combined by RSS) against the
-RSS of the fully sampled coil images in the same units. Writes benchmarks/results/adaptation.{json,md}.
+folded cases), the measured noise level, the model the product chooses for the slice (bench_real.product_model: the
+foundation model for this headerless scan), 50 Karras levels, seed 0, one fixed ζ for every row so that only the
+sampler differs. NRMSE of the magnitude (maps' support, map sets combined by RSS) against the RSS of the fully
+sampled coil images in the same units. Writes benchmarks/results/adaptation.{json,md}.
 """
 from __future__ import annotations
 
@@ -53,9 +54,10 @@ def main(argv=None):
     cases = bench_real.real_cases(lambda name: name in args.cases)
     if not cases:
         sys.exit(f"no case {args.cases} (or the real slice is absent)")
-    denoiser = Reconstructor().denoiser()
     rows = []
     for case in cases:
+        model = bench_real.product_model(case)
+        denoiser = Reconstructor(model=str(model.card_path)).denoiser()
         H = case.kspace.shape[2]
         under = case.kspace * torch.from_numpy(case.mask).view(1, 1, H, 1)
         scale = normalization_scale(under, case.mask)
@@ -72,15 +74,16 @@ def main(argv=None):
             seconds = time.perf_counter() - t0
             image = torch.sqrt(((mean * support).abs() ** 2).sum(dim=1)).numpy()
             sigmas = default_sigmas(sampler, denoiser)
-            rows.append({"case": case.name, "variant": label, "NRMSE": metrics.nrmse(image, reference),
+            rows.append({"case": case.name, "model": model.name, "variant": label, "NRMSE": metrics.nrmse(image, reference),
                          "forward": num_evaluations(sampler, sigmas, **options),
                          "backward": num_evaluations(sampler, sigmas, backward=True, **options),
                          "s/slice": seconds / kn.shape[0]})
             print(f"{case.name} {label}: NRMSE {rows[-1]['NRMSE']:.4f}, {seconds:.1f} s", flush=True)
-    write_results("adaptation", rows, ["case", "variant", "NRMSE", "forward", "backward", "s/slice"],
+    write_results("adaptation", rows, ["case", "model", "variant", "NRMSE", "forward", "backward", "s/slice"],
                   "Test-time adaptation variants beside plain DDS (real dev slice)",
                   f"One command: `OMP_NUM_THREADS=1 python benchmarks/bench_adaptation.py --cases "
-                  f"{' '.join(args.cases)} --zeta {args.zeta:g}`. Shipped FLAIR model, 50 levels, seed 0, ζ = "
+                  f"{' '.join(args.cases)} --zeta {args.zeta:g}`. The model the product chooses for the slice (model=auto), "
+                  f"50 levels, seed 0, ζ = "
                   f"{args.zeta:g} for every row, measured noise level, fast ESPIRiT maps; NRMSE against the RSS of "
                   "the fully sampled coil images; network passes per slice and map image (forward / backward, an "
                   "upper bound for the sigma-limited rows).")
