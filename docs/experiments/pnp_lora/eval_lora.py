@@ -25,9 +25,9 @@ sys.path.insert(0, str(ROOT / "docs" / "experiments" / "pnp_zeta"))
 from bench_real import scores  # noqa: E402
 from case_inputs import case_inputs, pnp_experiment  # noqa: E402
 
+from dpm_core.holdout import holdout_folds  # noqa: E402
 from dpm_core.operators import SenseOp, combine_map_images  # noqa: E402
 from dpm_core.samplers import default_sigmas, get_sampler, posterior_samples  # noqa: E402
-from dpm_core.holdout import holdout_folds  # noqa: E402
 from dpm_core.samplers.dds_lora import AdaptedDenoiser  # noqa: E402
 
 CHOSEN_ZETA = {"real_R2": 0.0625, "real_R4": 0.0625, "real_R6": 0.25, "real_R4_random": 0.25,
