@@ -26,7 +26,9 @@ PNP_SIGMA_START = 0.05
 PNP_SIGMA_END = 0.01
 PNP_LEVELS = 30
 PNP_CG_ITERS = 50          # a cap on each data step, which otherwise stops at PNP_CG_TOL
-PNP_CG_TOL = 1e-4
+PNP_CG_TOL = 1e-4          # not a full solve: the image still depends on the CG start by up to ~2 % at this
+                           # tolerance (the start z keeps the unmeasured directions at the prior's; at 1e-6 the
+                           # starts agree, for 2-2.6x the CG work): docs/experiments/pnp_cg/run.md
 PNP_ZETA_GRID = (1 / 64, 1 / 16, 1 / 4, 1.0, 4.0)   # zeta="auto" candidates: this sampler's optimum lies lower than
                                                      # DDS's (real slice 1/16-1/4, synthetic FLAIR 2-4; ζ 8 is worse
                                                      # on every bench_real case: docs/experiments/pnp_zeta/run.md)
