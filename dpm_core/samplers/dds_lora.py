@@ -28,7 +28,19 @@ from ..operators import SenseOp
 from ._common import Denoiser, check_inputs, denoise_maps
 from .dds import dds
 
-__all__ = ["dds_lora", "AdaptedDenoiser"]
+__all__ = ["dds_lora", "AdaptedDenoiser", "adapter_holdout"]
+
+
+def adapter_holdout(mask: torch.Tensor, fraction: float, generator: torch.Generator) -> torch.Tensor:
+    """The lines the adapter's check holds out: the first fold of :func:`dpm_core.holdout.holdout_folds`.
+
+    mask: [1, 1, H, 1] float, one slice's measured lines. Returns a mask like it (zeros when ``fraction`` is 0 or
+    rounds to no line).
+    """
+    H = mask.shape[-2]
+    lines = mask.reshape(H, -1).amax(dim=1).cpu().numpy() > 0                    # [H] measured
+    folds = holdout_folds(lines, float(fraction), generator) if fraction > 0 else []
+    return mask * (torch.from_numpy(folds[0]).to(mask).view(1, 1, H, 1) if folds else 0)
 
 
 class AdaptedDenoiser:
@@ -116,9 +128,7 @@ def dds_lora(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Ten
         # The adapter's seeds come from the slice's own seed, read without drawing from its stream, so that
         # adapt_steps = 0 is exactly DDS.
         split = torch.Generator().manual_seed(generator.initial_seed())
-        lines = mask.reshape(H, -1).amax(dim=1).cpu().numpy() > 0               # [H] measured
-        folds = holdout_folds(lines, float(adapt_holdout), split) if adapt_holdout > 0 else []
-        holdout = mask * (torch.from_numpy(folds[0]).to(mask).view(1, 1, H, 1) if folds else 0)
+        holdout = adapter_holdout(mask, adapt_holdout, split)
         adapted = AdaptedDenoiser(denoiser, one_y, one_op, lora_rank, adapt_steps, adapt_lr, holdout,
                                   generator.initial_seed(), adapt_sigma_max)
         options = {**dds_options, **{k: v[s:s + 1] for k, v in per_slice_options.items()}}

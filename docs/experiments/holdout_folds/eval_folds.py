@@ -30,10 +30,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "docs" / "experiments" / "pnp_zeta"))
 from case_inputs import case_inputs, pnp_experiment  # noqa: E402
 
+from dpm_core.holdout import HOLDOUT_FRACTION, holdout_folds  # noqa: E402
 from dpm_core.masks import sampling_of  # noqa: E402
 from dpm_core.operators import SenseOp, combine_map_images  # noqa: E402
 from dpm_core.samplers import default_sigmas, get_sampler, posterior_samples  # noqa: E402
-from dpm_core.holdout import HOLDOUT_FRACTION, holdout_folds  # noqa: E402
 from dpm_core.seeding import stable_seed  # noqa: E402
 from dpm_core.zeta_rules import HOLDOUT_SCORED_LINES  # noqa: E402
 

@@ -25,10 +25,9 @@ sys.path.insert(0, str(ROOT / "docs" / "experiments" / "pnp_zeta"))
 from bench_real import scores  # noqa: E402
 from case_inputs import case_inputs, pnp_experiment  # noqa: E402
 
-from dpm_core.holdout import holdout_folds  # noqa: E402
 from dpm_core.operators import SenseOp, combine_map_images  # noqa: E402
 from dpm_core.samplers import default_sigmas, get_sampler, posterior_samples  # noqa: E402
-from dpm_core.samplers.dds_lora import AdaptedDenoiser  # noqa: E402
+from dpm_core.samplers.dds_lora import AdaptedDenoiser, adapter_holdout  # noqa: E402
 
 CHOSEN_ZETA = {"real_R2": 0.0625, "real_R4": 0.0625, "real_R6": 0.25, "real_R4_random": 0.25,
                "real_folded_R2": 0.0625, "real_folded_R3": 0.0625, "synth0_R4": 4.0, "synth1_R4": 4.0,
@@ -36,12 +35,6 @@ CHOSEN_ZETA = {"real_R2": 0.0625, "real_R4": 0.0625, "real_R6": 0.25, "real_R4_r
 VARIANTS = {"plain": None, "lora lr 1e-4 x1": (1e-4, 1), "lora lr 1e-3 x1": (1e-3, 1), "lora lr 1e-3 x3": (1e-3, 3),
             "lora lr 1e-2 x1": (1e-2, 1)}
 RANK, HOLDOUT, SEED = 4, 0.2, 0
-
-
-def held_lines(mask, fraction, generator):
-    """dds_lora's draw of the adapter's held-out lines: [1, 1, H, 1] float, the first fold of dpm_core.holdout."""
-    folds = holdout_folds(mask.view(-1).numpy() > 0, fraction, generator)
-    return mask * (torch.from_numpy(folds[0]).to(mask).view(mask.shape) if folds else 0)
 
 
 def main():
@@ -68,7 +61,7 @@ def main():
                     rotated = SenseOp(maps[one] * rotation[one].unsqueeze(2), sampling)
                     split = torch.Generator().manual_seed(SEED + s)
                     run_denoiser = AdaptedDenoiser(denoiser, kn[one], rotated, RANK, steps, lr,
-                                                   held_lines(mask[:1], HOLDOUT, split), SEED + s)
+                                                   adapter_holdout(mask[:1], HOLDOUT, split), SEED + s)
                 x, _, _ = posterior_samples(spec, run_denoiser, kn[one], op, num_samples=1, seed=SEED, slice_ids=[s],
                                             sigmas=sigmas, noise_std=noise_std[one], phase_reference=reference[one],
                                             zeta=CHOSEN_ZETA[case.name])
