@@ -74,7 +74,8 @@ def main(argv=None):
             seconds = time.perf_counter() - t0
             image = torch.sqrt(((mean * support).abs() ** 2).sum(dim=1)).numpy()
             sigmas = default_sigmas(sampler, denoiser)
-            rows.append({"case": case.name, "model": model.name, "variant": label, "NRMSE": metrics.nrmse(image, reference),
+            rows.append({"case": case.name, "model": model.name, "variant": label,
+                         "NRMSE": metrics.nrmse(image, reference),
                          "forward": num_evaluations(sampler, sigmas, **options),
                          "backward": num_evaluations(sampler, sigmas, backward=True, **options),
                          "s/slice": seconds / kn.shape[0]})
@@ -82,9 +83,9 @@ def main(argv=None):
     write_results("adaptation", rows, ["case", "model", "variant", "NRMSE", "forward", "backward", "s/slice"],
                   "Test-time adaptation variants beside plain DDS (real dev slice)",
                   f"One command: `OMP_NUM_THREADS=1 python benchmarks/bench_adaptation.py --cases "
-                  f"{' '.join(args.cases)} --zeta {args.zeta:g}`. The model the product chooses for the slice (model=auto), "
-                  f"50 levels, seed 0, ζ = "
-                  f"{args.zeta:g} for every row, measured noise level, fast ESPIRiT maps; NRMSE against the RSS of "
+                  f"{' '.join(args.cases)} --zeta {args.zeta:g}`. The model the product chooses for the slice "
+                  f"(model=auto), 50 levels, seed 0, ζ = {args.zeta:g} for every row, measured noise level, fast "
+                  "ESPIRiT maps; NRMSE against the RSS of "
                   "the fully sampled coil images; network passes per slice and map image (forward / backward, an "
                   "upper bound for the sigma-limited rows).")
 

@@ -126,8 +126,7 @@ def run_case(case) -> dict:
     mean = Reconstructor(method="dpm", model=str(model.card_path), device="cpu", progress=None,
                          num_samples=MEAN_SAMPLES).reconstruct(under, case.mask, maps=maps)
     return {"model": model.name, "mean_of_samples": nrmse(mean.images), "split": split, "path": path,
-            "from_l1": from_l1,
-            "zeta": default.info["zeta"],
+            "from_l1": from_l1, "zeta": default.info["zeta"],
             "zeta_rule": default.info["zeta_rule"], "sense_start": nrmse(image(sense_start)),
             "levels_from_l1": {s: int((warm_start_sigmas(schedule, s) > 0).sum()) for s in L1_START_SIGMAS}}
 
@@ -144,8 +143,8 @@ def main():
         per_case[case.name] = out
         split_rows += out["split"]
         nrmse = {r["method"]: r["NRMSE"] for r in out["split"]}
-        path_rows.append({"case": case.name, "model": out["model"], "ζ": out["zeta"] if isinstance(out["zeta"], float) else
-                          "/".join(f"{z:.3g}" for z in out["zeta"]), "SENSE start": out["sense_start"],
+        zeta = out["zeta"] if isinstance(out["zeta"], float) else "/".join(f"{z:.3g}" for z in out["zeta"])
+        path_rows.append({"case": case.name, "model": out["model"], "ζ": zeta, "SENSE start": out["sense_start"],
                           **{f"σ {s:.3g}": f"{d:.4f} / {x:.4f}" for s, d, x in out["path"]},
                           "DPM": nrmse["DPM"], "SENSE": nrmse["SENSE"]})
         start_rows.append({"case": case.name, "L1-wavelet": nrmse["L1-wavelet"],

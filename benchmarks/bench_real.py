@@ -457,10 +457,9 @@ def main(argv=None):
     device = next(iter(recs_of.values()))[("dpm", "auto")].device
     version = bart_version()
     summary_columns = ["case", "folded", "DPM model", "R eff", "auto maps", "2nd-map energy", "map detection",
-                       "BART SENSE", "our SENSE / BART SENSE", "best BART PICS", "our L1 / best PICS", "our DPM / best PICS",
-                       f"DPM mean of {MEAN_SAMPLES} / best PICS", "pnp / best PICS", "adapted / DPM",
-                       "adapted / best PICS",
-                       "adapted − DPM (seed sd)"]
+                       "BART SENSE", "our SENSE / BART SENSE", "best BART PICS", "our L1 / best PICS",
+                       "our DPM / best PICS", f"DPM mean of {MEAN_SAMPLES} / best PICS", "pnp / best PICS",
+                       "adapted / DPM", "adapted / best PICS", "adapted − DPM (seed sd)"]
     notes = "\n".join([
         f"One command: `python benchmarks/bench_real.py{' --quick' if args.quick else ''}` "
         f"({time.perf_counter() - t_run:.0f} s for {len(cases)} cases). BART {version}. Code: {state}.",

@@ -126,10 +126,9 @@ def main(argv=None):
         "",
         "The DPM with default settings (warm start, num_maps=\"auto\", seed 0) and the model the product chooses "
         "for the case's contrast (as `bench_real.py`: foundation_default for the headerless real slice) as shipped "
-        "('default': the card's ζ "
-        f"where its table brackets the effective R, else GCV over {list(ZETA_GRID)}), with zeta=\"auto\" (GCV) on "
-        f"every case, and at every ζ of {list(ZETAS)} (an oracle sweep: it uses the reference). 'best PICS' is BART's "
-        "best l1-wavelet NRMSE over λ and map counts from `real.json`.",
+        f"('default': the card's ζ where its table brackets the effective R, else GCV over {list(ZETA_GRID)}), "
+        f"with zeta=\"auto\" (GCV) on every case, and at every ζ of {list(ZETAS)} (an oracle sweep: it uses the "
+        "reference). 'best PICS' is BART's best l1-wavelet NRMSE over λ and map counts from `real.json`.",
     ])
     path = write_results("zeta_real", rows, columns, "ζ on real and folded scans: the rules against the best ζ",
                          notes, extra={"zetas": list(ZETAS), "gcv_grid": list(ZETA_GRID), "code": state})
