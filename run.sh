@@ -21,7 +21,8 @@ install_debian() {
     echo "[run.sh] installing Debian packages: ${missing[*]}"
     # Orthanc's package would start a system service; tests start their own instance instead.
     $sudo env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get update -qq
-    $sudo env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    $sudo env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}" >/dev/null
 }
 
 install_python() {
@@ -48,7 +49,8 @@ case "$command" in
         install_debian
         install_python
         # The tests run gadget and server processes beside pytest: one OpenMP thread each keeps 2 cores from being
-        # oversubscribed (two torch threads on a busy core ran 30x slower here) and keeps numerics identical across them.
+        # oversubscribed (two torch threads on a busy core ran 30x slower here) and keeps numerics identical across
+        # them.
         export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
         exec .venv/bin/python -m pytest -q "$@" tests
         ;;

@@ -10,8 +10,8 @@ ESPIRiT (Uecker et al., MRM 71:990, 2014), as sigpy's ``EspiritCalib`` computes 
     1. calibration block: the centred n x n block of k-space, n = the ACS width (square, like sigpy and BART);
     2. calibration matrix of all kernel_width x kernel_width patches, [patches, C * k * k]; SVD; keep the right
        singular vectors v_j with sigma_j > threshold * sigma_max (the "signal space" kernels);
-    3. image-space operator per pixel r: AHA(r) = (N / k^2) sum_j a_j(r) a_j(r)^H with a_j = ifft2c(zero-padded kernel j)
-       (a C x C Hermitian matrix, eigenvalues in [0, 1]);
+    3. image-space operator per pixel r: AHA(r) = (N / k^2) sum_j a_j(r) a_j(r)^H with
+       a_j = ifft2c(zero-padded kernel j) (a C x C Hermitian matrix, eigenvalues in [0, 1]);
     4. the maps are the eigenvectors of AHA(r) with eigenvalue ~ 1; pixels where the eigenvalue is <= ``crop`` are 0.
     With M = 2 the second eigenvector is the second map set; it carries energy only where two image positions share
     one pixel, i.e. where anatomy outside a too-small FOV folds in (DESIGN.md §2).
@@ -27,8 +27,8 @@ Two implementations with one convention:
       leading eigenvectors of every pixel with ``numpy.linalg.eigh`` (exact, no power iteration), then step 5.
     - :func:`espirit_fast`: torch, batched over slices, CPU or CUDA. AHA(r) is a trigonometric polynomial in r with
       frequencies |Delta| <= k - 1 (the autocorrelation of the k x k kernels), so its (2k-1)^2 Fourier coefficients are
-      computed once from the kernels with small FFTs, AHA is evaluated exactly on a coarse grid (``grid_size`` points per
-      axis), ``torch.linalg.eigh`` gives the eigenvectors there, they are phase-aligned, linearly interpolated
+      computed once from the kernels with small FFTs, AHA is evaluated exactly on a coarse grid (``grid_size`` points
+      per axis), ``torch.linalg.eigh`` gives the eigenvectors there, they are phase-aligned, linearly interpolated
       (periodic) to full resolution, renormalized and cropped with the interpolated eigenvalue.
 Phase convention (both): every map set is normalized to sum_c |S_mc|^2 = 1 inside its support and its phase is
 relative to a virtual body coil: sum_c conj(u_c) S_mc(r) is real and >= 0, where u is the dominant eigenvector of the
@@ -366,7 +366,8 @@ def _interpolate_eigenvectors(vecs: torch.Tensor, H: int, W: int) -> torch.Tenso
 
     Eigenvectors carry an arbitrary phase (and, where eigenvalues coincide, an arbitrary basis of their subspace), so
     before blending, each of the three other corners of a pixel's cell is rotated onto the first corner with the
-    orthogonal Procrustes solution (unitary polar factor of B^H A, an M x M matrix); then columns are re-orthonormalized.
+    orthogonal Procrustes solution (unitary polar factor of B^H A, an M x M matrix); then columns are
+    re-orthonormalized.
     """
     S, ny, nx, C, M = vecs.shape
     y0, y1, wy = _interp_weights(ny, H, vecs.device)
@@ -457,7 +458,8 @@ def _coarse_eigen(k: torch.Tensor, mask, num_acs, kernel_width: int, threshold: 
     n = calibration_width(k.shape, mask, num_acs)
     _check_espirit_args(n, kernel_width, threshold, crop, num_maps)
     if grid_size < 2 * kernel_width:
-        raise ValueError(f"grid_size={grid_size} is too coarse for kernel_width={kernel_width}; use >= {2 * kernel_width}")
+        raise ValueError(f"grid_size={grid_size} is too coarse for kernel_width={kernel_width}; "
+                         f"use >= {2 * kernel_width}")
     calib = calibration_block(k, n)                                            # [S, C, n, n]
     u = virtual_coil(calib)                                                    # [S, C]
     G = _aha_coefficients(_signal_kernels(calib, kernel_width, threshold))     # [S, C, C, 2k-1, 2k-1]

@@ -81,7 +81,8 @@ class Reconstructor:
     Args:
         method: "dpm" (diffusion posterior sampling), "sense" (SENSE-CG), "l1_wavelet", "zero_filled".
         model: for "dpm": path to a model card (.json next to its .safetensors), an already built denoiser
-            (callable x [B, H, W] complex, σ [B] -> [B, H, W]) with a ``card`` attribute or None for the shipped default.
+            (callable x [B, H, W] complex, σ [B] -> [B, H, W]) with a ``card`` attribute or None for the shipped
+            default.
         sampler: sampler name in :data:`dpm_core.samplers.SAMPLERS` (e.g. "fast", "dps", "ald").
         sampler_options: extra keyword arguments for the sampler (steps, …).
         num_samples: posterior samples per slice; > 1 also returns a per-pixel standard-deviation map.
@@ -199,7 +200,8 @@ class Reconstructor:
             maps: optional coil maps [S, M, C, H, W] or [S, C, H, W]; estimated from the ACS block when None.
             method: overrides ``self.method`` for this call (the gadget's SENSE fallback uses it).
             slice_ids: stable ids of the S slices (e.g. ISMRMRD ``idx.slice``); the random stream of slice s is seeded
-                from (seed, slice_ids[s], sample), so a slice gets the same result alone or in any batch. Default 0..S-1.
+                from (seed, slice_ids[s], sample), so a slice gets the same result alone or in any batch.
+                Default 0..S-1.
             noise_std: the measurement noise std per real channel in the units of ``kspace``, when it is known (a noise
                 scan prewhitened the data: 1/√2, :data:`dpm_core.noise.PREWHITENED_NOISE_STD`); a float or one value
                 per slice; recorded as info["noise_source"] = "given". None: estimated from the scan's calibration

@@ -103,7 +103,7 @@ class StreamSocket:
         self.lock = threading.RLock()
         self.aborted = False
         self.closed = False
-        self.peer = "gadgetron"            # how errors are framed (gadgets.protocol.error_frame); set by ServerConnection
+        self.peer = "gadgetron"     # how errors are framed (gadgets.protocol.error_frame); set by ServerConnection
 
     def read(self, nbytes: int) -> bytes:
         buffer = bytearray(nbytes)

@@ -146,7 +146,8 @@ def main(argv=None) -> int:
         "sense_metrics_vs_fully_sampled": sense["metrics_vs_reference"],
         "timings_s": summary["timings_s"],
         "outputs": {"dicom": str(out / "replay" / "dicom"), "png": str(out / "replay" / "png"),
-                    "ismrmrd_images": str(out / "replay" / "images.h5"), "summary": str(out / "replay" / "summary.json")},
+                    "ismrmrd_images": str(out / "replay" / "images.h5"),
+                    "summary": str(out / "replay" / "summary.json")},
     }
     (out / "demo_report.json").write_text(json.dumps(report, indent=2, default=str))
     print(json.dumps(report, indent=2, default=str))

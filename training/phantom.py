@@ -191,7 +191,8 @@ def load_atlas() -> Atlas:
         img = nib.load(path)
         vols[name] = np.asarray(img.dataobj)[:, :, _Z_CROP[0]:_Z_CROP[1] + 1]     # [X, Y, Z] uint8
         affine = img.affine
-    if not np.allclose(np.abs(np.diag(affine)[:3]), 1.0) or not np.allclose(affine[:3, :3], np.diag(np.diag(affine)[:3])):
+    diagonal = np.diag(affine)[:3]
+    if not np.allclose(np.abs(diagonal), 1.0) or not np.allclose(affine[:3, :3], np.diag(diagonal)):
         raise ValueError("the MNI152 templates are expected on an axis-aligned 1 mm grid")
     gm = vols["gm"].astype(np.float32) / 255.0
     wm = vols["wm"].astype(np.float32) / 255.0
@@ -227,7 +228,7 @@ class Anatomy:
     deform_modes: np.ndarray        # [M, 7] elastic deformation: wave vector (3), phase, amplitude (3)
     texture: torch.Tensor           # [1, 2, Zc, Yc, Xc] signed distance + a random texture field, 2 mm atlas grid
     shell_modes: np.ndarray         # [M, 6] smooth relative thickness changes of skull and scalp
-    layers_mm: np.ndarray           # [8] thickness of CSF rim, dura, inner table, diploe, outer table, muscle, fat, skin
+    layers_mm: np.ndarray           # [8] thickness: CSF rim, dura, inner table, diploe, outer table, muscle, fat, skin
     tissue_params: dict[str, np.ndarray]
     lesions: np.ndarray             # [L, 8]
     lesion_factors: np.ndarray      # [3]
@@ -271,7 +272,8 @@ VARIETY = {
 
 def sample_anatomy(rng: np.random.Generator, has_lesion: bool, num_slices: int, slice_spacing_mm: float,
                    variety: str = "standard") -> Anatomy:
-    """Draw one subject's pose, deformation, head layers, tissue parameters and lesions (ranges: ``VARIETY[variety]``)."""
+    """Draw one subject's pose, deformation, head layers, tissue parameters and lesions (ranges:
+    ``VARIETY[variety]``)."""
     if variety not in VARIETY:
         raise ValueError(f"variety {variety!r} is unknown; choose one of {sorted(VARIETY)}")
     v = VARIETY[variety]

@@ -151,8 +151,8 @@ def select_volumes(volumes: Sequence[SourceVolume], contrasts: Sequence[str] | N
         ids = sorted({v.subject for v in out})
         if isinstance(subjects, int):
             if len(ids) - skip_subjects < subjects:
-                raise ValueError(f"asked for {subjects} subjects (after skipping {skip_subjects}) but the selection has "
-                                 f"only {len(ids)}; lower --subjects or add data")
+                raise ValueError(f"asked for {subjects} subjects (after skipping {skip_subjects}) but the selection "
+                                 f"has only {len(ids)}; lower --subjects or add data")
             keep = set(ids[skip_subjects:skip_subjects + subjects])
         else:
             keep = set(subjects)

@@ -102,7 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     g.add_argument("--steps", type=int, required=True, help="optimizer steps")
     g.add_argument("--init", default=None,
                    help="continue pre-training from this model card (.json) or finished run: its network and σ_data "
-                        "are kept (--arch and --preset are ignored; --sigma-data is refused); the optimizer starts afresh")
+                        "are kept (--arch and --preset are ignored; --sigma-data is refused); the optimizer starts "
+                        "afresh")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

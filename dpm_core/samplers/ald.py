@@ -33,7 +33,8 @@ def ald(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Tensor, 
     Args (beyond the common ones, see dpm_core.samplers):
         steps_per_level: Langevin steps per level (csgm: 3).
         eps: step size at the last level. Default: csgm's ratio eps / sigma_L^2 = 5e-5 / 0.0066^2 = 1.15 for "csgm"
-            (5e-5 at sigma_L = 0.0066), 0.5 sigma_L^2 for "likelihood" (stable needs eps / sigma_L^2 < 2 / (1 + 1/gamma^2)).
+            (5e-5 at sigma_L = 0.0066), 0.5 sigma_L^2 for "likelihood" (stable needs
+            eps / sigma_L^2 < 2 / (1 + 1/gamma^2)).
         weighting: "likelihood" (the default: the one proven to sample the posterior at these defaults,
             tests/test_sampler_laws.py) or "csgm" (reference A as published; it diverges to non-finite pixels on the
             shipped models, benchmarks/results/fast_vs_ald.md).

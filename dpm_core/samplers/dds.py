@@ -63,7 +63,7 @@ def dds(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Tensor, 
             D = denoise_maps(denoiser, x, sigma)
             if noise_std is None:
                 lam = lamda
-            else:                                   # noise_std^2 / Var(x_0 | x): 1 / Var = 1 / sigma^2 + 1 / sigma_data^2
+            else:                       # noise_std^2 / Var(x_0 | x), with 1 / Var = 1 / sigma^2 + 1 / sigma_data^2
                 lam = noise_std ** 2 * (1.0 / sigma ** 2 + (0.0 if sigma_data is None else 1.0 / sigma_data ** 2))
             lam = lam / zeta
             x0 = conjugate_gradient(lambda u: op.normal(u) + lam * u, Ahy + lam * D, D, cg_iters, tol=0.0)
