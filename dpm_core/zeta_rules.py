@@ -4,8 +4,9 @@ Two rules; each sampler record names the one it uses (``Sampler.zeta_rule``):
 - ``"gcv"``, :func:`gcv_zeta`: generalized cross-validation with a Monte-Carlo divergence (the DDS samplers).
 - ``"holdout"``, :func:`holdout_zeta`: cross-validation on held-out phase-encode lines (the pnp sampler, whose GCV
   curve is nearly flat: docs/experiments/pnp_zeta/run.md).
-Both run the sampler once per candidate ζ of the record's ``zeta_grid`` (or :data:`ZETA_GRID`) and keep, per slice,
-the candidate with the smallest score; the Reconstructor then runs the sampler at the chosen ζ.
+Both score candidates ζ of the record's ``zeta_grid`` (or :data:`ZETA_GRID`) by runs of the sampler and keep, per
+slice, the candidate with the smallest score (GCV scores every candidate; the held-out rule walks the grid from its
+middle to a minimum: :func:`descend_grid`); the Reconstructor then runs the sampler at the chosen ζ.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import torch
 from .holdout import HOLDOUT_FRACTION, holdout_folds
 from .masks import Sampling, sampling_of
 
-__all__ = ["gcv_zeta", "holdout_zeta", "ZETA_GRID", "HOLDOUT_MIN_LINES", "HOLDOUT_SCORED_LINES"]
+__all__ = ["gcv_zeta", "holdout_zeta", "descend_grid", "ZETA_GRID", "HOLDOUT_MIN_LINES", "HOLDOUT_SCORED_LINES"]
 
 ZETA_GRID = (1.0, 4.0, 16.0, 64.0, 256.0)   # candidates of zeta="auto" (Fig 5's range, factors of 4)
 AUTO_ZETA_STEPS = 10    # sampler steps per candidate run (2 runs per candidate: y and y + ε b)
@@ -106,6 +107,32 @@ HOLDOUT_MIN_LINES = 2
 HOLDOUT_SCORED_LINES = 8
 
 
+def descend_grid(score: Callable[[int], torch.Tensor], size: int) -> torch.Tensor:
+    """Per-slice minima of scores over a grid of ``size`` candidates, visiting as few candidates as a descent needs.
+
+    ``score(j)`` -> [S] scores of candidate j (one run of every slice). The middle candidate and its neighbours are
+    scored first; then, while some slice's best scored candidate has an unscored neighbour, that neighbour is scored
+    (for all slices: one run serves the batch). Each slice ends at a local minimum of its scores, which is the grid's
+    minimum whenever its scores are unimodal over the grid; the visited candidates stay one contiguous run.
+    Returns [S, size] scores, NaN where a candidate was not scored.
+    """
+    if size < 1:
+        raise ValueError(f"descend_grid: the grid must have at least one candidate; got size {size}")
+    middle = size // 2
+    scores: dict[int, torch.Tensor] = {}
+    wanted = {j for j in (middle - 1, middle, middle + 1) if 0 <= j < size}
+    while wanted:
+        for j in sorted(wanted):
+            scores[j] = score(j).float()
+        visited = sorted(scores)
+        table = torch.stack([scores[j] for j in visited], dim=1)                     # [S, visited]
+        best = [visited[int(b)] for b in table.argmin(dim=1)]
+        wanted = {n for b in best for n in (b - 1, b + 1) if 0 <= n < size and n not in scores}
+    out = torch.full((table.shape[0], size), float("nan"), device=table.device)
+    out[:, visited] = table
+    return out
+
+
 def holdout_zeta(sampler, denoiser, kn, sampling: Sampling, maps, *, seed: int, slice_ids,
                  run_inputs: Callable[[torch.Tensor, Sampling], dict], options: dict | None = None):
     """ζ per slice by cross-validation on held-out k-space lines, from the measured data alone.
@@ -120,18 +147,22 @@ def holdout_zeta(sampler, denoiser, kn, sampling: Sampling, maps, *, seed: int, 
 
         E(ζ) = Σ_k ‖P_k (A x̂_ζ^(k) − y)‖² / Σ_k ‖P_k y‖²          (per slice; P_k the lines fold k holds out)
 
-    (an SSDU-style split: Yaman et al. 2020; K-fold cross-validation). The ζ with the smallest E is kept. On the
-    cases of benchmarks/bench_real.py the pick's NRMSE is within 1.004x (mean) / 1.023x (worst) of the best ζ of the
-    grid with the FLAIR model (12 cases) and 1.004x / 1.019x with the foundation model (the 6 real ones), where one
-    fold gave 1.003x / 1.020x and 1.049x / 1.270x (docs/experiments/holdout_folds/summary.md).
+    (an SSDU-style split: Yaman et al. 2020; K-fold cross-validation). The candidates are visited by
+    :func:`descend_grid`, from the middle of the grid to a minimum of E, and the ζ with the smallest E is kept. On
+    every logged curve of docs/experiments/holdout_folds, pnp_zeta and pnp_levers E was unimodal over the grid, so the
+    descent kept the whole grid's pick with 3-4 of its 5 candidates (90 of 120 candidate runs over 24 cases:
+    docs/experiments/zeta_descent). On the cases of benchmarks/bench_real.py the pick's NRMSE is within 1.004x
+    (mean) / 1.023x (worst) of the best ζ of the grid with the FLAIR model (12 cases) and 1.004x / 1.019x with the
+    foundation model (the 6 real ones), where one fold gave 1.003x / 1.020x and 1.049x / 1.270x
+    (docs/experiments/holdout_folds/summary.md).
 
     Args: the sampler (name or :class:`dpm_core.samplers.Sampler`), denoiser, normalized k-space kn [S, C, H, W], its
     Sampling and coil maps [S, M, C, H, W] of the reconstruction; seed and slice_ids as for the reconstruction;
     run_inputs: (k-space [S, C, H, W], its Sampling) -> the keyword inputs of a sampler run computed from that data
     (``x_init``, ``phase_reference``); options: the other sampler options (schedule, noise level).
-    Returns (ζ [S] tensor, info with the grid, the pooled held-out errors, the lines and folds), or None when fewer
-    than :data:`HOLDOUT_MIN_LINES` lines can be held out (nearly only ACS lines measured): the caller falls back to
-    GCV.
+    Returns (ζ [S] tensor, info with the grid, the pooled held-out errors (None for candidates the descent did not
+    visit), the lines and folds), or None when fewer than :data:`HOLDOUT_MIN_LINES` lines can be held out (nearly
+    only ACS lines measured): the caller falls back to GCV.
     """
     from .operators import SenseOp
     from .samplers import get_sampler, posterior_samples
@@ -140,23 +171,30 @@ def holdout_zeta(sampler, denoiser, kn, sampling: Sampling, maps, *, seed: int, 
     zeta_grid = sampler.zeta_grid or ZETA_GRID
     S, C, H, W = kn.shape
     generator = torch.Generator().manual_seed(stable_seed("zeta-holdout", int(seed)))
-    folds = holdout_folds(sampling.mask, HOLDOUT_FRACTION, generator, min_lines=HOLDOUT_SCORED_LINES)  # [H] bool each
-    held_lines = sum(int(held.sum()) for held in folds)
+    held_masks = holdout_folds(sampling.mask, HOLDOUT_FRACTION, generator, min_lines=HOLDOUT_SCORED_LINES)
+    held_lines = sum(int(held.sum()) for held in held_masks)
     if held_lines < HOLDOUT_MIN_LINES:
         return None
-    residual = torch.zeros(S, len(zeta_grid), device=kn.device)
-    held_energy = torch.zeros(S, 1, device=kn.device)
-    for held in folds:
+    folds = []                                                   # (kept lines' operator and data, their inputs, ...)
+    held_energy = torch.zeros(S, device=kn.device)
+    for held in held_masks:
         kept = sampling_of(sampling.mask & ~held, H)
         op_kept, op_held = SenseOp(maps, kept), SenseOp(maps, held)
         y_kept, y_held = op_kept.mask * kn, op_held.mask * kn
-        inputs = run_inputs(y_kept, kept)
-        held_energy += y_held.abs().square().flatten(1).sum(1, keepdim=True)
-        for j, zeta in enumerate(zeta_grid):
+        folds.append((op_kept, y_kept, run_inputs(y_kept, kept), op_held, y_held))
+        held_energy += y_held.abs().square().flatten(1).sum(1)
+
+    def held_out_error(j: int) -> torch.Tensor:                                      # E(ζ_j) [S]
+        residual = torch.zeros(S, device=kn.device)
+        for op_kept, y_kept, inputs, op_held, y_held in folds:
             x, _, _ = posterior_samples(sampler, denoiser, y_kept, op_kept, num_samples=1, seed=seed,
-                                        slice_ids=slice_ids, **{**(options or {}), **inputs}, zeta=float(zeta))
-            residual[:, j] += (op_held.forward(x) - y_held).abs().square().flatten(1).sum(1)
-    errors = residual / held_energy.clamp_min(1e-30)                                  # [S, len(grid)]
+                                        slice_ids=slice_ids, **{**(options or {}), **inputs}, zeta=float(zeta_grid[j]))
+            residual += (op_held.forward(x) - y_held).abs().square().flatten(1).sum(1)
+        return residual / held_energy.clamp_min(1e-30)
+
+    errors = descend_grid(held_out_error, len(zeta_grid))                          # [S, len(grid)], NaN: not visited
     grid = torch.tensor(zeta_grid, dtype=torch.float32, device=kn.device)
-    return grid[errors.argmin(dim=1)], {"zeta_grid": list(zeta_grid), "zeta_holdout_error": errors.cpu().tolist(),
-                                        "zeta_holdout_lines": held_lines, "zeta_holdout_folds": len(folds)}
+    chosen = torch.where(torch.isnan(errors), torch.inf, errors).argmin(dim=1)
+    table = [[None if v != v else v for v in row] for row in errors.cpu().tolist()]
+    return grid[chosen], {"zeta_grid": list(zeta_grid), "zeta_holdout_error": table,
+                          "zeta_holdout_lines": held_lines, "zeta_holdout_folds": len(folds)}

@@ -9,6 +9,9 @@
   pnp sampler over a grid wide enough to have an interior optimum (1/16 … 4096): the chosen ζ's error against the
   true image must come within 10 % of the grid's best (measured: 1.000x and 1.057x at R 3 / R 2), and the runs
   of each fold must see none of that fold's held-out lines.
+- The held-out rule's walk over the grid (:func:`dpm_core.zeta_rules.descend_grid`), against numpy's argmin on random
+  unimodal score curves (the same pick, never more candidates than the grid) and on curves with several minima (a
+  local minimum whose neighbours were both scored, each candidate scored once).
 - λ of the L1-wavelet: the rule sets λ proportional to the measured noise σ̂; on denoising an image that is sparse in
   the Haar basis (A = I), the best λ of a fine grid must double when σ doubles (within one √2 grid step).
 """
@@ -25,7 +28,7 @@ from dpm_core.gaussian import GaussianDenoiser, gaussian_problem
 from dpm_core.operators import SenseOp
 from dpm_core.masks import sampling_of
 from dpm_core.samplers import SAMPLERS, default_sigmas, posterior_samples
-from dpm_core.zeta_rules import ZETA_GRID, gcv_zeta, holdout_zeta
+from dpm_core.zeta_rules import ZETA_GRID, descend_grid, gcv_zeta, holdout_zeta
 
 
 def test_gcv_zeta_finds_the_gaussian_consistent_weight():
@@ -44,6 +47,37 @@ def test_gcv_zeta_finds_the_gaussian_consistent_weight():
     print("GCV:", np.round(info["zeta_gcv"][0], 5).tolist(), "output error vs truth:", np.round(errors, 4).tolist(),
           "8-sample mean vs exact posterior mean:", np.round(mean_errors, 4).tolist())
     assert errors[chosen] <= 1.10 * min(errors)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 9])
+def test_descend_grid_finds_the_minimum_of_unimodal_scores_and_a_local_one_otherwise(size):
+    rng = np.random.default_rng(size)
+    for trial in range(50):
+        slices = int(rng.integers(1, 5))
+        if trial % 2 == 0:                      # unimodal: falling to a random minimum, then rising
+            low = rng.integers(0, size, slices)
+            curves = np.abs(np.arange(size)[None, :] - low[:, None]) * rng.uniform(0.1, 1, (slices, 1)) \
+                + rng.uniform(0, 1e-3, (slices, size)) * (np.arange(size)[None, :] != low[:, None])
+        else:                                   # anything: several minima
+            curves = rng.uniform(0, 1, (slices, size))
+        calls = []
+
+        def score(j):
+            calls.append(j)
+            return torch.from_numpy(curves[:, j])
+        out = descend_grid(score, size).numpy()
+        assert len(calls) == len(set(calls)) <= size
+        visited = sorted(calls)
+        assert visited == list(range(visited[0], visited[-1] + 1))
+        assert np.all(np.isnan(out[:, [j for j in range(size) if j not in calls]]))
+        np.testing.assert_allclose(out[:, visited], curves[:, visited].astype(np.float32), rtol=1e-6)
+        picks = np.nanargmin(out, axis=1)
+        for s, j in enumerate(picks):
+            neighbours = [n for n in (j - 1, j + 1) if 0 <= n < size]
+            assert all(n in calls and curves[s, n] >= curves[s, j] for n in neighbours)
+        if trial % 2 == 0:
+            np.testing.assert_array_equal(picks, curves.argmin(axis=1))
 
 
 @pytest.mark.timeout(120)
@@ -71,8 +105,10 @@ def test_holdout_zeta_comes_near_the_best_zeta_and_hides_the_held_out_lines(acce
     errors = [float((posterior_samples(spec, denoiser, problem.y, problem.op, **options, zeta=z).mean
                      - problem.x_true).norm() / problem.x_true.norm()) for z in spec.zeta_grid]
     chosen = spec.zeta_grid.index(float(zeta[0]))
-    print("held-out error:", np.round(info["zeta_holdout_error"][0], 4).tolist(), "error vs truth:",
-          np.round(errors, 4).tolist())
+    held_out = [None if e is None else round(e, 4) for e in info["zeta_holdout_error"][0]]
+    print("held-out error (None: not visited):", held_out, "error vs truth:", np.round(errors, 4).tolist())
+    visited = [j for j, e in enumerate(info["zeta_holdout_error"][0]) if e is not None]
+    assert visited == list(range(visited[0], visited[-1] + 1)) and chosen in visited
     assert 0 < int(np.argmin(errors)) < len(errors) - 1                  # an interior optimum: the test can fail
     assert errors[chosen] <= 1.10 * min(errors)
 
