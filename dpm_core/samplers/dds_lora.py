@@ -52,14 +52,10 @@ class AdaptedDenoiser:
         rank, steps, lr: LoRA rank, Adam steps per call, Adam learning rate.
         holdout: [1, 1, H, 1] mask of the held-out measured lines (zeros: no check, every step is kept).
         seed: seed of the adapter's random factors.  sigma_max: no adaptation above this noise level.
-        noise_std: the slice's measurement noise std per real channel (0: unknown).  significance: a step is kept
-            only when it lowers the held-out error by more than this many standard deviations of the change that
-            the held-out lines' noise alone gives it (0: any decrease).
     """
 
     def __init__(self, denoiser: Denoiser, y: torch.Tensor, op: SenseOp, rank: int, steps: int, lr: float,
-                 holdout: torch.Tensor, seed: int, sigma_max: float = float("inf"), noise_std: float = 0.0,
-                 significance: float = 0.0):
+                 holdout: torch.Tensor, seed: int, sigma_max: float = float("inf")):
         self.net, self.params = lora_copy(denoiser, rank, seed)
         self.optimizer = torch.optim.Adam(self.params, lr=lr)
         self.y, self.op, self.steps, self.sigma_max = y, op, int(steps), float(sigma_max)
@@ -67,7 +63,6 @@ class AdaptedDenoiser:
         self.holdout = holdout
         self.checked = bool(holdout.sum() > 0)
         self.fit_energy = ((self.fit * y).abs() ** 2).sum().clamp_min(1e-30)
-        self.noise_std, self.significance = float(noise_std), float(significance)
 
     def _held_out_error(self, residual: torch.Tensor) -> float:
         return float(((self.holdout * residual).abs() ** 2).sum())
@@ -92,12 +87,8 @@ class AdaptedDenoiser:
             with torch.no_grad():
                 D = denoise_maps(self.net, images, level)
                 after = self._held_out_error(self.y - self.op.forward(D))
-                # The held-out noise n moves the error's change by -2 Re<n, P_h A (D - D_fit)>, of std
-                # 2 noise_std ||P_h A (D - D_fit)||: a decrease smaller than `significance` such stds may be noise.
-                margin = 2 * self.significance * self.noise_std * (
-                    float((self.holdout * self.op.forward(D - D_fit.detach())).norm()) if self.significance else 0.0)
                 # The step did not generalize: undo it (the parameters; Adam's moments keep the step's gradient).
-                if self.checked and after > before - margin:
+                if self.checked and after > before:
                     for p, value in zip(self.params, saved):
                         p.copy_(value)
                     D = D_fit.detach()
@@ -108,7 +99,7 @@ def dds_lora(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Ten
              generators: Sequence[torch.Generator], *, x_init: torch.Tensor | None = None,
              callback: Callable[[dict], None] | None = None, lora_rank: int = 4, adapt_steps: int = 1,
              adapt_lr: float = 1e-3, adapt_holdout: float = HOLDOUT_FRACTION, adapt_sigma_max: float = float("inf"),
-             adapt_significance: float = 0.0, **dds_options) -> torch.Tensor:
+             **dds_options) -> torch.Tensor:
     """DDS (:func:`dpm_core.samplers.dds.dds`) with the denoiser adapted to each slice's data by LoRA.
 
     Args (beyond the common ones, see dpm_core.samplers; ``dds_options`` go to DDS: cg_iters, noise_std, sigma_data,
@@ -118,21 +109,15 @@ def dds_lora(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Ten
         adapt_lr: Adam learning rate (1e-3).
         adapt_holdout: fraction of the measured non-ACS lines held out to check each step (0.2; 0: no check).
         adapt_sigma_max: adapt only at noise levels sigma <= this (default inf: every level).
-        adapt_significance: keep a step only when the held-out error falls by more than this many noise standard
-            deviations of its change (0: any fall; needs ``noise_std``).
     Slices run one after another (each has its own network copy); ``callback`` dicts carry the slice index as
     ``"slice"``. Returns: [S, M, H, W] complex64. Network passes per slice and map image at N = len(sigmas) - 1 levels:
     N (2 adapt_steps) forward (one before and one after each Adam step; N when adapt_steps = 0) and N adapt_steps
     backward (fewer when adapt_sigma_max skips levels: each skipped level costs one forward pass).
     """
     check_inputs("dds_lora", y, op, sigmas, generators, x_init)
-    if int(adapt_steps) < 0 or not float(adapt_lr) > 0 or not 0.0 <= float(adapt_holdout) < 1.0 \
-            or not float(adapt_significance) >= 0:
-        raise ValueError(f"dds_lora: adapt_steps={adapt_steps} must be >= 0, adapt_lr={adapt_lr} > 0, "
-                         f"adapt_holdout={adapt_holdout} in [0, 1) and adapt_significance={adapt_significance} >= 0")
-    if float(adapt_significance) > 0 and dds_options.get("noise_std") is None:
-        raise ValueError("dds_lora: adapt_significance needs the measurement noise level (noise_std); the "
-                         "Reconstructor passes the measured one")
+    if int(adapt_steps) < 0 or not float(adapt_lr) > 0 or not 0.0 <= float(adapt_holdout) < 1.0:
+        raise ValueError(f"dds_lora: adapt_steps={adapt_steps} must be >= 0, adapt_lr={adapt_lr} > 0 and "
+                         f"adapt_holdout={adapt_holdout} in [0, 1)")
     S, M, H, W = op.ishape
     per_slice_options = {k: v for k, v in dds_options.items() if isinstance(v, torch.Tensor)}
     out = []
@@ -144,10 +129,8 @@ def dds_lora(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Ten
         # adapt_steps = 0 is exactly DDS.
         split = torch.Generator().manual_seed(generator.initial_seed())
         holdout = adapter_holdout(mask, adapt_holdout, split)
-        noise = dds_options.get("noise_std")
-        noise = 0.0 if noise is None else float(noise[s] if isinstance(noise, torch.Tensor) else noise)
         adapted = AdaptedDenoiser(denoiser, one_y, one_op, lora_rank, adapt_steps, adapt_lr, holdout,
-                                  generator.initial_seed(), adapt_sigma_max, noise, adapt_significance)
+                                  generator.initial_seed(), adapt_sigma_max)
         options = {**dds_options, **{k: v[s:s + 1] for k, v in per_slice_options.items()}}
         slice_callback = None if callback is None else (lambda d, s=s: callback({**d, "slice": s}))
         out.append(dds(adapted, one_y, one_op, sigmas, [generator],

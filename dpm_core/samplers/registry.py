@@ -106,7 +106,7 @@ SAMPLERS: dict[str, Sampler] = {s.name: s for s in (
             warm_start_steps=DDS_WARM_START_STEPS, card_zeta=True),
     Sampler("dds_lora", dds_lora, "karras", 50,
             frozenset({"cg_iters", "noise_std", "sigma_data", "lamda", "eta", "zeta", "lora_rank", "adapt_steps",
-                       "adapt_lr", "adapt_holdout", "adapt_sigma_max", "adapt_significance"}), _adapted_evaluations,
+                       "adapt_lr", "adapt_holdout", "adapt_sigma_max"}), _adapted_evaluations,
             "DDS with the denoiser adapted to each slice's k-space by LoRA (steerable conditional diffusion)",
             card_zeta=True),
     Sampler("pnp", pnp, "geometric", PNP_LEVELS,
