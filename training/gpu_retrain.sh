@@ -15,16 +15,17 @@
 #   - FLAIR fine-tune: the shipped recipe's 20 FLAIR subjects (dpm-synth seed 2, wide), validated through the
 #     production sampler on the held-out FLAIR subjects (seed 3), for FINETUNE_MINUTES;
 #   - then both ζ sweeps of the cards (training.finetune.refresh_validation, the production sampler, nominal R 2-8).
-# OUTDIR gets both models with their cards (foundation_default.*, flair_default.*), the training logs and the run's
-# stdout. Back on the development machine: copy the models into dpm_core/models/ only after bench_real.py (and the
+# OUTDIR gets both models with their cards (foundation_default.*, flair_default.*), the training logs as one archive
+# (training_logs.tar.gz, refreshed after each stage) and the run's stdout (run.log): 6 files, because a device call
+# returns at most 8 files from $OUT (16 MiB each; the medium network's weights are about 11 MB). Back on the development machine: copy the models into dpm_core/models/ only after bench_real.py (and the
 # tests) show them better on the real cases than the shipped ones, and benchmarks/bench_cpu_path.py has timed them.
 # Dependencies: torch with CUDA and most of the rest from the machine's image; what it lacks comes as wheels that
 # `bash training/gpu_wheels.sh` downloads into .whl/ here (the device call names ".whl" in its carry). The first step
 # checks every module and stops within seconds if one is missing. As one device call:
 #   run(command="bash training/gpu_retrain.sh $OUT/retrain", carry=[".whl"], timeout_s=600)
 # Checked end to end on the CPU with tiny budgets (DEVICE=cpu JOBS=2 SUBJECTS=1 REAL_HEADS=1 PRETRAIN_MINUTES=0.3
-# FINETUNE_MINUTES=0.3 FINETUNE_EPOCHS=1 BATCH=8 WORKERS=0: 146 s, and 826 s with both ζ sweeps); not yet run on a
-# GPU.
+# FINETUNE_MINUTES=0.3 FINETUNE_EPOCHS=1 BATCH=8 WORKERS=0: 146 s, and 826 s with both ζ sweeps; with the log archive
+# and SWEEP=0 157 s, OUTDIR holding its 6 files, each model's weights 10.7 MB); not yet run on a GPU.
 set -euo pipefail
 OUT="${1:?usage: gpu_retrain.sh OUTDIR}"
 DEVICE="${DEVICE:-cuda}"
@@ -63,12 +64,15 @@ wait_all() {                                # wait for the jobs in pids; stop th
     for pid in "${pids[@]}"; do wait "$pid" || { echo "a $1 job failed (exit status $?); see above"; exit 1; }; done
     pids=()
 }
-keep_logs() {                               # keep_logs RUN_DIR PREFIX: the run's options and CSV logs into OUTDIR
+keep_logs() {        # keep_logs RUN_DIR PREFIX: the run's options and CSV logs into OUTDIR/training_logs.tar.gz
+    mkdir -p "$WORK/logs"
     for f in "$1"/*.csv "$1"/*.json; do
         case "$(basename "$f")" in model.json|training-state.json) continue ;; esac
         name=$(basename "$f"); case "$name" in "$2"_*) ;; *) name="$2_$name" ;; esac
-        [ -f "$f" ] && cp "$f" "$OUT/$name"
+        [ -f "$f" ] && cp "$f" "$WORK/logs/$name"
     done
+    tar -czf "$OUT/training_logs.tar.gz.tmp" -C "$WORK" logs && mv "$OUT/training_logs.tar.gz.tmp" \
+        "$OUT/training_logs.tar.gz"
     return 0
 }
 # Fail in seconds, not minutes, when the machine lacks a module the run needs.
