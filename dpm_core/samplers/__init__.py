@@ -32,11 +32,12 @@ from ..seeding import make_generators, slice_seed
 from .ald import ald
 from .dds import dds
 from .dds_lora import dds_lora
+from .dds_ssl import dds_ssl
 from .dps import dps
 from .pnp import pnp
 from .posterior import PosteriorSamples, posterior_samples
 from .registry import SAMPLERS, Sampler, default_sigmas, get_sampler, num_evaluations, warm_start_sigmas
 
 __all__ = ["Sampler", "SAMPLERS", "get_sampler", "default_sigmas", "warm_start_sigmas", "num_evaluations", "ald", "dps",
-           "dds", "dds_lora", "pnp",
+           "dds", "dds_lora", "dds_ssl", "pnp",
            "posterior_samples", "PosteriorSamples", "slice_seed", "make_generators"]

@@ -10,6 +10,7 @@ from ..schedules import geometric_sigmas, karras_sigmas
 from .ald import ald
 from .dds import dds
 from .dds_lora import dds_lora
+from .dds_ssl import dds_ssl
 from .dps import dps
 from .pnp import PNP_LEVELS, PNP_SIGMA_END, PNP_SIGMA_START, PNP_TRIAL_LEVELS, PNP_ZETA_GRID, pnp
 
@@ -87,6 +88,13 @@ def _adapted_evaluations(n: int, options: dict) -> tuple[int, int]:
     return (n - 1) * max(2 * adapt_steps, 1), (n - 1) * adapt_steps
 
 
+def _ssl_evaluations(n: int, options: dict) -> tuple[int, int]:
+    """dds_ssl: pass 1 adapt_steps + 1 forward and adapt_steps backward passes per level, pass 2 one forward (an
+    upper bound: a slice with no line to withhold runs pass 2 alone)."""
+    adapt_steps = int(options.get("adapt_steps", 1))
+    return (n - 1) * (adapt_steps + 2 if adapt_steps > 0 else 1), (n - 1) * adapt_steps
+
+
 # DDS from the SENSE image at σ_start = 0.2: the levels ≤ 0.2 of a 30-step Karras schedule (8 network evaluations)
 # are the shortest as good as the cold start from pure noise (50 steps) on validation subjects at R 2/4/6 for both
 # shipped models (benchmarks/results/warm_start_steps.md, the rule stated there). 15 steps (4 evaluations) met the
@@ -109,6 +117,11 @@ SAMPLERS: dict[str, Sampler] = {s.name: s for s in (
                        "adapt_lr", "adapt_holdout", "adapt_sigma_max"}), _adapted_evaluations,
             "DDS with the denoiser adapted to each slice's k-space by LoRA (steerable conditional diffusion)",
             card_zeta=True),
+    Sampler("dds_ssl", dds_ssl, "karras", 50,
+            frozenset({"cg_iters", "noise_std", "sigma_data", "lamda", "eta", "zeta", "lora_rank", "adapt_steps",
+                       "adapt_lr", "adapt_fraction"}), _ssl_evaluations,
+            "DDS with the denoiser adapted by LoRA to predict withheld measured lines (zero-shot self-supervised)",
+            warm_start_steps=DDS_WARM_START_STEPS, card_zeta=True),
     Sampler("pnp", pnp, "geometric", PNP_LEVELS,
             frozenset({"noise_std", "zeta", "demodulate", "phase_reference", "cg_iters", "cg_tol"}),
             lambda n, o: (n, 0),
