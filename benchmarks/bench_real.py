@@ -23,9 +23,12 @@ Methods, all on the same undersampled k-space:
   map count;
 - ours: the Reconstructor with default settings and num_maps="auto" for zero_filled, sense, l1_wavelet and dpm; SENSE
   also with 1 and 2 maps forced, so the table shows what auto chose; the DPM also as the mean of 4 posterior samples
-  (num_samples=4, the estimate that NRMSE rewards) and with test-time adaptation (sampler dds_lora, its default
-  options: LoRA rank 4, one Adam step of lr 1e-3 per level, 20 % held-out lines) and with the plug-and-play sampler
-  (sampler pnp, its defaults: the network as the proximal step of half-quadratic splitting, ζ by its own rule).
+  (num_samples=4, the estimate that NRMSE rewards), with test-time adaptation (sampler dds_ssl, its default options:
+  LoRA rank 4, one Adam step of lr 1e-3 per level towards predicting 40 % of the measured non-ACS lines, withheld
+  from a first pass; the acceptance summary's "adapted" column), with steerable conditional diffusion's adaptation
+  (sampler dds_lora, its defaults: one step of lr 1e-3 per level on the measured lines, 20 % held out to check it;
+  listed among all rows) and with the plug-and-play sampler (sampler pnp, its defaults: the network as the proximal
+  step of half-quadratic splitting, ζ by its own rule).
 Metrics (dpm_core.metrics): NRMSE on magnitude, no scale fitting, PSNR and SSIM, over all slices of a case.
 Seconds per slice are wall times with one torch thread and OMP_NUM_THREADS=1 for BART; BART rows include ecalib.
 Writes benchmarks/results/real.{json,md} and one figure per case, real_<case>.png (reference | each method, error
@@ -72,14 +75,16 @@ MIN_TILT_DEG = 4.0                # oblique: slice normal at least this far from
 SYNTH_R, SYNTH_FOLDED_R = 4, 3
 SPREAD_SEEDS = (1, 2, 3)          # "dpm_seed<s>": the default DPM with another seed; with seed 0, the Monte-Carlo spread
 OURS = (("zero_filled", "auto"), ("sense", "auto"), ("sense", 1), ("sense", 2), ("l1_wavelet", "auto"), ("dpm", "auto"),
-        ("dpm_mean", "auto"), ("dpm_adapted", "auto"), ("dpm_pnp", "auto"),
+        ("dpm_mean", "auto"), ("dpm_adapted", "auto"), ("dpm_lora", "auto"), ("dpm_pnp", "auto"),
         *((f"dpm_seed{s}", "auto") for s in SPREAD_SEEDS))
 OUR_LABELS = {"zero_filled": "ours zero-filled", "sense": "ours SENSE", "l1_wavelet": "ours L1-wavelet",
               "dpm": "ours DPM", "dpm_mean": "ours DPM, mean of 4 samples",
-              "dpm_adapted": "ours DPM adapted (dds_lora)", "dpm_pnp": "ours DPM plug-and-play (pnp)",
+              "dpm_adapted": "ours DPM adapted (dds_ssl)", "dpm_lora": "ours DPM adapted (dds_lora)",
+              "dpm_pnp": "ours DPM plug-and-play (pnp)",
               **{f"dpm_seed{s}": f"ours DPM, seed {s}" for s in SPREAD_SEEDS}}
 MEAN_SAMPLES = 4                  # "dpm_mean": the default DPM with num_samples 4, the mean of its posterior samples
-ADAPTED_SAMPLER = "dds_lora"      # "dpm_adapted": the DPM with test-time LoRA adaptation, its default options
+ADAPTED_SAMPLER = "dds_ssl"       # "dpm_adapted": the DPM with test-time LoRA adaptation, its default options
+LORA_SAMPLER = "dds_lora"         # "dpm_lora": steerable conditional diffusion's adaptation, its default options
 PNP_SAMPLER = "pnp"               # "dpm_pnp": the DPM's network in the plug-and-play solver, its default options
 
 
@@ -295,7 +300,7 @@ def run_case(case: Case, recs: dict, lamdas, iterations: int) -> tuple[list[dict
                "s/slice": sec, "info": info}
         rows.append(row)
         ours[(method, num_maps)] = row
-        if not method.startswith("dpm_seed"):
+        if not method.startswith("dpm_seed") and method != "dpm_lora":
             panels.append((f"{OUR_LABELS[method]} {maps_label}", images, row["NRMSE"]))
 
     # Acceptance summary: BART SENSE with 2 maps on folded cases, the better of 1 / 2 maps otherwise; best BART PICS
@@ -432,6 +437,7 @@ def main(argv=None):
                                    model=str(entry.card_path),
                                    **({"sampler_options": dpm_options} if m.startswith("dpm") else {}),
                                    **({"sampler": ADAPTED_SAMPLER} if m == "dpm_adapted" else {}),
+                                   **({"sampler": LORA_SAMPLER} if m == "dpm_lora" else {}),
                                    **({"sampler": PNP_SAMPLER} if m == "dpm_pnp" else {}),
                                    **({"num_samples": MEAN_SAMPLES} if m == "dpm_mean" else {}),
                                    **({"seed": int(m[len("dpm_seed"):])} if m.startswith("dpm_seed") else {}))
@@ -476,7 +482,8 @@ def main(argv=None):
         "model the product chooses from the scan's contrast (`dpm_core.model_choice`, as `model=auto` in replay, the "
         "gadget and the servers: the real slice has no header, so its contrast is unknown), also as the mean of "
         f"{MEAN_SAMPLES} posterior samples (num_samples={MEAN_SAMPLES}), with test-time adaptation "
-        f"(`sampler=\"{ADAPTED_SAMPLER}\"`) and in the plug-and-play solver (`sampler=\"{PNP_SAMPLER}\"`); DPM on "
+        f"(`sampler=\"{ADAPTED_SAMPLER}\"`; `sampler=\"{LORA_SAMPLER}\"` among all rows) and in the plug-and-play "
+        f"solver (`sampler=\"{PNP_SAMPLER}\"`); DPM on "
         f"{device}.",
         f"Seconds per slice: wall time, 1 torch thread, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')} for BART; "
         "BART rows include their `ecalib` time.",
