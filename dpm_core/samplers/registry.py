@@ -117,6 +117,7 @@ SAMPLERS: dict[str, Sampler] = {s.name: s for s in (
                        "adapt_lr", "adapt_holdout", "adapt_sigma_max"}), _adapted_evaluations,
             "DDS with the denoiser adapted to each slice's k-space by LoRA (steerable conditional diffusion)",
             card_zeta=True),
+    # dds_ssl's two passes are DDS: it keeps DDS's warm schedule (not swept for dds_ssl itself)
     Sampler("dds_ssl", dds_ssl, "karras", 50,
             frozenset({"cg_iters", "noise_std", "sigma_data", "lamda", "eta", "zeta", "lora_rank", "adapt_steps",
                        "adapt_lr", "adapt_fraction"}), _ssl_evaluations,
