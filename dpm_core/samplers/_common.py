@@ -16,6 +16,15 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``denoiser(x: complex64 [B, H, W], sigma: float32 [B]) -> complex64 [B, H, W]``."""
 
 
+def one_slice(y: torch.Tensor, op: SenseOp, options: dict, s: int) -> tuple[torch.Tensor, SenseOp, dict]:
+    """Slice ``s`` of a batch, for samplers that run slice by slice: (y [1, C, H, W], its operator with a mask
+    [1, 1, H, 1] of ones where ``op`` has none, ``options`` with every per-slice tensor option [S] cut to [1])."""
+    H = op.ishape[2]
+    mask = torch.ones(1, 1, H, 1, device=y.device) if op.mask is None else op.mask[s:s + 1]
+    sliced = {k: v[s:s + 1] if isinstance(v, torch.Tensor) else v for k, v in options.items()}
+    return y[s:s + 1], SenseOp(op.maps[s:s + 1], mask), sliced
+
+
 def check_inputs(name: str, y: torch.Tensor, op: SenseOp, sigmas: torch.Tensor, generators: Sequence,
                   x_init: torch.Tensor | None) -> torch.Tensor:
     if tuple(y.shape) != op.oshape:

@@ -25,7 +25,7 @@ import torch
 from ..holdout import HOLDOUT_FRACTION, holdout_folds
 from ..lora import lora_copy
 from ..operators import SenseOp
-from ._common import Denoiser, check_inputs, denoise_maps
+from ._common import Denoiser, check_inputs, denoise_maps, one_slice
 from .dds import dds
 
 __all__ = ["dds_lora", "AdaptedDenoiser", "adapter_holdout"]
@@ -118,20 +118,15 @@ def dds_lora(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Ten
     if int(adapt_steps) < 0 or not float(adapt_lr) > 0 or not 0.0 <= float(adapt_holdout) < 1.0:
         raise ValueError(f"dds_lora: adapt_steps={adapt_steps} must be >= 0, adapt_lr={adapt_lr} > 0 and "
                          f"adapt_holdout={adapt_holdout} in [0, 1)")
-    S, M, H, W = op.ishape
-    per_slice_options = {k: v for k, v in dds_options.items() if isinstance(v, torch.Tensor)}
     out = []
     for s, generator in enumerate(generators):
-        mask = torch.ones(1, 1, H, 1, device=y.device) if op.mask is None else op.mask[s:s + 1]
-        one_op = SenseOp(op.maps[s:s + 1], mask)
-        one_y = y[s:s + 1]
+        one_y, one_op, options = one_slice(y, op, dds_options, s)
         # The adapter's seeds come from the slice's own seed, read without drawing from its stream, so that
         # adapt_steps = 0 is exactly DDS.
         split = torch.Generator().manual_seed(generator.initial_seed())
-        holdout = adapter_holdout(mask, adapt_holdout, split)
+        holdout = adapter_holdout(one_op.mask, adapt_holdout, split)
         adapted = AdaptedDenoiser(denoiser, one_y, one_op, lora_rank, adapt_steps, adapt_lr, holdout,
                                   generator.initial_seed(), adapt_sigma_max)
-        options = {**dds_options, **{k: v[s:s + 1] for k, v in per_slice_options.items()}}
         slice_callback = None if callback is None else (lambda d, s=s: callback({**d, "slice": s}))
         out.append(dds(adapted, one_y, one_op, sigmas, [generator],
                        x_init=None if x_init is None else x_init[s:s + 1], callback=slice_callback, **options))

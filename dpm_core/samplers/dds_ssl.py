@@ -32,7 +32,7 @@ from ..baselines import sense_cg
 from ..lora import lora_copy
 from ..operators import SenseOp
 from ..seeding import stable_seed
-from ._common import Denoiser, check_inputs, denoise_maps
+from ._common import Denoiser, check_inputs, denoise_maps, one_slice
 from .dds import dds
 from .dds_lora import adapter_holdout
 
@@ -105,14 +105,10 @@ def dds_ssl(denoiser: Denoiser, y: torch.Tensor, op: SenseOp, sigmas: torch.Tens
     if int(adapt_steps) < 0 or not float(adapt_lr) > 0 or not 0.0 < float(adapt_fraction) < 1.0:
         raise ValueError(f"dds_ssl: adapt_steps={adapt_steps} must be >= 0, adapt_lr={adapt_lr} > 0 and "
                          f"adapt_fraction={adapt_fraction} in (0, 1)")
-    S, M, H, W = op.ishape
-    per_slice_options = {k: v for k, v in dds_options.items() if isinstance(v, torch.Tensor)}
     out = []
     for s, generator in enumerate(generators):
-        mask = torch.ones(1, 1, H, 1, device=y.device) if op.mask is None else op.mask[s:s + 1]
-        maps = op.maps[s:s + 1]
-        one_op, one_y = SenseOp(maps, mask), y[s:s + 1]
-        options = {**dds_options, **{k: v[s:s + 1] for k, v in per_slice_options.items()}}
+        one_y, one_op, options = one_slice(y, op, dds_options, s)
+        mask, maps = one_op.mask, one_op.maps
         # The withheld lines and pass 1's noise come from the slice's own seed without drawing from its stream.
         seed = generator.initial_seed()
         withheld = adapter_holdout(mask, adapt_fraction, torch.Generator().manual_seed(seed))
