@@ -353,20 +353,25 @@ class Reconstructor:
             zeta, zeta_rule = self._zeta_rule(spec, card, sampling.effective_acceleration)
             if zeta == "auto":
                 chosen = None
+                # the rule's candidate runs: the record's trial sampler, with the options it takes
+                trial_spec = get_sampler(spec.zeta_trial_sampler or spec)
+                trial_options = {k: v for k, v in options.items() if k == "sigmas" or k in trial_spec.options}
                 if spec.zeta_rule == "holdout":
-                    trial = dict(options)             # shorter candidate runs where the record says they suffice
+                    trial = dict(trial_options)       # shorter candidate runs where the record says they suffice
                     if spec.zeta_trial_steps is not None and not {"steps", "sigmas"} & set(self.sampler_options):
                         trial["sigmas"] = schedule(default_sigmas(spec, denoiser, spec.zeta_trial_steps, warm=warm))
-                    chosen = holdout_zeta(spec, denoiser, kn, sampling, maps_t, seed=self.seed, slice_ids=slice_ids,
-                                          run_inputs=run_inputs, options=trial)
+                    chosen = holdout_zeta(trial_spec, denoiser, kn, sampling, maps_t, seed=self.seed,
+                                          slice_ids=slice_ids, run_inputs=run_inputs, options=trial)
                     if chosen is None:
                         zeta_rule = (f"auto:gcv (fewer than {HOLDOUT_MIN_LINES} lines outside the calibration block "
                                      "to hold out)")
                 if chosen is None:                      # GCV's runs share the phase reference of the full data
-                    chosen = gcv_zeta(spec, denoiser, kn, op, noise_std, seed=self.seed, slice_ids=slice_ids,
-                                      options=options, x_init=x_init,
+                    chosen = gcv_zeta(trial_spec, denoiser, kn, op, noise_std, seed=self.seed, slice_ids=slice_ids,
+                                      options=trial_options, x_init=x_init,
                                       warm_image=None if self.warm_start is None else
                                       (lambda y: self._sense(y, sampling, maps_t)))
+                if trial_spec is not spec:
+                    zeta_rule += f", scored on {trial_spec.name} runs"
                 zeta, zeta_info = chosen
             options["zeta"] = zeta
         callback, bar = self._progress_callback(spec, options, kn.shape[0] * self.num_samples)

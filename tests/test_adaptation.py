@@ -127,6 +127,35 @@ def test_reconstructor_with_the_shipped_model_keeps_its_weights_bit_identical(re
     assert _weights_digest(rec.denoiser()) == before
 
 
+@pytest.mark.parametrize("sampler", ["dds_lora", "dds_ssl"])
+def test_zeta_auto_scores_plain_dds_runs_and_adapts_only_the_final_run(monkeypatch, sampler):
+    """ζ="auto" for an adapted sampler: GCV's candidate runs are DDS's (the same ζ and GCV table as
+    Reconstructor(sampler="dds")), and the only adapters made are the final run's, one per slice."""
+    import importlib
+    from dpm_core import lora
+    P = _problem()
+    made = []
+    real_copy = lora.lora_copy
+
+    def counting_copy(*args, **kwargs):
+        made.append(1)
+        return real_copy(*args, **kwargs)
+    for name in ("dds_lora", "dds_ssl"):                 # each sampler module holds its own reference
+        monkeypatch.setattr(importlib.import_module(f"dpm_core.samplers.{name}"), "lora_copy", counting_copy)
+    common = dict(model=ShrinkingDenoiser(), zeta="auto", seed=2, device="cpu", progress=None, output_guard=False)
+    under = P.y                                          # [S, C, H, W], zero off the mask
+    mask = P.op.mask[0].reshape(-1).numpy() > 0               # [H], the same lines in both slices
+    maps = P.op.maps                                     # [S, M, C, H, W]: the problem's own
+    plain = Reconstructor(sampler="dds", sampler_options={"steps": 6}, **common).reconstruct(under, mask, maps)
+    assert not made
+    adapted = Reconstructor(sampler=sampler, sampler_options={"steps": 6, "adapt_steps": 1}, **common).reconstruct(
+        under, mask, maps)
+    assert adapted.info["zeta"] == plain.info["zeta"], (adapted.info["zeta"], plain.info["zeta"])
+    assert adapted.info["zeta_gcv"] == plain.info["zeta_gcv"]
+    assert adapted.info["zeta_rule"].endswith("scored on dds runs"), adapted.info["zeta_rule"]
+    assert len(made) == under.shape[0]
+
+
 # -- dds_ssl: the adapter learns to predict withheld measured lines (zero-shot self-supervised) ---------------------
 
 def test_ssl_first_pass_never_sees_the_withheld_lines_and_its_loss_scores_only_them(monkeypatch):

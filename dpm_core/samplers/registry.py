@@ -43,6 +43,9 @@ class Sampler:
     instead of the card's table or the sampler's default.  zeta_grid: the rule's candidates; None:
     :data:`dpm_core.zeta_rules.ZETA_GRID`.  zeta_trial_steps: schedule length of the rule's candidate runs (the
     record's default schedule at that length) where it chooses as well as the full one; None: the full schedule.
+    zeta_trial_sampler: the sampler the rule's candidate runs use (with this record's schedule and the options that
+    sampler takes); None: this one. An adapted sampler refines DDS at DDS's ζ, and adapting inside every candidate
+    run would multiply the rule's cost by the adaptation's.
     stochastic: draws differ by seed; False (a deterministic method) makes num_samples > 1 an error, since its
     "samples" would be identical and their spread zero.
     """
@@ -60,6 +63,7 @@ class Sampler:
     auto_zeta: bool = False
     zeta_grid: tuple[float, ...] | None = None
     zeta_trial_steps: int | None = None
+    zeta_trial_sampler: str | None = None
     stochastic: bool = True
 
     def __post_init__(self):
@@ -116,13 +120,13 @@ SAMPLERS: dict[str, Sampler] = {s.name: s for s in (
             frozenset({"cg_iters", "noise_std", "sigma_data", "lamda", "eta", "zeta", "lora_rank", "adapt_steps",
                        "adapt_lr", "adapt_holdout", "adapt_sigma_max"}), _adapted_evaluations,
             "DDS with the denoiser adapted to each slice's k-space by LoRA (steerable conditional diffusion)",
-            card_zeta=True),
+            card_zeta=True, zeta_trial_sampler="dds"),
     # dds_ssl's two passes are DDS: it keeps DDS's warm schedule (not swept for dds_ssl itself)
     Sampler("dds_ssl", dds_ssl, "karras", 50,
             frozenset({"cg_iters", "noise_std", "sigma_data", "lamda", "eta", "zeta", "lora_rank", "adapt_steps",
                        "adapt_lr", "adapt_fraction"}), _ssl_evaluations,
             "DDS with the denoiser adapted by LoRA to predict withheld measured lines (zero-shot self-supervised)",
-            warm_start_steps=DDS_WARM_START_STEPS, card_zeta=True),
+            warm_start_steps=DDS_WARM_START_STEPS, card_zeta=True, zeta_trial_sampler="dds"),
     Sampler("pnp", pnp, "geometric", PNP_LEVELS,
             frozenset({"noise_std", "zeta", "demodulate", "phase_reference", "cg_iters", "cg_tol"}),
             lambda n, o: (n, 0),
@@ -131,6 +135,11 @@ SAMPLERS: dict[str, Sampler] = {s.name: s for s in (
             zeta_grid=PNP_ZETA_GRID, zeta_trial_steps=PNP_TRIAL_LEVELS, stochastic=False),
 )}
 SAMPLERS["fast"] = SAMPLERS["dds"]
+for _record in SAMPLERS.values():
+    _trial = SAMPLERS.get(_record.zeta_trial_sampler)
+    if _record.zeta_trial_sampler is not None and (_trial is None or "zeta" not in _trial.options):
+        raise ValueError(f"sampler {_record.name!r}: zeta_trial_sampler={_record.zeta_trial_sampler!r} must name a "
+                         "registered sampler that takes zeta")
 """Samplers by name. "fast" is the chosen fast sampler (DDS; see docs/samplers.md for the measurements)."""
 
 
