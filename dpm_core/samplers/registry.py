@@ -135,12 +135,12 @@ SAMPLERS: dict[str, Sampler] = {s.name: s for s in (
             zeta_grid=PNP_ZETA_GRID, zeta_trial_steps=PNP_TRIAL_LEVELS, stochastic=False),
 )}
 SAMPLERS["fast"] = SAMPLERS["dds"]
+"""Samplers by name. "fast" is the chosen fast sampler (DDS; see docs/samplers.md for the measurements)."""
 for _record in SAMPLERS.values():
     _trial = SAMPLERS.get(_record.zeta_trial_sampler)
     if _record.zeta_trial_sampler is not None and (_trial is None or "zeta" not in _trial.options):
         raise ValueError(f"sampler {_record.name!r}: zeta_trial_sampler={_record.zeta_trial_sampler!r} must name a "
                          "registered sampler that takes zeta")
-"""Samplers by name. "fast" is the chosen fast sampler (DDS; see docs/samplers.md for the measurements)."""
 
 
 def get_sampler(sampler: str | Sampler) -> Sampler:
