@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 import bench_real as br
 from dpm_core.combine import rss
 from dpm_core.fft import ifft2c
@@ -36,3 +37,8 @@ g = torch.Generator().manual_seed(0)
 noise = torch.complex(torch.randn(full.shape, generator=g), torch.randn(full.shape, generator=g)) * sigma
 again = rss(ifft2c(full + noise)).numpy()
 print("reference against itself with a second noise draw added", round(float(np.linalg.norm(again - ref) / np.linalg.norm(ref)), 5))
+# The training targets' combination (ESPIRiT maps + MVUE, training.preprocess.compute_targets) against the reference
+from training.preprocess import compute_targets  # noqa: E402
+targets, scales = compute_targets(full)
+mvue = (targets * scales.view(-1, 1, 1)).abs().numpy()
+print("training target (MVUE) of the fully sampled slice", round(float(np.linalg.norm(mvue - ref) / np.linalg.norm(ref)), 5))
