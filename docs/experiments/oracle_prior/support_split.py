@@ -34,7 +34,8 @@ for name, mask in [("R 1", np.ones(H, bool))] + [(c.name, c.mask) for c in cases
     results, _ = br.bart_methods(under.numpy(), 2, (BART_LAMBDA[name],), br.ITERATIONS)
     images[f"BART PICS 2 maps λ {BART_LAMBDA[name]}"] = results[BART_LAMBDA[name]][0]
     print(f"{name}: support {support.mean():.3f} of the pixels, reference energy outside it "
-          f"{np.linalg.norm(ref * ~support) / norm:.5f}", flush=True)
+          f"{np.linalg.norm(ref * ~support) / norm:.5f}; reference outside it at most {ref[~support].max():.4f}, "
+          f"inside median {np.median(ref[support]):.4f}, max {ref.max():.4f}", flush=True)
     for label, x in images.items():
         e = x - ref
         print(f"  {label}: NRMSE {np.linalg.norm(e) / norm:.5f} = inside {np.linalg.norm(e * support) / norm:.5f} (+) "
