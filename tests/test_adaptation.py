@@ -144,7 +144,7 @@ def test_zeta_auto_scores_plain_dds_runs_and_adapts_only_the_final_run(monkeypat
         monkeypatch.setattr(importlib.import_module(f"dpm_core.samplers.{name}"), "lora_copy", counting_copy)
     common = dict(model=ShrinkingDenoiser(), zeta="auto", seed=2, device="cpu", progress=None, output_guard=False)
     under = P.y                                          # [S, C, H, W], zero off the mask
-    mask = P.op.mask[0].reshape(-1).numpy() > 0               # [H], the same lines in both slices
+    mask = P.op.mask[0].reshape(-1).numpy() > 0          # [H], the same lines in both slices
     maps = P.op.maps                                     # [S, M, C, H, W]: the problem's own
     plain = Reconstructor(sampler="dds", sampler_options={"steps": 6}, **common).reconstruct(under, mask, maps)
     assert not made
