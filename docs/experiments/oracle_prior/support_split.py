@@ -27,9 +27,11 @@ model = str(br.product_model(cases[0]).card_path)
 for name, mask in [("R 1", np.ones(H, bool))] + [(c.name, c.mask) for c in cases]:
     under = full * torch.from_numpy(mask).view(1, 1, H, 1)
     images, support = {}, None
-    for method in ("sense", "l1_wavelet", "dpm"):
-        res = Reconstructor(method=method, model=model, device="cpu", progress=None).reconstruct(under, mask)
-        images[method] = np.abs(res.images)
+    for label, method, sampler in (("sense", "sense", "fast"), ("l1_wavelet", "l1_wavelet", "fast"),
+                                   ("dpm", "dpm", "fast"), ("dpm pnp", "dpm", "pnp")):
+        res = Reconstructor(method=method, model=model, sampler=sampler, device="cpu",
+                            progress=None).reconstruct(under, mask)
+        images[label] = np.abs(res.images)
         support = np.abs(np.asarray(res.maps)).sum(axis=(1, 2)) > 0           # [1, H, W]
     results, _ = br.bart_methods(under.numpy(), 2, (BART_LAMBDA[name],), br.ITERATIONS)
     images[f"BART PICS 2 maps λ {BART_LAMBDA[name]}"] = results[BART_LAMBDA[name]][0]
