@@ -86,6 +86,7 @@ MEAN_SAMPLES = 4                  # "dpm_mean": the default DPM with num_samples
 ADAPTED_SAMPLER = "dds_ssl"       # "dpm_adapted": the DPM with test-time LoRA adaptation, its default options
 LORA_SAMPLER = "dds_lora"         # "dpm_lora": steerable conditional diffusion's adaptation, its default options
 PNP_SAMPLER = "pnp"               # "dpm_pnp": the DPM's network in the plug-and-play solver, its default options
+SAMPLER_OF = {"dpm_adapted": ADAPTED_SAMPLER, "dpm_lora": LORA_SAMPLER, "dpm_pnp": PNP_SAMPLER}   # else the default
 
 
 @dataclass
@@ -436,9 +437,7 @@ def main(argv=None):
             (m, nm): Reconstructor(method="dpm" if m.startswith("dpm") else m, num_maps=nm, device=args.device,
                                    model=str(entry.card_path),
                                    **({"sampler_options": dpm_options} if m.startswith("dpm") else {}),
-                                   **({"sampler": ADAPTED_SAMPLER} if m == "dpm_adapted" else {}),
-                                   **({"sampler": LORA_SAMPLER} if m == "dpm_lora" else {}),
-                                   **({"sampler": PNP_SAMPLER} if m == "dpm_pnp" else {}),
+                                   **({"sampler": SAMPLER_OF[m]} if m in SAMPLER_OF else {}),
                                    **({"num_samples": MEAN_SAMPLES} if m == "dpm_mean" else {}),
                                    **({"seed": int(m[len("dpm_seed"):])} if m.startswith("dpm_seed") else {}))
             for m, nm in OURS}
