@@ -17,8 +17,9 @@
 #   - then both ζ sweeps of the cards (training.finetune.refresh_validation, the production sampler, nominal R 2-8).
 # OUTDIR gets both models with their cards (foundation_default.*, flair_default.*), the training logs as one archive
 # (training_logs.tar.gz, refreshed after each stage) and the run's stdout (run.log): 6 files, because a device call
-# returns at most 8 files from $OUT (16 MiB each; the medium network's weights are about 11 MB). Back on the development machine: copy the models into dpm_core/models/ only after bench_real.py (and the
-# tests) show them better on the real cases than the shipped ones, and benchmarks/bench_cpu_path.py has timed them.
+# returns at most 8 files from $OUT (16 MiB each; the medium network's weights are about 11 MB). Back on the
+# development machine: copy the models into dpm_core/models/ only after bench_real.py (and the tests) show them
+# better on the real cases than the shipped ones, and benchmarks/bench_cpu_path.py has timed them.
 # Dependencies: torch with CUDA and most of the rest from the machine's image; what it lacks comes as wheels that
 # `bash training/gpu_wheels.sh` downloads into .whl/ here (the device call names ".whl" in its carry). The first step
 # checks every module and stops within seconds if one is missing. As one device call:

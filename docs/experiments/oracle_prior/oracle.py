@@ -4,7 +4,7 @@ A diagnostic, never a product model (the weights stay under OUT, outside the rep
 redistributable). It asks whether the samplers can beat BART's best PICS on the real slice when the prior knows the
 anatomy exactly: if even this prior loses, the sampler and its data consistency are the limit, not the prior.
 
-    OMP_NUM_THREADS=1 python oracle.py train OUT STEPS [P_MEAN]   # fine-tune, export OUT/steps_STEPS[_pP_MEAN]/model.json
+    OMP_NUM_THREADS=1 python oracle.py train OUT STEPS [P_MEAN]   # exports OUT/steps_STEPS[_pP_MEAN]/model.json
     OMP_NUM_THREADS=1 python oracle.py eval OUT/steps_STEPS/model.json CASES [SAMPLERS]
 
 SAMPLERS: comma-separated registry names (default fast), each optionally with a fixed ζ as NAME@ZETA (fast@0.25);
@@ -79,7 +79,7 @@ def train(out: Path, steps: int, p_mean: float | None = None) -> None:
 def evaluate(model: str, names: list[str], samplers: list[str]) -> None:
     cases = br.real_cases(lambda n: n in names)
     real = json.loads((REPO / "benchmarks" / "results" / "real.json").read_text())
-    rows = real["rows"] if isinstance(real, dict) and "rows" in real else real
+    rows = real["rows"]
     for case in cases:
         pics = min(r["NRMSE"] for r in rows if r.get("case") == case.name and r.get("lamda", 0) > 0)
         H = case.kspace.shape[2]

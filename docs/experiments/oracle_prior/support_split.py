@@ -2,7 +2,7 @@
 the Reconstructor returns 0 for SENSE and the DPM), for every method of bench_real on the real slice at R 1 (every
 line), R 4, R 6 and R 4 random. The support is our ESPIRiT's (the maps the DPM's Reconstructor uses on that case).
 
-    OMP_NUM_THREADS=1 python docs/experiments/oracle_prior/support_split.py > docs/experiments/oracle_prior/support_split.log
+    cd docs/experiments/oracle_prior && OMP_NUM_THREADS=1 python support_split.py > support_split.log
 """
 import sys
 from pathlib import Path
