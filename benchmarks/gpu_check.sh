@@ -4,8 +4,8 @@
 # Installs the dependencies the machine's image lacks from ./.whl (`bash training/gpu_wheels.sh` downloads them
 # here; the device call carries ".whl"), runs the CUDA tests (the memory budget on the allocator's own peak among
 # them), then the benchmarks in the order of what they decide: the pnp sampler on 8 clinical slices (its GPU seconds,
-# which the table scales to 32, decide whether pnp can become the default: better than DDS on every bench_real case,
-# many times its CPU time), the clinical-size exam with the default sampler (32 slices of 320², 16 coils: issue 14's
+# which the table scales to 32, decide whether pnp can become the default: better than DDS on 11 of the 12
+# bench_real cases, many times its CPU time), the clinical-size exam with the default sampler (32 slices of 320², 16 coils: issue 14's
 # goal is images out in <= 20 s), the gadget latency, the network presets' inference cost and the shipped-model
 # evaluation. A device command may run 600 s at most and a session holds 15 minutes of device time, start-up
 # included: every step's timeout is capped by what is left of BUDGET_S, a step with under 30 s left is skipped (said in
