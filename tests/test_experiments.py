@@ -144,8 +144,8 @@ def test_interrupted_sweep_continues(tmp_path, monkeypatch):
         experiments.run_experiments(["finetune-sweep"], "tiny", out, device="cpu", progress=False)
     monkeypatch.setattr(experiments, "validate", real_validate)
     resumed = experiments.run_experiments(["finetune-sweep"], "tiny", out, device="cpu", progress=False)
-    # Computed before the crash: 3 corpora, the pre-trained model, 2 evaluations.
-    assert resumed["computed"] == reference["computed"] - 6
+    # Computed before the crash: 4 corpora (external, target, validation, test), the pre-trained model, 2 evaluations.
+    assert resumed["computed"] == reference["computed"] - 7
     a = read_csv(tmp_path / "ref" / "finetune-sweep" / "finetune_sweep.csv")
     b = read_csv(out / "finetune-sweep" / "finetune_sweep.csv")
     assert [r["step"] for r in a] == [r["step"] for r in b]
@@ -176,6 +176,10 @@ def test_undersampled_experiment_outputs_and_reuse(tiny_run):
     result = json.loads((directory / "undersampled.json").read_text())
     assert result["em_over_full"] == pytest.approx(result["best"]["em"]["nrmse"] / result["best"]["full"]["nrmse"])
     assert [r["round"] for r in result["em_rounds"]] == [1, 2]
+    # Reported on the config's test subjects, which no arm selected its epoch on (the validation subjects did).
+    assert result["reported_on"] == "test" and "held-out test subjects" in (directory / "undersampled.md").read_text()
+    cells = [json.loads(line)["key"] for line in (out / experiments.RESULTS_NAME).read_text().splitlines()]
+    assert {f"undersampled/{arm}/test/zeta={z}" for arm in ("none", "full", "em") for z in (1, 4)} <= set(cells)
     for path in (directory / "data" / "train").glob("*.h5"):
         with h5py.File(path, "r") as f:
             mask, kspace = f["mask"][()].astype(bool), f["kspace"][()]

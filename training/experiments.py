@@ -197,7 +197,7 @@ class Experiment:
         self.ev = dict(config["evaluation"])
         self.train = dict(config["training"])
         self.cache_dir = Path(config.get("cache") or self.out / "cache")
-        self._valset: ValidationSet | None = None
+        self._slice_sets: dict[str, ValidationSet] = {}
         self._datasets: dict[str, CachedSlices] = {}
         self._bar = None
 
@@ -205,8 +205,8 @@ class Experiment:
     def ensure_corpora(self) -> None:
         """Generate the synthetic corpora the config names (dpm-synth's generate_corpus), reusing matching ones."""
         if self.rank == 0:
-            for part in ("external", "target", "validation"):
-                for spec in self.config["corpora"][part].get("synth", []):
+            for part in ("external", "target", "validation", "test"):
+                for spec in self.config["corpora"].get(part, {}).get("synth", []):
                     self._ensure_synth(spec)
         dist_utils.barrier()
 
@@ -256,21 +256,23 @@ class Experiment:
                                                      flip=bool(self.train.get("flip")))
         return self._datasets[selection]
 
-    def valset(self) -> ValidationSet:
-        if self._valset is None:
-            c = self.config["corpora"]["validation"]
-            self._valset = load_validation_set(c["dirs"], c.get("contrasts"), c["slices"],
-                                               coil_method=self.ev.get("coil_method", "fast"),
-                                               num_acs=self.ev.get("num_acs", DEFAULT_NUM_ACS))
-        return self._valset
+    def valset(self, part: str = "validation") -> ValidationSet:
+        """The fixed slices of ``part``: "validation" (what the arms select their epochs on) or "test" (optional
+        held-out subjects that nothing selects on; the undersampled experiment reports on them when configured)."""
+        if part not in self._slice_sets:
+            c = self.config["corpora"][part]
+            self._slice_sets[part] = load_validation_set(c["dirs"], c.get("contrasts"), c["slices"],
+                                                         coil_method=self.ev.get("coil_method", "fast"),
+                                                         num_acs=self.ev.get("num_acs", DEFAULT_NUM_ACS))
+        return self._slice_sets[part]
 
     # -- evaluation ----------------------------------------------------------------------------------------------------
-    def evaluate(self, key: str, precond, zeta=None, accelerations=None) -> dict:
-        """The cell ``key``: validate ``precond`` on the fixed slices (rank 0), or its recorded result."""
+    def evaluate(self, key: str, precond, zeta=None, accelerations=None, part: str = "validation") -> dict:
+        """The cell ``key``: validate ``precond`` on the fixed slices of ``part`` (rank 0), or its recorded result."""
         record = self.results.get(key)
         if record is None:
             t0 = time.time()
-            valset = self.valset()
+            valset = self.valset(part)
             chunk = self.ev.get("batch_slices") or len(valset.ids)      # slices per Reconstructor call (memory)
             parts = [validate(precond, ValidationSet(*(v[i:i + chunk] for v in valset)),
                               accelerations or self.ev["accelerations"],
@@ -709,9 +711,10 @@ def _plot_zeta(path: Path, rows: list[dict], best_zeta: dict) -> None:
 
 def undersampled(exp: Experiment) -> dict:
     """No fine-tuning vs fine-tuning on the few target subjects fully sampled vs on the same subjects' accelerated
-    scans only (EM, :mod:`training.undersampled`), reported on the fully sampled validation slices at every ζ of
-    ``undersampled.zetas``; each arm selects its epoch with the data it would have (fully sampled NRMSE, held-out
-    measured lines)."""
+    scans only (EM, :mod:`training.undersampled`), reported at every ζ of ``undersampled.zetas`` on the fully
+    sampled slices of the "test" corpus when the config has one (subjects no arm selected on), else of the
+    validation corpus; each arm selects its epoch on the validation subjects with the data it would have (fully
+    sampled NRMSE, held-out measured lines)."""
     from dpm_core.masks import equispaced_mask
     from dpm_core.seeding import stable_seed
     from .undersampled import finetune_undersampled, load_accelerated, write_accelerated_copy
@@ -772,11 +775,13 @@ def undersampled(exp: Experiment) -> dict:
     models = {"none": str(pretrained), "full": full["model"], "em": em["model"]}
     labels = {"none": "no fine-tuning (pre-trained)", "full": f"fine-tuned, {exp.config['few_subjects']} subjects "
               f"fully sampled", "em": f"fine-tuned, the same subjects' R = {R:g} scans only (EM)"}
+    part = "test" if "test" in exp.config["corpora"] else "validation"
     rows = []
     for arm, path in models.items():
         precond, _ = load_checkpoint(path, device="cpu")
         for z in cfg["zetas"]:
-            record = exp.evaluate(f"undersampled/{arm}/zeta={_fmt(z)}", precond, zeta=float(z), accelerations=[R])
+            key = f"undersampled/{arm}/" + ("test/" if part == "test" else "") + f"zeta={_fmt(z)}"
+            record = exp.evaluate(key, precond, zeta=float(z), accelerations=[R], part=part)
             m = record["per_R"][_fmt(R)]
             rows.append({"arm": arm, "label": labels[arm], "zeta": float(z), "R": R, **_metric_cols(m),
                          "nrmse_slices": m["nrmse_slices"]})
@@ -791,7 +796,7 @@ def undersampled(exp: Experiment) -> dict:
                "gain_of_em": 1 - best["em"]["nrmse"] / best["none"]["nrmse"],
                "gain_of_full": 1 - best["full"]["nrmse"] / best["none"]["nrmse"],
                "em_rounds": em["rounds"], "full_selected_step": full["best_step"],
-               "steps": cfg["rounds"] * steps_per_round}
+               "steps": cfg["rounds"] * steps_per_round, "reported_on": part}
     out = base
     _write_csv(out / "undersampled.csv", [{k: v for k, v in r.items() if k != "nrmse_slices"} for r in rows])
     (out / "undersampled.json").write_text(json.dumps(summary, indent=2, default=_json_default) + "\n")
@@ -823,7 +828,10 @@ def _write_undersampled_md(path: Path, rows: list[dict], best: dict, summary: di
     R = rows[0]["R"]
     lines = [f"# Fine-tuning from accelerated scans alone ({exp.config['name']})", "",
              f"NRMSE / SSIM at nominal R = {R:g} (effective {rows[0]['R_eff']:g}), mean ± SE over "
-             f"{rows[0]['n_slices']} fixed slices of held-out validation subjects, at each arm's best ζ; "
+             f"{rows[0]['n_slices']} fixed slices of "
+             + ("held-out test subjects (no arm selected its epoch on them)" if summary["reported_on"] == "test"
+                else "the validation subjects (the full arm selected its epoch on them)")
+             + ", at each arm's best ζ; "
              f"Δ = per-slice NRMSE difference, mean ± paired SE. {summary['steps']} optimizer steps per fine-tuned "
              f"arm.",
              "", "| arm | best ζ | NRMSE | SSIM | Δ vs none | Δ vs full |", "|---|---|---|---|---|---|"]
