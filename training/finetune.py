@@ -34,10 +34,10 @@ from dpm_core.networks import ComplexDenoiser, EDMPrecond
 from . import distributed as dist_utils
 from .preprocess import compute_targets, find_volumes, read_volume, select_volumes
 from .pretrain import add_training_arguments, describe_corpus, prepare_dataset
-from .training_loop import MODEL_STEM, training_loop
+from .training_loop import MODEL_STEM, resolve_init, training_loop
 from .undersampled import ESTEP_DEFAULTS, HOLDOUT_FRACTION
 
-__all__ = ["ValidationSet", "load_validation_set", "validate", "zeta_sweep", "resolve_init", "finetune",
+__all__ = ["ValidationSet", "load_validation_set", "validate", "zeta_sweep", "finetune",
            "finetune_from_accelerated", "refresh_validation", "main"]
 
 
@@ -154,18 +154,6 @@ def zeta_sweep(precond: EDMPrecond, valset: ValidationSet, accelerations: Sequen
     best = {R: float(min(row, key=lambda k: (row[k], abs(math.log(float(k)))))) for R, row in table.items()}
     card_zeta = {f"{eff[R]:g}": best[R] for R in best}
     return table, best, card_zeta
-
-
-def resolve_init(init: str | Path) -> Path:
-    """A run directory (its exported ``model.json``) or a model card path -> the card path."""
-    init = Path(init)
-    if init.is_dir():
-        card = init / f"{MODEL_STEM}.json"
-        if not card.is_file():
-            raise FileNotFoundError(f"--init {init} is a directory without {card.name}; finish (or export) the "
-                                    f"pre-training run first, or pass a model card .json")
-        return card
-    return init
 
 
 def finetune(args, evaluate_fn=None) -> dict:

@@ -20,7 +20,7 @@ import torch
 
 from . import distributed as dist_utils
 from .preprocess import PHASE_MODES, CachedSlices, add_corpus_arguments, cache_from_args, load_index
-from .training_loop import training_loop
+from .training_loop import resolve_init, training_loop
 
 __all__ = ["main", "add_training_arguments", "estimate_sigma_data", "describe_corpus"]
 
@@ -118,7 +118,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     init_precond, init_card = None, None
     if args.init is not None:
         from dpm_core.checkpoints import load_checkpoint
-        from training.finetune import resolve_init
         if args.sigma_data is not None:
             parser.error("--init keeps the initial model's σ_data; do not give --sigma-data")
         init_path = resolve_init(args.init)

@@ -46,7 +46,7 @@ from dpm_core.seeding import stable_seed
 
 from . import distributed as dist_utils
 
-__all__ = ["training_loop", "STATE_STEM", "MODEL_STEM", "load_training_state"]
+__all__ = ["training_loop", "STATE_STEM", "MODEL_STEM", "load_training_state", "resolve_init"]
 
 STATE_STEM = "training-state"        # RUN/training-state.{safetensors,json}
 MODEL_STEM = "model"                 # RUN/model.{safetensors,json}: exported EMA (or best EMA)
@@ -64,6 +64,19 @@ class _DDPPrecond:
 
     def __getattr__(self, name):
         return getattr(self._precond, name)
+
+
+def resolve_init(init: str | Path) -> Path:
+    """A run directory (its exported ``model.json``) or a model card path -> the card path (``--init`` of
+    dpm-pretrain and dpm-finetune)."""
+    init = Path(init)
+    if init.is_dir():
+        card = init / f"{MODEL_STEM}.json"
+        if not card.is_file():
+            raise FileNotFoundError(f"--init {init} is a directory without {card.name}; finish (or export) the "
+                                    f"pre-training run first, or pass a model card .json")
+        return card
+    return init
 
 
 def _state_paths(run_dir: Path) -> tuple[Path, Path]:
