@@ -26,7 +26,7 @@ import numpy as np
 
 __all__ = ["KspaceBuffer", "NoiseAdjustCount", "EncodingInfo", "encoding_info", "scan_contrast", "noise_adjust",
            "remove_oversampling", "accumulate", "buffers_from_acquisitions", "buffers_from_recon_data",
-           "whitening_from_noise", "VOLUME_COUNTERS"]
+           "whitening_from_noise", "calibration_note", "VOLUME_COUNTERS"]
 
 log = logging.getLogger(__name__)
 
@@ -462,6 +462,18 @@ def buffers_from_acquisitions(acquisitions: Iterable, header, trigger: str = "vo
     for buffer in accumulate(stream, header, trigger=trigger):
         buffer.noise_std = count.noise_std
         yield buffer
+
+
+def calibration_note(header, buffer: KspaceBuffer) -> str:
+    """The header's explanation, for the error of a volume that could not be calibrated: a volume without any
+    calibration-flagged line under parallelImaging calibrationMode 'interleaved' (the calibration data are spread
+    over the volumes of the interleaving dimension, as TSENSE / TGRAPPA and ismrmrd-tools' accelerated phantoms
+    acquire them) cannot have its own ACS block; "" otherwise."""
+    if encoding_info(header).calibration_mode != "interleaved" or buffer.calibration.any():
+        return ""
+    return ("; the header declares parallelImaging calibrationMode 'interleaved' (calibration lines spread over the "
+            "interleaved volumes, as TSENSE/TGRAPPA acquire them), which this reconstruction does not combine: every "
+            "volume needs its own ACS block (acquire with calibrationMode 'embedded' or 'separate')")
 
 
 # ---------------------------------------------------------------------------------------------------------------------

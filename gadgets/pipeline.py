@@ -221,7 +221,7 @@ class Pipeline:
             if not np.isfinite(result.images).all():
                 raise ReconstructionError(f"{result.method} produced non-finite pixels")
         except ValueError as exc:
-            message = f"{where}: input not reconstructable: {exc}"
+            message = f"{where}: input not reconstructable: {exc}{assembly.calibration_note(header, buffer)}"
             log.error(message)
             errors.append(message)
             return []

@@ -75,6 +75,19 @@ def _drop_centre(header, acqs):
                     or a.idx.kspace_encode_step_1 != centre]
 
 
+def _interleaved_without_acs(header, acqs):
+    """What ismrmrd-tools' accelerated phantom sends: calibrationMode 'interleaved' and lattice lines only, none of
+    them flagged as calibration (the ACS lines would come from the other volumes)."""
+    header = re.sub(r"<calibrationMode>\w+</calibrationMode>", "<calibrationMode>interleaved</calibrationMode>", header)
+    kept = []
+    for a in acqs:
+        if a.is_flag_set(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION):
+            continue
+        a.clear_flag(ismrmrd.ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING)
+        kept.append(a)
+    return header, kept
+
+
 def _set_sample(value, which=0):
     def fn(header, acqs):
         line = _imaging(acqs)[which]
@@ -256,6 +269,8 @@ CASES = [
     Case("control: a good scan", "images", None, _with(_identity)),
     Case("control: the DPM on a good scan", "images", None, _with(_identity, {"method": "dpm", "steps": "3"})),
     Case("no ACS block (centre line missing)", "error", r"centre line \d+ is not sampled", _with(_drop_centre)),
+    Case("interleaved calibration, no ACS block in the volume", "error", r"calibrationMode 'interleaved'",
+         _with(_interleaved_without_acs)),
     Case("non-Cartesian trajectory", "error", r"only 'cartesian'",
          _with(_regex(r"<trajectory>cartesian</trajectory>", "<trajectory>radial</trajectory>"))),
     Case("3-D encoding", "error", r"3-D encodings are not supported",

@@ -283,6 +283,22 @@ def test_a_raw_ismrmrd_tools_file_keeps_its_images_when_dicom_is_impossible(tmp_
     assert sum(len(v) for v in read_output_images(out).values()) == 2
 
 
+def test_a_raw_ismrmrd_tools_file_with_interleaved_calibration_names_why_it_has_no_images(tmp_path):
+    """ismrmrd_generate_cartesian_shepp_logan -a 4 as it is (no calibration width): each repetition holds one ky lattice
+    and no ACS block, and the header declares calibrationMode 'interleaved'. Replay delivers no images and the error of
+    every repetition names the header's calibration mode and what to acquire instead."""
+    if shutil.which("ismrmrd_generate_cartesian_shepp_logan") is None:
+        pytest.skip("Debian ismrmrd-tools not installed")
+    src = tmp_path / "raw_tools_interleaved.h5"
+    subprocess.run(["ismrmrd_generate_cartesian_shepp_logan", "-o", str(src), "-m", "32", "-c", "4", "-a", "4"],
+                   check=True, capture_output=True, timeout=60)
+    with pytest.raises(RuntimeError, match="no images came back") as failure:
+        replay.replay(str(src), str(tmp_path / "out"), mode="local", config={"method": "sense"})
+    errors = str(failure.value).split(" | ")
+    assert len(errors) == 4 and all(f"repetition {r} " in e for r, e in enumerate(errors))
+    assert all("calibrationMode 'interleaved'" in e and "needs its own ACS block" in e for e in errors)
+
+
 def test_previews_never_overwrite_each_other_when_image_index_repeats(tmp_path):
     import ismrmrd
     images = []
