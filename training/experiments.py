@@ -256,7 +256,7 @@ class Experiment:
                                                      flip=bool(self.train.get("flip")))
         return self._datasets[selection]
 
-    def valset(self, part: str = "validation") -> ValidationSet:
+    def fixed_slices(self, part: str = "validation") -> ValidationSet:
         """The fixed slices of ``part``: "validation" (what the arms select their epochs on) or "test" (optional
         held-out subjects that nothing selects on; the undersampled experiment reports on them when configured)."""
         if part not in self._slice_sets:
@@ -272,7 +272,7 @@ class Experiment:
         record = self.results.get(key)
         if record is None:
             t0 = time.time()
-            valset = self.valset(part)
+            valset = self.fixed_slices(part)
             chunk = self.ev.get("batch_slices") or len(valset.ids)      # slices per Reconstructor call (memory)
             parts = [validate(precond, ValidationSet(*(v[i:i + chunk] for v in valset)),
                               accelerations or self.ev["accelerations"],
@@ -747,7 +747,7 @@ def undersampled(exp: Experiment) -> dict:
     # Arm "em": the same subjects' accelerated scans only; validation on the same slices, accelerated.
     em = exp.results.get("undersampled/em/done")
     if em is None:
-        val_ids = set(exp.valset().ids)
+        val_ids = set(exp.fixed_slices().ids)
         val_scans = []
         for scan in load_accelerated(base / "data" / "val"):
             keep = [i for i, name in enumerate(scan.ids) if name in val_ids]
