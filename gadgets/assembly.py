@@ -17,6 +17,7 @@ phase, repetition, set) — each repetition is its own volume and its own image 
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 from collections.abc import Iterable, Iterator
@@ -25,7 +26,7 @@ import ismrmrd
 import numpy as np
 
 __all__ = ["KspaceBuffer", "NoiseAdjustCount", "EncodingInfo", "encoding_info", "scan_contrast", "noise_adjust",
-           "remove_oversampling", "accumulate", "buffers_from_acquisitions", "buffers_from_recon_data",
+           "remove_oversampling", "accumulate", "encoding_zero", "buffers_from_acquisitions", "buffers_from_recon_data",
            "whitening_from_noise", "calibration_note", "VOLUME_COUNTERS"]
 
 log = logging.getLogger(__name__)
@@ -452,15 +453,39 @@ def _emit_incomplete(key, open_volumes, flush) -> Iterator[KspaceBuffer]:
         yield buffer
 
 
+def encoding_zero(acquisitions: Iterable, skipped: collections.Counter) -> Iterator:
+    """The acquisitions of encoding space 0, the one this reconstruction reads (:func:`encoding_info`); readouts of
+    other encoding spaces (``encoding_space_ref`` > 0: a second encoding's calibration or navigator scans) are
+    counted per space in ``skipped`` and dropped, never placed into encoding 0's k-space (noise readouts pass: they
+    belong to no encoding)."""
+    for acq in acquisitions:
+        space = int(acq.encoding_space_ref)
+        if space != 0 and not _flag(int(acq.flags), ismrmrd.ACQ_IS_NOISE_MEASUREMENT):
+            if not skipped:
+                log.warning("readouts of encoding space %d skipped: this reconstruction uses encoding 0 only", space)
+            skipped[space] += 1
+            continue
+        yield acq
+
+
+def _skipped_encodings_warning(skipped: collections.Counter) -> str:
+    return (", ".join(f"{n} readout(s) of encoding space {space}" for space, n in sorted(skipped.items()))
+            + " skipped: this reconstruction uses encoding 0 only")
+
+
 def buffers_from_acquisitions(acquisitions: Iterable, header, trigger: str = "volume") -> Iterator[KspaceBuffer]:
-    """The whole acquisition path: noise_adjust -> remove_oversampling -> accumulate. A buffer whose lines were all
-    prewhitened by the stream's noise scan carries the known noise level (unchanged by the orthonormal oversampling
-    removal)."""
-    count = NoiseAdjustCount()
-    stream = noise_adjust(acquisitions, header, count)
+    """The whole acquisition path: encoding_zero -> noise_adjust -> remove_oversampling -> accumulate. A buffer whose
+    lines were all prewhitened by the stream's noise scan carries the known noise level (unchanged by the orthonormal
+    oversampling removal); a buffer emitted after readouts of other encoding spaces were skipped says so in its
+    warnings."""
+    count, skipped = NoiseAdjustCount(), collections.Counter()
+    stream = encoding_zero(acquisitions, skipped)
+    stream = noise_adjust(stream, header, count)
     stream = remove_oversampling(stream, header)
     for buffer in accumulate(stream, header, trigger=trigger):
         buffer.noise_std = count.noise_std
+        if skipped:
+            buffer.warnings.append(_skipped_encodings_warning(skipped))
         yield buffer
 
 
@@ -493,6 +518,7 @@ def buffers_from_recon_data(recon_data, header) -> list[KspaceBuffer]:
     """
     info = encoding_info(header)
     volumes: dict[tuple, dict[int, _SliceAccumulator]] = {}
+    skipped = collections.Counter()
     for b, bit in enumerate(recon_data.bits):
         for buffer, is_ref in ((bit.data, False), (bit.ref, True)):
             if buffer is None:
@@ -508,14 +534,19 @@ def buffers_from_recon_data(recon_data, header) -> list[KspaceBuffer]:
                 for s in range(S):
                     for loc in range(LOC):
                         _add_recon_buffer_slice(volumes, info, data[:, :, 0, :, n, s, loc], headers[:, 0, n, s, loc],
-                                                is_ref, b)
+                                                is_ref, b, skipped)
     if not volumes:
-        raise ValueError("ReconData message holds no filled acquisition header: nothing to reconstruct")
+        raise ValueError("ReconData message holds no filled acquisition header of encoding space 0: nothing to "
+                         "reconstruct")
     buffers = []
     for key in list(volumes):
         for acc in volumes[key].values():
             acc.complete = True
         buffers.extend(_volume_buffers(key, volumes[key]))
+    if skipped:
+        log.warning("ReconData: %s", _skipped_encodings_warning(skipped))
+        for buffer in buffers:
+            buffer.warnings.append(_skipped_encodings_warning(skipped))
     return buffers
 
 
@@ -553,11 +584,15 @@ def group_volumes(buffers: Iterable[KspaceBuffer], num_slices: int) -> Iterator[
 
 
 def _add_recon_buffer_slice(volumes, info: EncodingInfo, data: np.ndarray, headers: np.ndarray, is_ref: bool,
-                            bit: int) -> None:
-    """data: [RO, E1, CHA] of one (n, s, loc); headers: [E1] AcquisitionHeader objects."""
+                            bit: int, skipped: collections.Counter) -> None:
+    """data: [RO, E1, CHA] of one (n, s, loc); headers: [E1] AcquisitionHeader objects. Lines of encoding spaces
+    other than 0 are counted in ``skipped`` and left out (as :func:`encoding_zero` does)."""
     for e1 in range(headers.shape[0]):
         head = headers[e1]
         if head is None or int(head.number_of_samples) == 0:
+            continue
+        if int(head.encoding_space_ref) != 0:
+            skipped[int(head.encoding_space_ref)] += 1
             continue
         line = np.ascontiguousarray(data[:, e1, :].T)                                   # [CHA, RO]
         if line.shape[1] == info.encoded_readout and info.encoded_readout != info.readout:

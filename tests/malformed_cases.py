@@ -88,6 +88,22 @@ def _interleaved_without_acs(header, acqs):
     return header, kept
 
 
+def _second_encoding(header, acqs):
+    """A header with two encodings and, before encoding 0's lines, copies of them marked as readouts of encoding
+    space 1 with other data (a second encoding's scan ahead of the imaging): they must not reach encoding 0's
+    k-space."""
+    encoding = re.search(r"<encoding>.*?</encoding>", header, re.S).group(0)
+    header = header.replace(encoding, encoding + encoding, 1)
+    extra = []
+    for a in _imaging(acqs)[:8]:
+        other = copy.deepcopy(a)
+        other.encoding_space_ref = 1
+        other.data[:] = 100 * a.data[::-1]
+        extra.append(other)
+    noise = [a for a in acqs if a.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)]
+    return header, noise + extra + _imaging(acqs)
+
+
 def _set_sample(value, which=0):
     def fn(header, acqs):
         line = _imaging(acqs)[which]
@@ -271,6 +287,8 @@ CASES = [
     Case("no ACS block (centre line missing)", "error", r"centre line \d+ is not sampled", _with(_drop_centre)),
     Case("interleaved calibration, no ACS block in the volume", "error", r"calibrationMode 'interleaved'",
          _with(_interleaved_without_acs)),
+    Case("readouts of a second encoding space", "images", r"8 readout\(s\) of encoding space 1 skipped",
+         _with(_second_encoding)),
     Case("non-Cartesian trajectory", "error", r"only 'cartesian'",
          _with(_regex(r"<trajectory>cartesian</trajectory>", "<trajectory>radial</trajectory>"))),
     Case("3-D encoding", "error", r"3-D encodings are not supported",

@@ -177,6 +177,43 @@ def test_recon_data_matches_acquisition_path(scan, calibration, n_dimension):
             assert ref_a.scan_counter == ref_b.scan_counter
 
 
+def test_readouts_of_another_encoding_space_never_reach_encoding_0(scan):
+    """A second encoding's readouts (encoding_space_ref 1; here copies of encoding 0's lines with other data) ahead of
+    the imaging, or as a second ReconData bit: both paths build exactly encoding 0's k-space and every buffer says how
+    many readouts were skipped (without the filter they were averaged into encoding 0's lines)."""
+    from gadgetron.types.recon_data import ReconBit, ReconBuffer, ReconData
+    kos, _, noise, mask = scan
+    raw = make_raw_acquisitions(kos, mask, num_acs=NUM_ACS, noise=noise)
+    noise_acqs = [a for a in raw.acquisitions if a.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)]
+    imaging = [a for a in raw.acquisitions if not a.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)]
+    others = []
+    for a in imaging[:5]:
+        other = copy.deepcopy(a)
+        other.encoding_space_ref = 1
+        other.data[:] = 7 * a.data[::-1]
+        others.append(other)
+    clean = list(assembly.buffers_from_acquisitions(copy.deepcopy(raw.acquisitions), raw.header))
+    mixed = list(assembly.buffers_from_acquisitions(copy.deepcopy(noise_acqs + others + imaging), raw.header))
+    assert len(mixed) == len(clean) == R
+    for a, b in zip(clean, mixed):
+        np.testing.assert_array_equal(b.kspace, a.kspace)
+        assert a.warnings == [] and b.warnings == ["5 readout(s) of encoding space 1 skipped: this reconstruction "
+                                                   "uses encoding 0 only"]
+    message = bucket_to_buffer(copy.deepcopy(raw.acquisitions), raw.header)[0]
+    data = message.bits[0].data
+    headers = copy.deepcopy(data.headers)
+    for index in np.ndindex(headers.shape):
+        headers[index].encoding_space_ref = 1
+    second = ReconBit(ReconBuffer(7 * data.data, None, None, headers, data.sampling), None)
+    alone = assembly.buffers_from_recon_data(message, raw.header)
+    both = assembly.buffers_from_recon_data(ReconData([message.bits[0], second]), raw.header)
+    filled = sum(int(h.number_of_samples > 0) for h in headers.flat)
+    assert len(both) == len(alone) == 1 and filled > 0
+    np.testing.assert_array_equal(both[0].kspace, alone[0].kspace)
+    assert both[0].warnings == [f"{filled} readout(s) of encoding space 1 skipped: this reconstruction uses "
+                                f"encoding 0 only"]
+
+
 def test_header_validation():
     radial = make_header(num_lines=H, readout=W, num_coils=C, trajectory="radial")
     with pytest.raises(ValueError, match="only 'cartesian'"):
