@@ -9,6 +9,7 @@ Reconstructor does, so one weight fits every scan.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .cg import batch_dot as _batch_dot, conjugate_gradient
@@ -87,13 +88,17 @@ L1_WINDOW = 10             # iterates averaged per convergence check of l1_wavel
 
 def measured_edge_level(kspace: torch.Tensor, op: SenseOp) -> torch.Tensor:
     """:func:`dpm_core.noise.kspace_edge_level` of k-space [S, C, H, W] per slice, over the lines that slice
-    measured (``op.mask``; every line when it is None): [S] float32."""
-    S, _, H, _ = kspace.shape
+    measured and, with an asymmetric echo (``op.mask`` [S, 1, H, W]), the readout samples it measured (``op.mask``;
+    everything when it is None): [S] float32."""
+    S, _, H, W = kspace.shape
     if op.mask is None:
-        lines = torch.ones(S, H, dtype=torch.bool)
-    else:
-        lines = op.mask.expand(S, 1, H, op.mask.shape[-1])[:, 0].amax(dim=-1).cpu() > 0        # [S, H]
-    return torch.cat([kspace_edge_level(kspace[s:s + 1], lines[s].numpy()) for s in range(S)])
+        return torch.cat([kspace_edge_level(kspace[s:s + 1], np.ones(H, bool)) for s in range(S)])
+    samples = op.mask.expand(S, 1, H, op.mask.shape[-1])[:, 0].cpu() > 0                     # [S, H, 1 or W]
+    lines = samples.any(dim=-1)                                                               # [S, H]
+    readout = None if samples.shape[-1] == 1 else samples.any(dim=-2)                         # [S, W]
+    return torch.cat([kspace_edge_level(kspace[s:s + 1], lines[s].numpy(),
+                                        readout=None if readout is None or bool(readout[s].all())
+                                        else readout[s].numpy()) for s in range(S)])
 
 
 def l1_wavelet(kspace: torch.Tensor, mask, maps: torch.Tensor, lamda=None, edge_level=None, max_iter: int = 200,

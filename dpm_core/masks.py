@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 
 __all__ = ["phase_encode_mask", "acs_slice", "equispaced_mask", "random_mask", "effective_acceleration",
-           "find_acs_lines", "make_mask", "Sampling", "sampling_of", "acs_of"]
+           "find_acs_lines", "make_mask", "Sampling", "sampling_of", "acs_of", "readout_block", "samples_of"]
 
 DEFAULT_NUM_ACS = 24   # fastMRI / EDM practice (DESIGN.md §2)
 
@@ -143,22 +143,57 @@ def find_acs_lines(mask: np.ndarray) -> slice:
 
 class Sampling(NamedTuple):
     """The sampling of one buffer, derived once (:func:`sampling_of`) and passed down as one value: ``mask`` [H] bool
-    (the measured phase-encode lines), ``acs`` (the ACS block, :func:`find_acs_lines`), ``effective_acceleration``.
-    Every function that takes a mask also takes a Sampling and then re-derives nothing."""
+    (the measured phase-encode lines), ``acs`` (the ACS block, :func:`find_acs_lines`), ``effective_acceleration``,
+    ``readout`` [W] bool (the readout samples every measured line holds, one contiguous block around W // 2: an
+    asymmetric echo) or None when every line holds the whole readout. Every function that takes a mask also takes a
+    Sampling and then re-derives nothing; an operator built from it measures exactly :func:`samples_of`."""
     mask: np.ndarray
     acs: slice
     effective_acceleration: float
+    readout: np.ndarray | None = None
 
 
-def sampling_of(mask, height: int) -> Sampling:
-    """A mask ([H] or [S, 1, H, 1], see :func:`phase_encode_mask`) -> its :class:`Sampling`; a Sampling passes
-    through unchanged. Raises ValueError when the centre line is not measured (no ACS block)."""
+def readout_block(readout, width: int) -> np.ndarray | None:
+    """A readout mask [W] (bool or real, numpy or torch; None: all measured) checked to be what an asymmetric echo
+    measures: one contiguous block of samples holding the centre sample W // 2. None when every sample is measured."""
+    if readout is None:
+        return None
+    r = np.asarray(readout.detach().cpu() if hasattr(readout, "detach") else readout).astype(bool).reshape(-1)
+    if r.size != width:
+        raise ValueError(f"the readout mask has {r.size} samples but the k-space has W={width}")
+    if r.all():
+        return None
+    measured = np.flatnonzero(r)
+    if measured.size == 0 or not r[width // 2] or measured[-1] - measured[0] + 1 != measured.size:
+        raise ValueError(f"the measured readout samples ({measured.size} of {width}) are not one block holding the "
+                         f"centre sample {width // 2}; only an asymmetric echo (samples missing at one or both ends) "
+                         f"is supported")
+    return r
+
+
+def sampling_of(mask, height: int, readout=None) -> Sampling:
+    """A mask ([H] or [S, 1, H, 1], see :func:`phase_encode_mask`) and the measured readout samples ([W] bool,
+    :func:`readout_block`; None: all) -> its :class:`Sampling`; a Sampling passes through unchanged. Raises
+    ValueError when the centre line is not measured (no ACS block)."""
     if isinstance(mask, Sampling):
         if mask.mask.size != height:
             raise ValueError(f"the sampling has {mask.mask.size} lines but the k-space has H={height}")
+        if readout is not None:
+            raise ValueError("sampling_of: a Sampling carries its own readout mask; pass the phase-encode mask instead")
         return mask
     mask_1d = phase_encode_mask(mask, height)
-    return Sampling(mask_1d, find_acs_lines(mask_1d), effective_acceleration(mask_1d))
+    readout_1d = None if readout is None else readout_block(readout, np.asarray(readout).reshape(-1).size)
+    return Sampling(mask_1d, find_acs_lines(mask_1d), effective_acceleration(mask_1d), readout_1d)
+
+
+def samples_of(sampling: Sampling, lines=None) -> np.ndarray:
+    """The measured k-space samples of ``sampling`` (or of its readout on other ``lines`` [H] bool) as a mask for
+    :class:`dpm_core.operators.SenseOp`: the lines [H] when every readout sample is measured, else lines x readout
+    [H, W]."""
+    lines = sampling.mask if lines is None else np.asarray(lines).astype(bool).reshape(-1)
+    if sampling.readout is None:
+        return lines
+    return lines[:, None] & sampling.readout[None, :]
 
 
 def acs_of(mask, height: int) -> slice:

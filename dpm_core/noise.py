@@ -12,7 +12,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from .masks import acs_of
+from .masks import Sampling, acs_of
 
 __all__ = ["estimate_noise_std", "kspace_edge_level", "marchenko_pastur_quantile", "CALIBRATION_KERNEL",
            "NOISE_QUANTILE", "PREWHITENED_NOISE_STD"]
@@ -63,9 +63,13 @@ def estimate_noise_std(kspace: torch.Tensor, mask, kernel_width: int = CALIBRATI
 
     Args: kspace [S, C, H, W] complex (zeros off the measured lines); mask: the measured lines ([H] bool, [S, 1, H, 1]
     or a :class:`dpm_core.masks.Sampling`) with an ACS block around H // 2 (:func:`dpm_core.masks.acs_of`; the central
-    :data:`MAX_CALIBRATION_LINES` of it are used); kernel_width: patch width; quantile: the matched quantile.
+    :data:`MAX_CALIBRATION_LINES` of it are used; of a Sampling with an asymmetric echo only its measured readout
+    samples); kernel_width: patch width; quantile: the matched quantile.
     """
     k = torch.as_tensor(kspace)
+    if isinstance(mask, Sampling) and mask.readout is not None:       # never the unmeasured zeros of the readout
+        columns = np.flatnonzero(mask.readout)
+        k = k[..., int(columns[0]):int(columns[-1]) + 1]
     S, C, H, W = k.shape
     acs = acs_of(mask, H)
     lo, hi = acs.start, acs.stop
@@ -86,9 +90,11 @@ def estimate_noise_std(kspace: torch.Tensor, mask, kernel_width: int = CALIBRATI
     return sigma.to(torch.float32).to(k.device)
 
 
-def kspace_edge_level(kspace: torch.Tensor, mask_1d, edge_fraction: float = 0.125) -> torch.Tensor:
+def kspace_edge_level(kspace: torch.Tensor, mask_1d, edge_fraction: float = 0.125,
+                      readout: np.ndarray | None = None) -> torch.Tensor:
     """The k-space edge level per slice: sqrt(median |k|² / (2 ln 2)) over the outer ``edge_fraction`` of ky (measured
-    lines; all measured lines if none lie there) and of kx on each side. [S] float32.
+    lines; all measured lines if none lie there) and of kx on each side (``readout`` [W] bool: the measured readout
+    samples of an asymmetric echo, whose outer ``edge_fraction`` are used on each side; None: all). [S] float32.
 
     For pure complex Gaussian noise this is its σ per real channel (|k|² is exponential with mean 2σ²); where the
     matrix is a crop of a larger acquisition the edges also hold anatomy and it is larger than σ (several times on
@@ -96,6 +102,9 @@ def kspace_edge_level(kspace: torch.Tensor, mask_1d, edge_fraction: float = 0.12
     (:data:`dpm_core.baselines.L1_LAMDA_PER_EDGE_LEVEL`, fitted with it): the residual high-frequency content, not
     only the noise, is what the sparsity penalty must hold.
     """
+    if readout is not None:
+        columns = np.flatnonzero(readout)
+        kspace = kspace[..., int(columns[0]):int(columns[-1]) + 1]
     S, C, H, W = kspace.shape
     edge_x, edge_y = max(int(W * edge_fraction), 1), max(int(H * edge_fraction), 1)
     measured = np.flatnonzero(mask_1d)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from .fft import fft2c, ifft2c
-from .masks import Sampling
+from .masks import Sampling, samples_of
 
 __all__ = ["SenseOp", "combine_map_images", "as_mask_tensor"]
 
@@ -25,11 +25,12 @@ def as_mask_tensor(mask, num_slices: int, height: int, width: int, device=None) 
 
     Args:
         mask: [H] (1-D phase-encode mask, same for every slice), [H, W], [S, 1, H, 1] or [S, 1, H, W];
-            bool or real, numpy or torch; or a :class:`dpm_core.masks.Sampling`.
+            bool or real, numpy or torch; or a :class:`dpm_core.masks.Sampling` (its
+            :func:`dpm_core.masks.samples_of`: [H, W] with an asymmetric echo).
         num_slices, height, width: S, H, W of the k-space it applies to.
     """
     if isinstance(mask, Sampling):
-        mask = mask.mask
+        mask = samples_of(mask)
     m = torch.as_tensor(mask, device=device)
     m = m.to(torch.float32)
     if m.ndim == 1:

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 from . import baselines
-from .masks import Sampling, sampling_of
+from .masks import Sampling, readout_block, sampling_of
 from .noise import estimate_noise_std
 from .normalize import normalization_scale
-from .operators import combine_map_images
+from .operators import as_mask_tensor, combine_map_images
 from .zeta_rules import HOLDOUT_MIN_LINES, gcv_zeta, holdout_zeta
 
 __all__ = ["Reconstructor", "ReconResult", "ReconstructionError", "METHODS", "resolve_device"]
@@ -191,7 +191,7 @@ class Reconstructor:
 
     # -- main entry ------------------------------------------------------------------------------------------------
     def reconstruct(self, kspace, mask, maps=None, method: str | None = None, slice_ids=None,
-                    noise_std=None) -> ReconResult:
+                    noise_std=None, readout=None) -> ReconResult:
         """Reconstruct one volume.
 
         Args:
@@ -206,6 +206,9 @@ class Reconstructor:
                 scan prewhitened the data: 1/√2, :data:`dpm_core.noise.PREWHITENED_NOISE_STD`); a float or one value
                 per slice; recorded as info["noise_source"] = "given". None: estimated from the scan's calibration
                 matrix (:func:`dpm_core.noise.estimate_noise_std`), "calibration matrix".
+            readout: [W] bool, the readout samples every measured line holds when the echo is asymmetric (one block
+                around W // 2, :func:`dpm_core.masks.readout_block`); the others are unknowns the method fills, never
+                data. None: the whole readout is measured.
         Returns: :class:`ReconResult`.
         Raises: ValueError for unusable input; ReconstructionError when the DPM stage fails.
         """
@@ -231,8 +234,8 @@ class Reconstructor:
             if not bool(torch.all(torch.isfinite(known_noise) & (known_noise > 0))):
                 raise ValueError(f"noise_std={noise_std} must be finite and > 0 (one value or one per slice); pass "
                                  f"None to estimate it from the calibration matrix")
-        sampling = sampling_of(mask, H)                             # derived once; raises when there is no ACS
-        k = k.to(self.device, torch.complex64) * torch.from_numpy(sampling.mask).to(self.device).view(1, 1, H, 1)
+        sampling = sampling_of(mask, H, readout_block(readout, W))  # derived once; raises when there is no ACS
+        k = k.to(self.device, torch.complex64) * as_mask_tensor(sampling, S, H, W, device=self.device)
 
         scale = normalization_scale(k, sampling)                    # [S]
         kn = k / scale.view(S, 1, 1, 1)
@@ -245,6 +248,8 @@ class Reconstructor:
         std = None
         info = {"effective_acceleration": sampling.effective_acceleration, "num_maps": int(maps_t.shape[1]),
                 "scale": scale.cpu().tolist()}
+        if sampling.readout is not None:
+            info["readout_fraction"] = float(sampling.readout.mean())
         if map_energy is not None:
             info["second_map_energy"] = map_energy.cpu().tolist()
         if method == "zero_filled":

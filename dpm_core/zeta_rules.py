@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 
 from .holdout import HOLDOUT_FRACTION, holdout_folds
-from .masks import Sampling, sampling_of
+from .masks import Sampling, samples_of, sampling_of
 
 __all__ = ["gcv_zeta", "holdout_zeta", "descend_grid", "ZETA_GRID", "HOLDOUT_MIN_LINES", "HOLDOUT_SCORED_LINES"]
 
@@ -178,8 +178,8 @@ def holdout_zeta(sampler, denoiser, kn, sampling: Sampling, maps, *, seed: int, 
     folds = []                                                   # (kept lines' operator and data, their inputs, ...)
     held_energy = torch.zeros(S, device=kn.device)
     for held in held_masks:
-        kept = sampling_of(sampling.mask & ~held, H)
-        op_kept, op_held = SenseOp(maps, kept), SenseOp(maps, held)
+        kept = sampling_of(sampling.mask & ~held, H, sampling.readout)
+        op_kept, op_held = SenseOp(maps, kept), SenseOp(maps, samples_of(sampling, held))
         y_kept, y_held = op_kept.mask * kn, op_held.mask * kn
         folds.append((op_kept, y_kept, run_inputs(y_kept, kept), op_held, y_held))
         held_energy += y_held.abs().square().flatten(1).sum(1)

@@ -43,6 +43,7 @@ def to_uint16(values: np.ndarray) -> tuple[np.ndarray, float]:
 RECORDED_INFO_KEYS = {
     "effective_acceleration": "DPM_EffectiveAcceleration",
     "num_maps": "DPM_NumMaps",
+    "readout_fraction": "DPM_ReadoutFraction",         # an asymmetric echo: the measured part of the readout
     "second_map_energy": "DPM_SecondMapEnergy",        # per slice
     "zeta": "DPM_Zeta",
     "zeta_rule": "DPM_ZetaRule",

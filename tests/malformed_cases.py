@@ -298,7 +298,7 @@ CASES = [
     Case("huge sample values (1e30)", "images", None, _with(_scale_all(1e30))),
     Case("all-zero data", "error", r"all zero", _with(_zero_all)),
     Case("one line with another coil count", "error", r"channels", _with(_resize_line(channels=C - 1))),
-    Case("one line with another sample count", "error", r"do not fit a readout|not an integer multiple",
+    Case("one line with another sample count", "error", r"must have the same echo",
          _with(_resize_line(samples=48))),
     Case("ky outside the encoded matrix", "error", r"outside the encoded matrix", _with(_ky(400))),
     Case("odd matrix (31 lines)", "images", None, _with(_odd_size)),

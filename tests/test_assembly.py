@@ -214,6 +214,54 @@ def test_readouts_of_another_encoding_space_never_reach_encoding_0(scan):
                                 f"encoding 0 only"]
 
 
+def _asymmetric_echo(acquisitions: list, cut: int) -> list:
+    """The acquisitions with the first ``cut`` samples of every oversampled readout never recorded, as a scanner
+    writes an asymmetric echo (fewer samples, the centre sample moved)."""
+    out = []
+    for a in copy.deepcopy(acquisitions):
+        if not a.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT):
+            data, centre = a.data[:, cut:].copy(), a.center_sample - cut
+            a.resize(number_of_samples=data.shape[1], active_channels=a.active_channels,
+                     trajectory_dimensions=a.trajectory_dimensions)
+            a.data[:] = data
+            a.center_sample = centre
+        out.append(a)
+    return out
+
+
+def test_an_oversampled_asymmetric_echo_keeps_its_measured_samples_and_says_which(scan):
+    """A 75 % echo of the 2x-oversampled readout: the buffer's readout mask holds the recon samples the echo covers
+    less ASYMMETRIC_ECHO_MARGIN at the cut, there its k-space is the full echo's within 2 %, and the rest is zero (not
+    data); before, such lines were refused ('do not fit a readout')."""
+    kos, _, noise, mask = scan
+    raw = make_raw_acquisitions(kos, mask, num_acs=NUM_ACS, noise=noise)
+    cut = kos.shape[-1] // 4                                                   # 25 % of the 2W samples
+    whole = list(assembly.buffers_from_acquisitions(copy.deepcopy(raw.acquisitions), raw.header))
+    echo = list(assembly.buffers_from_acquisitions(_asymmetric_echo(raw.acquisitions, cut), raw.header))
+    assert len(echo) == len(whole) == R
+    first = int(np.ceil(cut / 2)) + assembly.ASYMMETRIC_ECHO_MARGIN
+    expected = np.arange(W) >= first
+    for a, b in zip(whole, echo):
+        assert a.readout is None and np.array_equal(b.readout, expected) and np.array_equal(b.mask, a.mask)
+        assert np.abs(b.kspace[..., ~expected]).max() == 0
+        kept, ref = b.kspace[..., expected], a.kspace[..., expected]
+        assert np.linalg.norm(kept - ref) < 0.02 * np.linalg.norm(ref)
+    # The pipeline hands the readout mask on: its L1 images are the readout-aware ones, not those of zeros as data.
+    from gadgets.pipeline import Pipeline
+    sent, errors = [], []
+    Pipeline(parse_config({"method": "l1_wavelet"})).reconstruct_stream(iter(echo[:1]), raw.header, sent.append, errors)
+    assert not errors and len(sent) == S
+    pixels = np.stack([np.asarray(i.data).squeeze() for i in sent])
+    rec = Reconstructor(method="l1_wavelet", device="cpu")
+    aware = rec.reconstruct(echo[0].kspace, echo[0].mask, readout=echo[0].readout)
+    zeros = rec.reconstruct(echo[0].kspace, echo[0].mask, maps=aware.maps)
+    assert aware.info["readout_fraction"] == pytest.approx(expected.mean())
+    np.testing.assert_allclose(pixels, aware.images, rtol=0, atol=1e-5 * np.abs(aware.images).max())
+    meta = ismrmrd.Meta.deserialize(sent[0].attribute_string)
+    assert float(meta["DPM_ReadoutFraction"]) == pytest.approx(expected.mean(), abs=1e-5)
+    assert np.abs(pixels - zeros.images).max() > 1e-2 * np.abs(zeros.images).max()
+
+
 def test_header_validation():
     radial = make_header(num_lines=H, readout=W, num_coils=C, trajectory="radial")
     with pytest.raises(ValueError, match="only 'cartesian'"):

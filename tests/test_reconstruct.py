@@ -319,3 +319,75 @@ def test_a_given_noise_level_is_used_per_slice_in_input_units_and_checked(denois
     for bad in (0.0, -1.0, float("nan"), [0.01, 0.0, 0.01], [0.01, 0.02]):
         with pytest.raises(ValueError, match="noise_std"):
             rec.reconstruct(kspace, mask, maps=maps, noise_std=bad)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Asymmetric echo: the readout samples an echo never measured are unknowns, not data
+
+def _asymmetric(full: torch.Tensor, mask: np.ndarray, fraction: float):
+    """The R-accelerated k-space of ``full`` [S, C, H, W] with the first (1 - fraction) of every readout never
+    measured (zero, as the assembly pads it), and its readout mask [W]."""
+    W = full.shape[-1]
+    readout = np.zeros(W, bool)
+    readout[W - int(fraction * W):] = True
+    under = full * torch.from_numpy(mask).view(1, 1, -1, 1) * torch.from_numpy(readout).view(1, 1, 1, W)
+    return under, readout
+
+
+@pytest.mark.parametrize("method", ["l1_wavelet", "dpm"])
+def test_an_asymmetric_echo_is_filled_where_it_was_not_measured(flair_reference, method):
+    """Synthetic FLAIR at nominal R 4 with an 80 % echo: given the readout mask, L1-wavelet and the DPM fill the 20 %
+    of the readout that was never measured (its k-space is no longer held at zero) and come closer to the fully
+    sampled image (RSS of the fully sampled coil images) than with the padded zeros taken as data (measured: L1
+    0.0762 -> 0.0484, DPM 0.0716 -> 0.053 on a 128² subject)."""
+    from dpm_core import metrics
+    from dpm_core.combine import rss
+    from dpm_core.fft import fft2c, ifft2c
+    full, mask = flair_reference
+    under, readout = _asymmetric(full, mask, 0.8)
+    ref = rss(ifft2c(full)).numpy()
+    rec = Reconstructor(method=method, device="cpu", progress=None)
+    as_zeros = rec.reconstruct(under, mask)
+    filled = rec.reconstruct(under, mask, maps=as_zeros.maps, readout=readout)
+    assert filled.info["readout_fraction"] == pytest.approx(readout.mean()) and "readout_fraction" not in as_zeros.info
+    coil_k = fft2c(torch.from_numpy(filled.images).unsqueeze(1) * torch.from_numpy(filled.maps[:, 0]))
+    unmeasured = coil_k[..., ~readout].abs().square().sum() / coil_k.abs().square().sum()
+    assert unmeasured > 1e-4, float(unmeasured)
+    e_zeros, e_filled = metrics.nrmse(np.abs(as_zeros.images), ref), metrics.nrmse(np.abs(filled.images), ref)
+    assert e_filled < 0.85 * e_zeros, (e_filled, e_zeros)
+
+
+def test_an_asymmetric_echo_leaves_the_noise_level_and_the_l1_rule_as_with_the_whole_echo(flair_reference):
+    """The noise level from the calibration matrix and L1's k-space edge level read only measured readout samples:
+    with a 75 % echo the noise estimate is within 5 % of the whole echo's on the same data (the padded zeros taken
+    as samples lower it), and the edge level stays above zero (over the zeros its median was 0: λ 0, L1 = SENSE)."""
+    from dpm_core.baselines import measured_edge_level
+    from dpm_core.masks import sampling_of
+    from dpm_core.noise import estimate_noise_std
+    from dpm_core.operators import SenseOp
+    full, mask = flair_reference
+    H = full.shape[2]
+    under, readout = _asymmetric(full, mask, 0.75)
+    whole = full * torch.from_numpy(mask).view(1, 1, -1, 1)
+    lines, echo = sampling_of(mask, H), sampling_of(mask, H, readout)
+    reference = estimate_noise_std(whole, lines)
+    assert torch.allclose(estimate_noise_std(under, echo), reference, rtol=0.05)
+    assert bool(torch.all(estimate_noise_std(under, lines) < 0.95 * reference))
+    maps = torch.ones(full.shape[0], 1, full.shape[1], H, full.shape[3], dtype=torch.complex64)
+    edge_whole = measured_edge_level(whole, SenseOp(maps, lines))
+    edge_echo = measured_edge_level(under, SenseOp(maps, echo))
+    edge_zeros = measured_edge_level(under, SenseOp(maps, lines))
+    assert bool(torch.all(edge_echo > 0.5 * edge_whole)) and bool(torch.all(edge_zeros < 0.1 * edge_whole))
+
+
+def test_a_readout_mask_that_is_no_asymmetric_echo_is_refused(flair_reference):
+    full, mask = flair_reference
+    W = full.shape[-1]
+    gaps = np.ones(W, bool)
+    gaps[::7] = False
+    with pytest.raises(ValueError, match="only an asymmetric echo"):
+        Reconstructor(method="sense", device="cpu").reconstruct(full * torch.from_numpy(mask).view(1, 1, -1, 1), mask,
+                                                                readout=gaps)
+    with pytest.raises(ValueError, match="readout mask has 5 samples"):
+        Reconstructor(method="sense", device="cpu").reconstruct(full * torch.from_numpy(mask).view(1, 1, -1, 1), mask,
+                                                                readout=np.ones(5, bool))

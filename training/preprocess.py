@@ -171,7 +171,8 @@ def read_kspace(volume: SourceVolume) -> list[tuple[torch.Tensor, np.ndarray | N
     fastMRI files carry 2x readout oversampling (the recon FOV is the central half of the readout, DESIGN.md §7) and
     give one entry whose mask is None (the file's own ``mask`` dataset, if any, is for the caller to read); ISMRMRD
     files go through :func:`gadgets.assembly.buffers_from_acquisitions` (noise prewhitening, oversampling removal,
-    accumulation), exactly as the gadget does, one entry per assembled buffer with its mask.
+    accumulation), exactly as the gadget does, one entry per assembled buffer with its mask; a buffer with an
+    asymmetric echo is refused (ValueError): the training paths take every readout sample as measured.
     """
     if volume.kind == "fastmri":
         from .fastmri_data import FastMRISliceDataset, FastMRIVolumeIndex
@@ -181,8 +182,13 @@ def read_kspace(volume: SourceVolume) -> list[tuple[torch.Tensor, np.ndarray | N
     from gadgets.assembly import buffers_from_acquisitions
     from gadgets.mrd_io import iter_acquisitions, read_mrd_raw
     raw = read_mrd_raw(volume.path)
+    buffers = list(buffers_from_acquisitions(iter_acquisitions(raw), raw.header))
+    for b in buffers:
+        if b.readout is not None:
+            raise ValueError(f"{volume.path}: {b.describe()} has an asymmetric echo ({int(b.readout.sum())} of "
+                             f"{b.readout.size} readout samples measured); training reads whole echoes only")
     parts = [(torch.from_numpy(np.asarray(b.kspace, dtype=np.complex64)), np.asarray(b.mask, dtype=bool),
-              list(b.slices), b.describe()) for b in buffers_from_acquisitions(iter_acquisitions(raw), raw.header)]
+              list(b.slices), b.describe()) for b in buffers]
     if not parts:
         raise ValueError(f"{volume.path}: no imaging data assembled from the ISMRMRD acquisitions")
     return parts
