@@ -9,6 +9,9 @@ relative error of the recon-grid samples next to the cut when the 2x-oversampled
 oversampling removal.
 
     OMP_NUM_THREADS=1 python eval.py > eval.log
+
+Then the same on the real 16-coil slice of bench_real.py (when ../shared/data holds it), with the foundation model
+that the product gives the headerless slice.
 """
 import sys
 import time
@@ -27,6 +30,7 @@ from training.synth import generate_subject  # noqa: E402
 
 ECHO = 0.8
 FLAIR = REPO / "dpm_core" / "models" / "flair_default.json"      # the product's model for a FLAIR header
+FOUNDATION = REPO / "dpm_core" / "models" / "foundation_default.json"   # ... and for the headerless real slice
 METHODS = (("sense", {}), ("l1_wavelet", {}), ("dpm", {}), ("dpm", {"sampler": "pnp"}))
 
 
@@ -50,7 +54,28 @@ def margin_error() -> None:
 def main() -> None:
     torch.set_num_threads(1)
     margin_error()
-    k = generate_subject(7, "AXFLAIR", 128, 8, 1, lesion=True).recon_kspace()      # [1, 8, 128, 128]
+    run("synthetic FLAIR subject 7, 128x128, 8 coils", generate_subject(7, "AXFLAIR", 128, 8, 1, lesion=True)
+        .recon_kspace(), FLAIR)                                                    # [1, 8, 128, 128]
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import bench_real
+    if bench_real.REAL_SLICE.exists():          # the real 16-coil slice, with the model the product gives it
+        run("the real 16-coil slice (bench_real.py), 96x96", bench_real.normalized(bench_real.load_real_slice()),
+            FOUNDATION)
+
+
+def bart_yardstick(whole: torch.Tensor, echo: torch.Tensor, ref: np.ndarray) -> None:
+    """BART ecalib (2 maps) + pics, plain SENSE and l1-wavelet over bench_real.py's λ grid: pics takes its sampling
+    pattern from the zeros of the k-space, so it never takes an echo's padding as data."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import bench_real
+    for label, data in (("whole echo", whole), ("echo", echo)):
+        results, _ = bench_real.bart_methods(data.numpy(), 2, bench_real.LAMBDA_GRID, bench_real.ITERATIONS)
+        scores = {lam: float(np.linalg.norm(images - ref) / np.linalg.norm(ref)) for lam, (images, _) in results.items()}
+        best = min((lam for lam in scores if lam > 0), key=scores.get)
+        print(f"BART       {label:13s} SENSE {scores[0.0]:.4f}, best PICS {scores[best]:.4f} (λ {best:g})", flush=True)
+
+
+def run(name: str, k: torch.Tensor, model: Path) -> None:
     H, W = k.shape[2], k.shape[3]
     ref = rss(ifft2c(k)).numpy()
     mask = equispaced_mask(H, 4, 24)
@@ -58,17 +83,17 @@ def main() -> None:
     readout = np.zeros(W, bool)
     readout[W - int(ECHO * W):] = True
     whole, echo = k * lines, k * lines * torch.from_numpy(readout).view(1, 1, 1, W)
-    print(f"synthetic FLAIR subject 7, 128x128, 8 coils, nominal R 4 + 24 ACS, echo {ECHO:.0%} "
-          f"({int(readout.sum())} of {W} readout samples)")
+    print(f"{name}, nominal R 4 + 24 ACS, echo {ECHO:.0%} ({int(readout.sum())} of {W} readout samples)")
+    bart_yardstick(whole, echo, ref)
     for method, options in METHODS:
-        name = options.get("sampler", method)
-        rec = Reconstructor(method=method, device="cpu", progress=None, model=str(FLAIR), **options)
+        shown = options.get("sampler", method)
+        rec = Reconstructor(method=method, device="cpu", progress=None, model=str(model), **options)
         for label, data, ro in (("whole echo", whole, None), ("zeros as data", echo, None),
                                 ("readout mask", echo, readout)):
             t0 = time.perf_counter()
             res = rec.reconstruct(data, mask, readout=ro)
             nrmse = float(np.linalg.norm(np.abs(res.images) - ref) / np.linalg.norm(ref))
-            print(f"{name:10s} {label:13s} NRMSE {nrmse:.4f}  ({time.perf_counter() - t0:.1f} s)", flush=True)
+            print(f"{shown:10s} {label:13s} NRMSE {nrmse:.4f}  ({time.perf_counter() - t0:.1f} s)", flush=True)
 
 
 if __name__ == "__main__":
