@@ -618,8 +618,11 @@ def choose_num_maps(kspace, mask=None, num_acs: int | None = None, kernel_width:
 
 def _second_map_decision(k: torch.Tensor, mask, ev: torch.Tensor, crop: float, kernel_width: int
                          ) -> tuple[int, torch.Tensor]:
-    """:func:`choose_num_maps` from the coarse eigenvalues ev [S, 2, ny, nx]: (1 or 2, energy [S] float32)."""
+    """:func:`choose_num_maps` from the coarse eigenvalues ev [S, 2, ny, nx]: (1 or 2, energy [S] float32). A
+    single-coil scan (ev [S, 1, ny, nx]) has no second map set: 1, energy 0."""
     H, W = k.shape[-2:]
+    if ev.shape[1] < 2:
+        return 1, torch.zeros(k.shape[0], dtype=torch.float32, device=k.device)
     support = _interpolate_eigenvalues(ev[:, 1:], H, W)[:, 0] > crop                # [S, H, W]
     energy = _support_energy(support, k, mask, kernel_width)
     return (2 if bool((energy > SECOND_MAP_ENERGY_THRESHOLD).any()) else 1), energy

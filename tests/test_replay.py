@@ -299,6 +299,21 @@ def test_a_raw_ismrmrd_tools_file_with_interleaved_calibration_names_why_it_has_
     assert all("calibrationMode 'interleaved'" in e and "needs its own ACS block" in e for e in errors)
 
 
+def test_a_raw_ismrmrd_tools_single_coil_file_reconstructs(tmp_path):
+    """ismrmrd_generate_cartesian_shepp_logan -c 1 as it is: one receive channel has one ESPIRiT map set (the second-map
+    decision used to index a second eigenvalue that does not exist and lost every image, the SENSE fallback too);
+    the default DPM delivers every repetition with one map set."""
+    if shutil.which("ismrmrd_generate_cartesian_shepp_logan") is None:
+        pytest.skip("Debian ismrmrd-tools not installed")
+    src = tmp_path / "raw_tools_one_coil.h5"
+    subprocess.run(["ismrmrd_generate_cartesian_shepp_logan", "-o", str(src), "-m", "32", "-c", "1", "-a", "2", "-w",
+                    "12", "-r", "2"], check=True, capture_output=True, timeout=60)
+    out = tmp_path / "out"
+    summary = replay.replay(str(src), str(out), mode="local", config={"steps": "3"})
+    assert summary["errors"] == [] and summary["methods"] == ["dpm:fast"] and summary["num_images"] == 4
+    assert all(params["DPM_NumMaps"] == "1" for params in summary["reconstruction"].values())
+
+
 def test_previews_never_overwrite_each_other_when_image_index_repeats(tmp_path):
     import ismrmrd
     images = []
