@@ -95,7 +95,8 @@ def check_output(denoiser, x: torch.Tensor, y: torch.Tensor, op: SenseOp, noise_
                             f"level ({100 * float(relative[i]):.1f} % of the data)")
         if not bool(torch.isfinite(probe[i])) or probe[i] > MAX_PROBE_RATIO:
             problems.append(f"slice {s}: the model denoises its own reconstruction {float(probe[i]):.2f} x worse than "
-                            f"a Gaussian low-pass (limit {MAX_PROBE_RATIO}): damaged or wrong model weights")
+                            f"a Gaussian low-pass (limit {MAX_PROBE_RATIO}): damaged or wrong model weights, or a "
+                            f"scan unlike the model's training images (anatomy, contrast, noise level)")
     return problems, {"residual_over_noise": [round(float(v), 4) for v in residual],
                       "model_floor_fraction": [round(float(v), 4) for v in torch.sqrt(floor / data_energy)],
                       "denoiser_probe_ratio": [round(float(v), 4) for v in probe]}
