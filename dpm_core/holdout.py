@@ -23,13 +23,16 @@ HOLDOUT_FRACTION = 0.2    # of the measured lines outside the ACS block, per fol
 
 
 def holdout_candidates(lines: np.ndarray) -> np.ndarray:
-    """Indices of the measured lines outside the ACS block (:func:`dpm_core.masks.find_acs_lines`).
+    """Indices of the measured lines outside the ACS block (:func:`dpm_core.masks.find_acs_lines`; every measured line
+    when the centre line is not measured: a volume calibrated from other data, as with interleaved calibration).
 
     lines: [H] bool, the measured phase-encode lines of one slice. Returns int indices, ascending.
     """
     lines = np.asarray(lines).astype(bool).reshape(-1)
-    acs = find_acs_lines(lines)
     measured = np.flatnonzero(lines)
+    if not lines[lines.size // 2]:
+        return measured
+    acs = find_acs_lines(lines)
     return measured[(measured < acs.start) | (measured >= acs.stop)]
 
 

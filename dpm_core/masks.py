@@ -171,10 +171,12 @@ def readout_block(readout, width: int) -> np.ndarray | None:
     return r
 
 
-def sampling_of(mask, height: int, readout=None) -> Sampling:
+def sampling_of(mask, height: int, readout=None, calibrated_elsewhere: bool = False) -> Sampling:
     """A mask ([H] or [S, 1, H, 1], see :func:`phase_encode_mask`) and the measured readout samples ([W] bool,
     :func:`readout_block`; None: all) -> its :class:`Sampling`; a Sampling passes through unchanged. Raises
-    ValueError when the centre line is not measured (no ACS block)."""
+    ValueError when the centre line is not measured (no ACS block), unless ``calibrated_elsewhere`` (the coil maps,
+    scale and noise level come from other data, as with interleaved calibration): then a missing block is an empty
+    ``acs`` at H // 2."""
     if isinstance(mask, Sampling):
         if mask.mask.size != height:
             raise ValueError(f"the sampling has {mask.mask.size} lines but the k-space has H={height}")
@@ -183,7 +185,11 @@ def sampling_of(mask, height: int, readout=None) -> Sampling:
         return mask
     mask_1d = phase_encode_mask(mask, height)
     readout_1d = None if readout is None else readout_block(readout, np.asarray(readout).reshape(-1).size)
-    return Sampling(mask_1d, find_acs_lines(mask_1d), effective_acceleration(mask_1d), readout_1d)
+    if calibrated_elsewhere and not mask_1d[height // 2]:
+        acs = slice(height // 2, height // 2)
+    else:
+        acs = find_acs_lines(mask_1d)
+    return Sampling(mask_1d, acs, effective_acceleration(mask_1d), readout_1d)
 
 
 def samples_of(sampling: Sampling, lines=None) -> np.ndarray:

@@ -191,7 +191,7 @@ class Reconstructor:
 
     # -- main entry ------------------------------------------------------------------------------------------------
     def reconstruct(self, kspace, mask, maps=None, method: str | None = None, slice_ids=None,
-                    noise_std=None, readout=None) -> ReconResult:
+                    noise_std=None, readout=None, calibration=None) -> ReconResult:
         """Reconstruct one volume.
 
         Args:
@@ -209,6 +209,10 @@ class Reconstructor:
             readout: [W] bool, the readout samples every measured line holds when the echo is asymmetric (one block
                 around W // 2, :func:`dpm_core.masks.readout_block`); the others are unknowns the method fills, never
                 data. None: the whole readout is measured.
+            calibration: [S, C, H, W] complex k-space with an ACS block around H // 2 and zeros off its measured
+                lines, from other volumes of the scan (interleaved calibration: lines of the interleaved repetitions
+                put together); the coil maps, the normalization scale and the estimated noise level then come from
+                it, and ``kspace``'s own lines are the data only (they need no ACS block). None: all from ``kspace``.
         Returns: :class:`ReconResult`.
         Raises: ValueError for unusable input; ReconstructionError when the DPM stage fails.
         """
@@ -234,14 +238,27 @@ class Reconstructor:
             if not bool(torch.all(torch.isfinite(known_noise) & (known_noise > 0))):
                 raise ValueError(f"noise_std={noise_std} must be finite and > 0 (one value or one per slice); pass "
                                  f"None to estimate it from the calibration matrix")
-        sampling = sampling_of(mask, H, readout_block(readout, W))  # derived once; raises when there is no ACS
+        readout = readout_block(readout, W)
+        # derived once; raises when there is no ACS block (in the calibration data when they are given)
+        sampling = sampling_of(mask, H, readout, calibrated_elsewhere=calibration is not None)
         k = k.to(self.device, torch.complex64) * as_mask_tensor(sampling, S, H, W, device=self.device)
+        if calibration is None:
+            cal_k, cal_sampling = k, sampling
+        else:
+            cal_k = torch.as_tensor(calibration).to(self.device, torch.complex64)
+            if tuple(cal_k.shape) != (S, C, H, W):
+                raise ValueError(f"calibration must be k-space of the volume's shape {(S, C, H, W)}; got "
+                                 f"{tuple(cal_k.shape)}")
+            cal_lines = (cal_k.abs().sum(dim=(0, 1, 3)) > 0).cpu().numpy()
+            cal_sampling = sampling_of(cal_lines, H, readout)
+            cal_k = cal_k * as_mask_tensor(cal_sampling, S, H, W, device=self.device)
 
-        scale = normalization_scale(k, sampling)                    # [S]
+        scale = normalization_scale(cal_k, cal_sampling)            # [S]
         kn = k / scale.view(S, 1, 1, 1)
+        cal_kn = kn if calibration is None else cal_k / scale.view(S, 1, 1, 1)
 
         t0 = time.perf_counter()
-        maps_t, map_energy = self._coil_maps(kn, sampling, maps)
+        maps_t, map_energy = self._coil_maps(cal_kn, cal_sampling, maps)
         timings["coil_maps"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -250,6 +267,8 @@ class Reconstructor:
                 "scale": scale.cpu().tolist()}
         if sampling.readout is not None:
             info["readout_fraction"] = float(sampling.readout.mean())
+        if calibration is not None:
+            info["calibration"] = f"{int(cal_sampling.mask.sum())} lines of the interleaved volumes"
         if map_energy is not None:
             info["second_map_energy"] = map_energy.cpu().tolist()
         if method == "zero_filled":
@@ -268,7 +287,8 @@ class Reconstructor:
             if len(ids) != S:
                 raise ValueError(f"slice_ids has {len(ids)} entries for {S} slices")
             images, std, dpm_info = self._sample(
-                kn, sampling, maps_t, ids, None if known_noise is None else known_noise.to(scale.device) / scale)
+                kn, sampling, maps_t, ids, None if known_noise is None else known_noise.to(scale.device) / scale,
+                noise_from=(cal_kn, cal_sampling))
             info.update(dpm_info)
             # the noise level in the units of the k-space given (prewhitened k-space: 1/√2 per real channel)
             info["measured_noise_std"] = (torch.as_tensor(dpm_info["noise_std"]).reshape(-1).to(scale.device)
@@ -321,7 +341,7 @@ class Reconstructor:
             return m, second_map_energy(m, kn, sampling, self.coil_options.get("kernel_width", DEFAULT_KERNEL_WIDTH))
         return m, None
 
-    def _sample(self, kn, sampling: Sampling, maps_t, slice_ids, known_noise_std=None):
+    def _sample(self, kn, sampling: Sampling, maps_t, slice_ids, known_noise_std=None, noise_from=None):
         from .memory import available_bytes
         from .operators import SenseOp
         from .samplers import default_sigmas, get_sampler, posterior_samples, warm_start_sigmas
@@ -342,7 +362,10 @@ class Reconstructor:
             raise ValueError("sampler_options: give either sigmas or steps, not both")
         options["sigmas"] = schedule(sigmas)
         # [S] per real channel, in the units of kn: the noise scan's level when the caller knows it, else estimated
-        noise_std = estimate_noise_std(kn, sampling) if known_noise_std is None else known_noise_std
+        if known_noise_std is None:                      # from the calibration matrix of the ACS block
+            noise_std = estimate_noise_std(*(noise_from or (kn, sampling)))
+        else:
+            noise_std = known_noise_std
         if "noise_std" in spec.options:                  # the data term is weighed by the measured noise, per slice
             noise_std = options.setdefault("noise_std", noise_std)
         demodulate = "demodulate" not in spec.options or options.get("demodulate", _run_default(spec, "demodulate"))

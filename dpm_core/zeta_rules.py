@@ -178,7 +178,7 @@ def holdout_zeta(sampler, denoiser, kn, sampling: Sampling, maps, *, seed: int, 
     folds = []                                                   # (kept lines' operator and data, their inputs, ...)
     held_energy = torch.zeros(S, device=kn.device)
     for held in held_masks:
-        kept = sampling_of(sampling.mask & ~held, H, sampling.readout)
+        kept = sampling_of(sampling.mask & ~held, H, sampling.readout, calibrated_elsewhere=True)  # keeps any ACS
         op_kept, op_held = SenseOp(maps, kept), SenseOp(maps, samples_of(sampling, held))
         y_kept, y_held = op_kept.mask * kn, op_held.mask * kn
         folds.append((op_kept, y_kept, run_inputs(y_kept, kept), op_held, y_held))

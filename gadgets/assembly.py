@@ -27,7 +27,7 @@ import numpy as np
 
 __all__ = ["KspaceBuffer", "NoiseAdjustCount", "EncodingInfo", "encoding_info", "scan_contrast", "noise_adjust",
            "remove_oversampling", "accumulate", "encoding_zero", "buffers_from_acquisitions", "buffers_from_recon_data",
-           "whitening_from_noise", "calibration_note", "VOLUME_COUNTERS"]
+           "whitening_from_noise", "interleaved_calibration", "calibration_note", "VOLUME_COUNTERS"]
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,9 @@ class KspaceBuffer:
             (no noise scan, or data prewhitened upstream with a scaling we do not know, as Gadgetron's ReconData).
         readout: [W] bool, the readout samples every measured line holds (an asymmetric echo: the zero-padded rest
             is not data), for ``Reconstructor.reconstruct(..., readout=)``; None when every line holds all W.
+        interleaved_calibration: [S, C, H, W] complex64 under calibrationMode 'interleaved' when the volume has no
+            ACS block of its own: the lines of the volumes interleaved with it put together
+            (:func:`interleaved_calibration`), for ``Reconstructor.reconstruct(..., calibration=)``; else None.
     """
     kspace: np.ndarray
     mask: np.ndarray
@@ -156,6 +159,7 @@ class KspaceBuffer:
     warnings: list = dataclasses.field(default_factory=list)
     noise_std: float | None = None
     readout: np.ndarray | None = None
+    interleaved_calibration: np.ndarray | None = None
 
     @property
     def repetition(self) -> int:
@@ -513,7 +517,8 @@ def _skipped_encodings_warning(skipped: collections.Counter) -> str:
 
 
 def buffers_from_acquisitions(acquisitions: Iterable, header, trigger: str = "volume") -> Iterator[KspaceBuffer]:
-    """The whole acquisition path: encoding_zero -> noise_adjust -> remove_oversampling -> accumulate. A buffer whose
+    """The whole acquisition path: encoding_zero -> noise_adjust -> remove_oversampling -> accumulate ->
+    interleaved_calibration. A buffer whose
     lines were all prewhitened by the stream's noise scan carries the known noise level (unchanged by the orthonormal
     oversampling removal); a buffer emitted after readouts of other encoding spaces were skipped says so in its
     warnings."""
@@ -521,11 +526,70 @@ def buffers_from_acquisitions(acquisitions: Iterable, header, trigger: str = "vo
     stream = encoding_zero(acquisitions, skipped)
     stream = noise_adjust(stream, header, count)
     stream = remove_oversampling(stream, header)
-    for buffer in accumulate(stream, header, trigger=trigger):
+    for buffer in interleaved_calibration(accumulate(stream, header, trigger=trigger), header):
         buffer.noise_std = count.noise_std
         if skipped:
             buffer.warnings.append(_skipped_encodings_warning(skipped))
         yield buffer
+
+
+INTERLEAVED_ACS_LINES = 24      # the ACS block the interleaved volumes must hold together before calibrating from them
+OWN_ACS_LINES = 12              # a volume's own ACS block at least this wide is used as it is (ESPIRiT needs > 6)
+_INTERLEAVING_DIMENSIONS = ("phase", "repetition", "contrast", "average")
+
+
+def interleaved_calibration(buffers: Iterable[KspaceBuffer], header) -> Iterator[KspaceBuffer]:
+    """Coil calibration for ``parallelImaging.calibrationMode`` 'interleaved' (TSENSE / TGRAPPA; ismrmrd-tools'
+    accelerated phantoms): the volumes of the interleaving dimension (``interleavingDimension``; repetition when the
+    header names none or 'other') measure shifted lattices, and only together hold an ACS block.
+
+    A volume with an ACS block of its own of :data:`OWN_ACS_LINES` lines or more passes unchanged, as every volume in
+    the other modes. For the others, per group (the volumes that share every counter but the interleaving dimension,
+    and their slices) the newest copy of each measured line is kept — the group's lines put together, each from one
+    acquisition, so their noise is a single measurement's — and a volume leaves with that k-space as its
+    ``interleaved_calibration`` once it holds a centred block of :data:`INTERLEAVED_ACS_LINES` lines: the first
+    volumes of a group wait for the later ones (the stream's end releases whatever waits). The volume's own lines stay
+    its only data; the calibration gives the coil maps, the scale and the noise level (``Reconstructor.reconstruct(...,
+    calibration=)``), as Gadgetron's reference preparation does for this mode.
+    """
+    from dpm_core.masks import find_acs_lines
+    pi = header.encoding[0].parallelImaging if header is not None and header.encoding else None
+    mode = getattr(pi.calibrationMode, "value", None) if pi is not None and pi.calibrationMode is not None else None
+    if mode != "interleaved":
+        yield from buffers
+        return
+    dimension = getattr(pi.interleavingDimension, "value", None) if pi.interleavingDimension is not None else None
+    dimension = dimension if dimension in _INTERLEAVING_DIMENSIONS else "repetition"
+
+    def acs_width(lines: np.ndarray) -> int:
+        if not lines[lines.size // 2]:
+            return 0
+        block = find_acs_lines(lines)
+        return block.stop - block.start
+
+    groups: dict[tuple, dict] = {}
+    for buffer in buffers:
+        if acs_width(buffer.mask) >= OWN_ACS_LINES:
+            yield buffer
+            continue
+        key = (tuple(sorted((k, v) for k, v in buffer.counters.items() if k != dimension)), tuple(buffer.slices))
+        group = groups.setdefault(key, {"kspace": np.zeros_like(buffer.kspace),
+                                        "lines": np.zeros(buffer.mask.size, dtype=bool), "waiting": []})
+        if group["kspace"].shape != buffer.kspace.shape:
+            raise ValueError(f"{buffer.describe()}: its k-space {buffer.kspace.shape} differs from the volumes it is "
+                             f"interleaved with {group['kspace'].shape}")
+        group["kspace"][:, :, buffer.mask] = buffer.kspace[:, :, buffer.mask]       # the newest copy of each line
+        group["lines"] |= buffer.mask
+        group["waiting"].append(buffer)
+        if acs_width(group["lines"]) >= INTERLEAVED_ACS_LINES:
+            for waiting in group["waiting"]:
+                waiting.interleaved_calibration = group["kspace"].copy()
+                yield waiting
+            group["waiting"] = []
+    for group in groups.values():                     # the stream ended before some group held an ACS block
+        for waiting in group["waiting"]:
+            waiting.interleaved_calibration = group["kspace"].copy()
+            yield waiting
 
 
 def calibration_note(header, buffer: KspaceBuffer) -> str:
@@ -536,8 +600,10 @@ def calibration_note(header, buffer: KspaceBuffer) -> str:
     if encoding_info(header).calibration_mode != "interleaved" or buffer.calibration.any():
         return ""
     return ("; the header declares parallelImaging calibrationMode 'interleaved' (calibration lines spread over the "
-            "interleaved volumes, as TSENSE/TGRAPPA acquire them), which this reconstruction does not combine: every "
-            "volume needs its own ACS block (acquire with calibrationMode 'embedded' or 'separate')")
+            "interleaved volumes, as TSENSE/TGRAPPA acquire them), and the volumes interleaved with this one did not "
+            f"hold a centred ACS block of {INTERLEAVED_ACS_LINES} lines together (stream ended early, or another "
+            "interleaving than the header's interleavingDimension); acquire them all, or with calibrationMode "
+            "'embedded' or 'separate'")
 
 
 # ---------------------------------------------------------------------------------------------------------------------

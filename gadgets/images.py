@@ -44,6 +44,7 @@ RECORDED_INFO_KEYS = {
     "effective_acceleration": "DPM_EffectiveAcceleration",
     "num_maps": "DPM_NumMaps",
     "readout_fraction": "DPM_ReadoutFraction",         # an asymmetric echo: the measured part of the readout
+    "calibration": "DPM_Calibration",                  # coil maps from other volumes (interleaved calibration)
     "second_map_energy": "DPM_SecondMapEnergy",        # per slice
     "zeta": "DPM_Zeta",
     "zeta_rule": "DPM_ZetaRule",

@@ -215,7 +215,8 @@ class Pipeline:
             if model.unavailable is not None:
                 raise ReconstructionError(model.unavailable)
             result = reconstructor.reconstruct(buffer.kspace, buffer.mask, slice_ids=buffer.slices,
-                                               noise_std=buffer.noise_std, readout=buffer.readout)
+                                               noise_std=buffer.noise_std, readout=buffer.readout,
+                                               calibration=buffer.interleaved_calibration)
             if self.injected is not None and cfg.method == "dpm":
                 result = self.injected.apply(result)
             if not np.isfinite(result.images).all():
@@ -236,7 +237,8 @@ class Pipeline:
                 errors.append(f"{where}: DPM failed ({fallback_reason}); delivered the SENSE fallback")
             log.error("%s: DPM failed (%s); reconstructing with SENSE", where, fallback_reason)
             try:
-                result = reconstructor.reconstruct(buffer.kspace, buffer.mask, method="sense", readout=buffer.readout)
+                result = reconstructor.reconstruct(buffer.kspace, buffer.mask, method="sense", readout=buffer.readout,
+                                                   calibration=buffer.interleaved_calibration)
             except Exception as exc2:
                 message = f"{where}: SENSE fallback failed too: {type(exc2).__name__}: {exc2}"
                 log.error(message)

@@ -264,7 +264,8 @@ def reference_volumes(images, reference_raw, config: dict) -> dict[int, tuple[np
         if series not in by_series:
             continue
         recon = np.stack([image_array(im) for im in by_series[series]])
-        ref = sense.reconstructor.reconstruct(buffer.kspace, buffer.mask, readout=buffer.readout).images
+        ref = sense.reconstructor.reconstruct(buffer.kspace, buffer.mask, readout=buffer.readout,
+                                              calibration=buffer.interleaved_calibration).images
         if recon.shape != ref.shape:
             raise ValueError(f"reference volume {ref.shape} and reconstruction {recon.shape} differ in shape; is "
                              "the reference the fully sampled version of the same measurement?")

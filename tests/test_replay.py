@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from gadgets import replay
-from gadgets.mrd_io import convert_ismrmrd_tools_file, make_raw_acquisitions, write_mrd_raw
+from gadgets.mrd_io import MrdRaw, convert_ismrmrd_tools_file, make_raw_acquisitions, read_mrd_raw, write_mrd_raw
 from tests.test_server import ServerProcess
 
 REPO = Path(__file__).resolve().parents[1]
@@ -283,20 +283,48 @@ def test_a_raw_ismrmrd_tools_file_keeps_its_images_when_dicom_is_impossible(tmp_
     assert sum(len(v) for v in read_output_images(out).values()) == 2
 
 
-def test_a_raw_ismrmrd_tools_file_with_interleaved_calibration_names_why_it_has_no_images(tmp_path):
-    """ismrmrd_generate_cartesian_shepp_logan -a 4 as it is (no calibration width): each repetition holds one ky lattice
-    and no ACS block, and the header declares calibrationMode 'interleaved'. Replay delivers no images and the error of
-    every repetition names the header's calibration mode and what to acquire instead."""
+def test_a_raw_ismrmrd_tools_file_with_interleaved_calibration_reconstructs_every_repetition(tmp_path):
+    """ismrmrd_generate_cartesian_shepp_logan -a 2 as it is (no calibration width): calibrationMode 'interleaved',
+    each of the 2 repetitions one shifted ky lattice and no ACS block. Every repetition is reconstructed from its own
+    lines with coil maps from both put together: against the file's own noise-free fully sampled coil images (RSS,
+    readout oversampling cropped) each SENSE and L1-wavelet image is several times better than its zero-filled image
+    (measured: SENSE 0.08, L1 0.061, zero-filled 0.48-0.57) and records its calibration. With the first repetition
+    alone no ACS block comes together and its error says why."""
+    import h5py
     if shutil.which("ismrmrd_generate_cartesian_shepp_logan") is None:
         pytest.skip("Debian ismrmrd-tools not installed")
     src = tmp_path / "raw_tools_interleaved.h5"
-    subprocess.run(["ismrmrd_generate_cartesian_shepp_logan", "-o", str(src), "-m", "32", "-c", "4", "-a", "4"],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(["ismrmrd_generate_cartesian_shepp_logan", "-o", str(src), "-m", "64", "-c", "8", "-a", "2", "-n",
+                    "0.02"], check=True, capture_output=True, timeout=60)
+    with h5py.File(src, "r") as f:
+        coils = f["dataset/coil_images"][()]
+    coils = (coils["real"] + 1j * coils["imag"])[0]                                  # [C, H, 2W]
+    W = coils.shape[-1] // 2
+    reference = np.sqrt((np.abs(coils[..., W // 2:W // 2 + W]) ** 2).sum(axis=0))
+
+    def nrmse(image):                                             # scale-fitted: the file's images have their own units
+        x = np.abs(image)
+        x = x * (x * reference).sum() / (x * x).sum()
+        return float(np.linalg.norm(x - reference) / np.linalg.norm(reference))
+
+    errors = {}
+    for method in ("sense", "l1_wavelet", "zero_filled"):
+        out = tmp_path / method
+        summary = replay.replay(str(src), str(out), mode="local", config={"method": method})
+        assert summary["errors"] == [] and summary["num_images"] == 2, summary["errors"]
+        assert all(p["DPM_Calibration"] == "64 lines of the interleaved volumes"
+                   for p in summary["reconstruction"].values())
+        errors[method] = [nrmse(image) for images in read_output_images(out).values() for image in images]
+    assert len(errors["sense"]) == 2
+    assert max(errors["sense"]) < 0.3 * min(errors["zero_filled"]), errors
+    assert max(errors["l1_wavelet"]) < 0.3 * min(errors["zero_filled"]), errors
+
+    raw = read_mrd_raw(str(src))
+    short = tmp_path / "first_repetition.h5"
+    write_mrd_raw(str(short), MrdRaw(raw.header_xml, [a for a in raw.acquisitions if a.idx.repetition == 0]))
     with pytest.raises(RuntimeError, match="no images came back") as failure:
-        replay.replay(str(src), str(tmp_path / "out"), mode="local", config={"method": "sense"})
-    errors = str(failure.value).split(" | ")
-    assert len(errors) == 4 and all(f"repetition {r} " in e for r, e in enumerate(errors))
-    assert all("calibrationMode 'interleaved'" in e and "needs its own ACS block" in e for e in errors)
+        replay.replay(str(short), str(tmp_path / "short"), mode="local", config={"method": "sense"})
+    assert str(failure.value).count("calibrationMode 'interleaved'") == 1
 
 
 def test_a_raw_ismrmrd_tools_single_coil_file_reconstructs(tmp_path):
