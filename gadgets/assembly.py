@@ -543,8 +543,8 @@ def interleaved_calibration(buffers: Iterable[KspaceBuffer], header) -> Iterator
     accelerated phantoms): the volumes of the interleaving dimension (``interleavingDimension``; repetition when the
     header names none or 'other') measure shifted lattices, and only together hold an ACS block.
 
-    A volume with an ACS block of its own of :data:`OWN_ACS_LINES` lines or more passes unchanged, as every volume in
-    the other modes. For the others, per group (the volumes that share every counter but the interleaving dimension,
+    A volume with an ACS block of its own of :data:`OWN_ACS_LINES` lines or more passes unchanged (its lines still
+    join its group's), as every volume in the other modes. For the others, per group (the volumes that share every counter but the interleaving dimension,
     and their slices) the newest copy of each measured line is kept — the group's lines put together, each from one
     acquisition, so their noise is a single measurement's — and a volume leaves with that k-space as its
     ``interleaved_calibration`` once it holds a centred block of :data:`INTERLEAVED_ACS_LINES` lines: the first
@@ -569,9 +569,6 @@ def interleaved_calibration(buffers: Iterable[KspaceBuffer], header) -> Iterator
 
     groups: dict[tuple, dict] = {}
     for buffer in buffers:
-        if acs_width(buffer.mask) >= OWN_ACS_LINES:
-            yield buffer
-            continue
         key = (tuple(sorted((k, v) for k, v in buffer.counters.items() if k != dimension)), tuple(buffer.slices))
         group = groups.setdefault(key, {"kspace": np.zeros_like(buffer.kspace),
                                         "lines": np.zeros(buffer.mask.size, dtype=bool), "waiting": []})
@@ -580,6 +577,9 @@ def interleaved_calibration(buffers: Iterable[KspaceBuffer], header) -> Iterator
                              f"interleaved with {group['kspace'].shape}")
         group["kspace"][:, :, buffer.mask] = buffer.kspace[:, :, buffer.mask]       # the newest copy of each line
         group["lines"] |= buffer.mask
+        if acs_width(buffer.mask) >= OWN_ACS_LINES:       # calibrates itself (and lends its lines to the group)
+            yield buffer
+            continue
         group["waiting"].append(buffer)
         if acs_width(group["lines"]) >= INTERLEAVED_ACS_LINES:
             for waiting in group["waiting"]:

@@ -262,6 +262,41 @@ def test_an_oversampled_asymmetric_echo_keeps_its_measured_samples_and_says_whic
     assert np.abs(pixels - zeros.images).max() > 1e-2 * np.abs(zeros.images).max()
 
 
+def test_interleaved_volumes_without_acs_calibrate_from_their_group(scan):
+    """calibrationMode 'interleaved': repetition 0 brings an embedded ACS block and calibrates itself; repetition 1
+    measures the other lattice only (no ACS). Repetition 1 leaves with its group's lines put together, repetition 0's
+    ACS lines among them, and its own lines as its only data; a header in another mode passes such a volume on
+    unchanged (and the Reconstructor refuses it)."""
+    kos, _, noise, mask = scan
+    lattice = np.zeros(H, dtype=bool)
+    lattice[::2] = True
+    first = make_raw_acquisitions(kos[:1], lattice, num_acs=NUM_ACS, noise=noise)
+    second = make_raw_acquisitions(kos[1:], ~lattice, num_acs=0)
+    for a in second.acquisitions:
+        a.idx.repetition = 1
+    header = make_header(num_lines=H, readout=W, num_coils=C, num_slices=S, num_repetitions=2, acceleration=2,
+                         calibration="interleaved")
+    acquisitions = first.acquisitions + [a for a in second.acquisitions
+                                         if not a.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)]
+    buffers = list(assembly.buffers_from_acquisitions(copy.deepcopy(acquisitions), header))
+    assert [b.repetition for b in buffers] == [0, 1]
+    own, lent = buffers
+    assert own.interleaved_calibration is None
+    assert np.array_equal(lent.mask, ~lattice) and lent.interleaved_calibration is not None
+    measured = np.abs(lent.interleaved_calibration).sum(axis=(0, 1, 3)) > 0
+    assert np.array_equal(measured, np.ones(H, bool))          # both lattices and the ACS block
+    np.testing.assert_array_equal(lent.interleaved_calibration[:, :, ~lattice], lent.kspace[:, :, ~lattice])
+    np.testing.assert_array_equal(lent.interleaved_calibration[:, :, lattice], own.kspace[:, :, lattice])
+    rec = Reconstructor(method="sense", device="cpu")
+    assert rec.reconstruct(lent.kspace, lent.mask, calibration=lent.interleaved_calibration).info["calibration"] \
+        == f"{H} lines of the interleaved volumes"
+    embedded = make_header(num_lines=H, readout=W, num_coils=C, num_slices=S, num_repetitions=2, acceleration=2)
+    plain = list(assembly.buffers_from_acquisitions(copy.deepcopy(acquisitions), embedded))
+    assert plain[1].interleaved_calibration is None
+    with pytest.raises(ValueError, match="centre line"):
+        rec.reconstruct(plain[1].kspace, plain[1].mask)
+
+
 def test_header_validation():
     radial = make_header(num_lines=H, readout=W, num_coils=C, trajectory="radial")
     with pytest.raises(ValueError, match="only 'cartesian'"):
