@@ -297,6 +297,32 @@ def test_interleaved_volumes_without_acs_calibrate_from_their_group(scan):
         rec.reconstruct(plain[1].kspace, plain[1].mask)
 
 
+def test_interleaved_calibration_follows_the_headers_interleaving_dimension(scan):
+    """interleavingDimension 'phase': the two lattices arrive as phases 0 and 1 of one repetition and calibrate each
+    other; declared as 'repetition' instead, the same volumes are no group and each gets none."""
+    from ismrmrd import xsd
+    kos, _, noise, mask = scan
+    lattice = np.zeros(H, dtype=bool)
+    lattice[::2] = True
+    parts = [make_raw_acquisitions(kos[i:i + 1], m, num_acs=0, noise=noise if i == 0 else None)
+             for i, m in enumerate((lattice, ~lattice))]
+    for a in parts[1].acquisitions:
+        a.idx.phase = 1
+    acquisitions = parts[0].acquisitions + parts[1].acquisitions
+    for dimension, grouped in (("phase", True), ("repetition", False)):
+        header = make_header(num_lines=H, readout=W, num_coils=C, num_slices=S, acceleration=2,
+                             calibration="interleaved")
+        header.encoding[0].parallelImaging.interleavingDimension = xsd.interleavingDimensionType(dimension)
+        buffers = list(assembly.buffers_from_acquisitions(copy.deepcopy(acquisitions), header))
+        assert sorted(b.counters["phase"] for b in buffers) == [0, 1]
+        if grouped:
+            assert all(np.array_equal(np.abs(b.interleaved_calibration).sum(axis=(0, 1, 3)) > 0, np.ones(H, bool))
+                       for b in buffers)
+        else:
+            assert all(not np.array_equal(np.abs(b.interleaved_calibration).sum(axis=(0, 1, 3)) > 0,
+                                          np.ones(H, bool)) for b in buffers)
+
+
 def test_header_validation():
     radial = make_header(num_lines=H, readout=W, num_coils=C, trajectory="radial")
     with pytest.raises(ValueError, match="only 'cartesian'"):
