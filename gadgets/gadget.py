@@ -60,8 +60,9 @@ def run_connection(pipeline: Pipeline, connection, input_kind: str) -> tuple[int
         from gadgetron.types import ReconData
         connection.filter(ReconData)
         items = iter(connection)
-        buffers = assembly.group_volumes(_recon_data_buffers(items, header, errors),
-                                         assembly.encoding_info(header).num_slices)
+        buffers = assembly.interleaved_calibration(
+            assembly.group_volumes(_recon_data_buffers(items, header, errors),
+                                   assembly.encoding_info(header).num_slices), header)
     elif input_kind == "acquisitions":
         connection.filter(ismrmrd.Acquisition)
         items = iter(connection)
