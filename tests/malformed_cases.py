@@ -214,6 +214,18 @@ def _wide_acs(header, acqs):
     return raw.header_xml, copy.deepcopy(raw.acquisitions)
 
 
+def _asymmetric_echo(header, acqs):
+    """A 75 % echo: the first quarter of every oversampled readout never recorded, ``center_sample`` moved."""
+    for a in _imaging(acqs):
+        cut = a.number_of_samples // 4
+        data, centre = a.data[:, cut:].copy(), a.center_sample - cut
+        a.resize(number_of_samples=data.shape[1], active_channels=a.active_channels,
+                 trajectory_dimensions=a.trajectory_dimensions)
+        a.data[:] = data
+        a.center_sample = centre
+    return header, acqs
+
+
 def _truncate(header, acqs):
     """The stream stops halfway through slice 1 (no LAST_IN_SLICE / MEASUREMENT)."""
     last = max(i for i, a in enumerate(acqs) if a.idx.slice == 1) - 6
@@ -321,6 +333,7 @@ CASES = [
     Case("noise scan with another coil count", "error", r"channels", _with(_noise_channels)),
     Case("fully sampled scan", "images", None, _with(_fully_sampled)),
     Case("wide ACS block (24 of 32 lines)", "images", None, _with(_wide_acs)),
+    Case("asymmetric echo (75 % of the readout)", "images", None, _with(_asymmetric_echo)),
     Case("unknown property", "error", r"unknown property 'metod'", _with(_identity, {"metod": "sense"})),
     Case("property out of range (steps=-3)", "error", r"'steps' = '-3' is invalid",
          _with(_identity, {"method": "dpm", "steps": "-3"})),
