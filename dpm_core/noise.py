@@ -67,9 +67,8 @@ def estimate_noise_std(kspace: torch.Tensor, mask, kernel_width: int = CALIBRATI
     samples); kernel_width: patch width; quantile: the matched quantile.
     """
     k = torch.as_tensor(kspace)
-    if isinstance(mask, Sampling) and mask.readout is not None:       # never the unmeasured zeros of the readout
-        columns = np.flatnonzero(mask.readout)
-        k = k[..., int(columns[0]):int(columns[-1]) + 1]
+    if isinstance(mask, Sampling):                                    # never the unmeasured zeros of the readout
+        k = _measured_readout(k, mask.readout)
     S, C, H, W = k.shape
     acs = acs_of(mask, H)
     lo, hi = acs.start, acs.stop
@@ -90,6 +89,15 @@ def estimate_noise_std(kspace: torch.Tensor, mask, kernel_width: int = CALIBRATI
     return sigma.to(torch.float32).to(k.device)
 
 
+def _measured_readout(kspace: torch.Tensor, readout: np.ndarray | None) -> torch.Tensor:
+    """k-space [..., W] cut to the block of measured readout samples of an asymmetric echo (``readout`` [W] bool, one
+    block: :func:`dpm_core.masks.readout_block`); unchanged when ``readout`` is None."""
+    if readout is None:
+        return kspace
+    columns = np.flatnonzero(readout)
+    return kspace[..., int(columns[0]):int(columns[-1]) + 1]
+
+
 def kspace_edge_level(kspace: torch.Tensor, mask_1d, edge_fraction: float = 0.125,
                       readout: np.ndarray | None = None) -> torch.Tensor:
     """The k-space edge level per slice: sqrt(median |k|² / (2 ln 2)) over the outer ``edge_fraction`` of ky (measured
@@ -102,9 +110,7 @@ def kspace_edge_level(kspace: torch.Tensor, mask_1d, edge_fraction: float = 0.12
     (:data:`dpm_core.baselines.L1_LAMDA_PER_EDGE_LEVEL`, fitted with it): the residual high-frequency content, not
     only the noise, is what the sparsity penalty must hold.
     """
-    if readout is not None:
-        columns = np.flatnonzero(readout)
-        kspace = kspace[..., int(columns[0]):int(columns[-1]) + 1]
+    kspace = _measured_readout(kspace, readout)
     S, C, H, W = kspace.shape
     edge_x, edge_y = max(int(W * edge_fraction), 1), max(int(H * edge_fraction), 1)
     measured = np.flatnonzero(mask_1d)

@@ -341,7 +341,7 @@ class Reconstructor:
             return m, second_map_energy(m, kn, sampling, self.coil_options.get("kernel_width", DEFAULT_KERNEL_WIDTH))
         return m, None
 
-    def _sample(self, kn, sampling: Sampling, maps_t, slice_ids, known_noise_std=None, noise_from=None):
+    def _sample(self, kn, sampling: Sampling, maps_t, slice_ids, known_noise_std, noise_from):
         from .memory import available_bytes
         from .operators import SenseOp
         from .samplers import default_sigmas, get_sampler, posterior_samples, warm_start_sigmas
@@ -362,10 +362,8 @@ class Reconstructor:
             raise ValueError("sampler_options: give either sigmas or steps, not both")
         options["sigmas"] = schedule(sigmas)
         # [S] per real channel, in the units of kn: the noise scan's level when the caller knows it, else estimated
-        if known_noise_std is None:                      # from the calibration matrix of the ACS block
-            noise_std = estimate_noise_std(*(noise_from or (kn, sampling)))
-        else:
-            noise_std = known_noise_std
+        # noise_from: (k-space, Sampling) of the calibration data, the volume's own or its interleaved group's
+        noise_std = estimate_noise_std(*noise_from) if known_noise_std is None else known_noise_std
         if "noise_std" in spec.options:                  # the data term is weighed by the measured noise, per slice
             noise_std = options.setdefault("noise_std", noise_std)
         demodulate = "demodulate" not in spec.options or options.get("demodulate", _run_default(spec, "demodulate"))

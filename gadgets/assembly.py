@@ -41,6 +41,7 @@ _SKIP_FLAGS = (ismrmrd.ACQ_IS_NAVIGATION_DATA, ismrmrd.ACQ_IS_PHASECORR_DATA, is
 
 MAX_MATRIX = 2048                # samples per k-space axis the pipeline accepts (clinical 2-D matrices are <= 1024)
 MAX_VOLUME_BYTES = 8 << 30       # complex64 k-space of one volume (slices x coils x lines x readout x 8 bytes)
+_INTERLEAVING_DIMENSIONS = ("phase", "repetition", "contrast", "average")   # interleavingDimension values
 
 
 def _flag(flags: int, bit: int) -> bool:
@@ -57,7 +58,9 @@ class EncodingInfo:
     num_lines: H (encoded ky lines); ky_offset: H // 2 - encodingLimits ky centre (added to idx.kspace_encode_step_1);
     readout: W (recon matrix x); encoded_readout: oversampled x; num_slices: slices per volume (encoding limits; 0
     when the header does not declare them: volumes then end at LAST_IN_REPETITION / LAST_IN_MEASUREMENT);
-    noise_bandwidth: relativeReceiverNoiseBandwidth (informational).
+    noise_bandwidth: relativeReceiverNoiseBandwidth (informational); calibration_mode: parallelImaging's (None
+    without it); interleaving_dimension: the counter its 'interleaved' mode spreads the calibration over
+    (``interleavingDimension``; repetition when the header names none or 'other').
     """
     num_lines: int
     ky_offset: int
@@ -66,6 +69,7 @@ class EncodingInfo:
     num_slices: int
     calibration_mode: str | None
     acceleration: int
+    interleaving_dimension: str = "repetition"
 
 
 def encoding_info(header) -> EncodingInfo:
@@ -98,9 +102,11 @@ def encoding_info(header) -> EncodingInfo:
     pi = enc.parallelImaging
     mode = getattr(pi.calibrationMode, "value", None) if pi is not None and pi.calibrationMode is not None else None
     accel = pi.accelerationFactor.kspace_encoding_step_1 if pi is not None else 1
+    dimension = getattr(pi.interleavingDimension, "value", None) if pi is not None else None
     return EncodingInfo(num_lines=H, ky_offset=H // 2 - int(centre), readout=int(enc.reconSpace.matrixSize.x),
                         encoded_readout=int(enc.encodedSpace.matrixSize.x), num_slices=int(num_slices),
-                        calibration_mode=mode, acceleration=int(accel))
+                        calibration_mode=mode, acceleration=int(accel),
+                        interleaving_dimension=dimension if dimension in _INTERLEAVING_DIMENSIONS else "repetition")
 
 
 def scan_contrast(header) -> tuple[str, str]:
@@ -406,8 +412,11 @@ def remove_oversampling(acquisitions: Iterable, header) -> Iterator:
             if start < 0 or start + n > info.encoded_readout:
                 raise ValueError(f"acquisition scan_counter {acq.scan_counter}: {n} samples with centre "
                                  f"{acq.center_sample} do not fit the encoded readout of {info.encoded_readout}")
-            padded = np.zeros((acq.active_channels, info.encoded_readout), dtype=np.complex64)
-            padded[:, start:start + n] = acq.data
+            if n < info.encoded_readout:                                   # an asymmetric echo
+                padded = np.zeros((acq.active_channels, info.encoded_readout), dtype=np.complex64)
+                padded[:, start:start + n] = acq.data
+            else:
+                padded = acq.data
             line = remove_readout_oversampling_line(padded, info.readout)
             lo, hi = 0, info.readout
             if start > 0:
@@ -535,7 +544,6 @@ def buffers_from_acquisitions(acquisitions: Iterable, header, trigger: str = "vo
 
 INTERLEAVED_ACS_LINES = 24      # the ACS block the interleaved volumes must hold together before calibrating from them
 OWN_ACS_LINES = 12              # a volume's own ACS block at least this wide is used as it is (ESPIRiT needs > 6)
-_INTERLEAVING_DIMENSIONS = ("phase", "repetition", "contrast", "average")
 
 
 def interleaved_calibration(buffers: Iterable[KspaceBuffer], header) -> Iterator[KspaceBuffer]:
@@ -544,22 +552,21 @@ def interleaved_calibration(buffers: Iterable[KspaceBuffer], header) -> Iterator
     header names none or 'other') measure shifted lattices, and only together hold an ACS block.
 
     A volume with an ACS block of its own of :data:`OWN_ACS_LINES` lines or more passes unchanged (its lines still
-    join its group's), as every volume in the other modes. For the others, per group (the volumes that share every counter but the interleaving dimension,
-    and their slices) the newest copy of each measured line is kept — the group's lines put together, each from one
-    acquisition, so their noise is a single measurement's — and a volume leaves with that k-space as its
-    ``interleaved_calibration`` once it holds a centred block of :data:`INTERLEAVED_ACS_LINES` lines: the first
-    volumes of a group wait for the later ones (the stream's end releases whatever waits). The volume's own lines stay
-    its only data; the calibration gives the coil maps, the scale and the noise level (``Reconstructor.reconstruct(...,
-    calibration=)``), as Gadgetron's reference preparation does for this mode.
+    join its group's), as every volume in the other modes. For the others, per group (the volumes that share every
+    counter but the interleaving dimension, and their slices) the newest copy of each measured line is kept — the
+    group's lines put together, each from one acquisition, so their noise is a single measurement's — and a volume
+    leaves with that k-space as its ``interleaved_calibration`` once it holds a centred block of
+    :data:`INTERLEAVED_ACS_LINES` lines: the first volumes of a group wait for the later ones (the stream's end
+    releases whatever waits). The volume's own lines stay its only data; the calibration gives the coil maps, the
+    scale and the noise level (``Reconstructor.reconstruct(..., calibration=)``), as Gadgetron's reference
+    preparation does for this mode.
     """
     from dpm_core.masks import find_acs_lines
-    pi = header.encoding[0].parallelImaging if header is not None and header.encoding else None
-    mode = getattr(pi.calibrationMode, "value", None) if pi is not None and pi.calibrationMode is not None else None
-    if mode != "interleaved":
+    info = encoding_info(header)
+    if info.calibration_mode != "interleaved":
         yield from buffers
         return
-    dimension = getattr(pi.interleavingDimension, "value", None) if pi.interleavingDimension is not None else None
-    dimension = dimension if dimension in _INTERLEAVING_DIMENSIONS else "repetition"
+    dimension = info.interleaving_dimension
 
     def acs_width(lines: np.ndarray) -> int:
         if not lines[lines.size // 2]:
