@@ -146,6 +146,19 @@ def bucket_to_buffer(acquisitions: list, header, n_dimension: str = "") -> list:
 # ---------------------------------------------------------------------------------------------------------------------
 # Test scans
 
+def asymmetric_echo(acquisitions: list, cut: int) -> list:
+    """The acquisitions with the first ``cut`` samples of every non-noise readout never recorded, as a scanner writes
+    an asymmetric echo (fewer samples, ``center_sample`` moved); changed in place and returned."""
+    for a in acquisitions:
+        if not a.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT):
+            data, centre = a.data[:, cut:].copy(), a.center_sample - cut
+            a.resize(number_of_samples=data.shape[1], active_channels=a.active_channels,
+                     trajectory_dimensions=a.trajectory_dimensions)
+            a.data[:] = data
+            a.center_sample = centre
+    return acquisitions
+
+
 def oversampled_phantom(height: int = 64, width: int = 64, coils: int = 8, slices: int = 2, seed: int = 0,
                         oversampling: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """Birdcage Shepp-Logan k-space with readout oversampling.

@@ -20,7 +20,7 @@ import ismrmrd
 import numpy as np
 
 from gadgets.mrd_io import make_header, make_raw_acquisitions
-from tests.harness import noisy_phantom, oversampled_phantom
+from tests.harness import asymmetric_echo, noisy_phantom, oversampled_phantom
 
 H = W = 32
 C, S = 4, 2
@@ -215,15 +215,8 @@ def _wide_acs(header, acqs):
 
 
 def _asymmetric_echo(header, acqs):
-    """A 75 % echo: the first quarter of every oversampled readout never recorded, ``center_sample`` moved."""
-    for a in _imaging(acqs):
-        cut = a.number_of_samples // 4
-        data, centre = a.data[:, cut:].copy(), a.center_sample - cut
-        a.resize(number_of_samples=data.shape[1], active_channels=a.active_channels,
-                 trajectory_dimensions=a.trajectory_dimensions)
-        a.data[:] = data
-        a.center_sample = centre
-    return header, acqs
+    """A 75 % echo: the first quarter of every oversampled readout (2 W samples) never recorded."""
+    return header, asymmetric_echo(acqs, 2 * W // 4)
 
 
 def _truncate(header, acqs):

@@ -21,7 +21,7 @@ from gadgets import assembly, images as images_mod
 from gadgets.config import ACCEPTED_PROPERTIES, GadgetConfig, parse_config
 from gadgets.mrd_io import (GeometrySpec, convert_ismrmrd_tools_file, make_header, make_raw_acquisitions,
                             read_mrd_raw, rotation_directions, write_mrd_raw)
-from tests.harness import bucket_to_buffer, correlated_noise, noisy_phantom, oversampled_phantom
+from tests.harness import asymmetric_echo, bucket_to_buffer, correlated_noise, noisy_phantom, oversampled_phantom
 
 H = W = 64
 C, S, R = 8, 3, 2
@@ -214,21 +214,6 @@ def test_readouts_of_another_encoding_space_never_reach_encoding_0(scan):
                                 f"encoding 0 only"]
 
 
-def _asymmetric_echo(acquisitions: list, cut: int) -> list:
-    """The acquisitions with the first ``cut`` samples of every oversampled readout never recorded, as a scanner
-    writes an asymmetric echo (fewer samples, the centre sample moved)."""
-    out = []
-    for a in copy.deepcopy(acquisitions):
-        if not a.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT):
-            data, centre = a.data[:, cut:].copy(), a.center_sample - cut
-            a.resize(number_of_samples=data.shape[1], active_channels=a.active_channels,
-                     trajectory_dimensions=a.trajectory_dimensions)
-            a.data[:] = data
-            a.center_sample = centre
-        out.append(a)
-    return out
-
-
 def test_an_oversampled_asymmetric_echo_keeps_its_measured_samples_and_says_which(scan):
     """A 75 % echo of the 2x-oversampled readout: the buffer's readout mask holds the recon samples the echo covers
     less ASYMMETRIC_ECHO_MARGIN at the cut, there its k-space is the full echo's within 2 %, and the rest is zero (not
@@ -237,7 +222,7 @@ def test_an_oversampled_asymmetric_echo_keeps_its_measured_samples_and_says_whic
     raw = make_raw_acquisitions(kos, mask, num_acs=NUM_ACS, noise=noise)
     cut = kos.shape[-1] // 4                                                   # 25 % of the 2W samples
     whole = list(assembly.buffers_from_acquisitions(copy.deepcopy(raw.acquisitions), raw.header))
-    echo = list(assembly.buffers_from_acquisitions(_asymmetric_echo(raw.acquisitions, cut), raw.header))
+    echo = list(assembly.buffers_from_acquisitions(asymmetric_echo(copy.deepcopy(raw.acquisitions), cut), raw.header))
     assert len(echo) == len(whole) == R
     first = int(np.ceil(cut / 2)) + assembly.ASYMMETRIC_ECHO_MARGIN
     expected = np.arange(W) >= first
