@@ -57,10 +57,12 @@ class EncodingInfo:
 
     num_lines: H (encoded ky lines); ky_offset: H // 2 - encodingLimits ky centre (added to idx.kspace_encode_step_1);
     readout: W (recon matrix x); encoded_readout: oversampled x; num_slices: slices per volume (encoding limits; 0
-    when the header does not declare them: volumes then end at LAST_IN_REPETITION / LAST_IN_MEASUREMENT);
-    noise_bandwidth: relativeReceiverNoiseBandwidth (informational); calibration_mode: parallelImaging's (None
-    without it); interleaving_dimension: the counter its 'interleaved' mode spreads the calibration over
-    (``interleavingDimension``; repetition when the header names none or 'other').
+    when the header does not declare them: volumes then end at LAST_IN_REPETITION / LAST_IN_MEASUREMENT; a 3-D
+    scan's slabs); calibration_mode: parallelImaging's (None without it); interleaving_dimension: the counter its
+    'interleaved' mode spreads the calibration over (``interleavingDimension``; repetition when the header names none
+    or 'other'); num_partitions: Z, the encoded kz matrix (1 for 2-D scans); kz_offset: Z // 2 - encodingLimits kz
+    centre (added to idx.kspace_encode_step_2); recon_partitions: the partitions per slab an image is made of
+    (reconSpace z; fewer than Z with slice oversampling); partition_thickness: mm, reconSpace FOV z / its matrix z.
     """
     num_lines: int
     ky_offset: int
@@ -70,13 +72,18 @@ class EncodingInfo:
     calibration_mode: str | None
     acceleration: int
     interleaving_dimension: str = "repetition"
+    num_partitions: int = 1
+    kz_offset: int = 0
+    recon_partitions: int = 1
+    partition_thickness: float = 0.0
 
 
 def encoding_info(header) -> EncodingInfo:
     """Validate the header for a 2-D Cartesian reconstruction and extract :class:`EncodingInfo`.
 
-    Raises ValueError (naming the field and what is supported) for non-Cartesian trajectories, 3-D encodings, or
-    missing encoding sections.
+    A 3-D encoding (encodedSpace z > 1) is reconstructed slab by slab as a stack of partitions (:func:`accumulate`):
+    it must not be accelerated along kz. Raises ValueError (naming the field and what is supported) for non-Cartesian
+    trajectories, kz acceleration, or missing encoding sections.
     """
     if header is None or not getattr(header, "encoding", None):
         raise ValueError("the ISMRMRD header has no <encoding> section; send a complete header (HEADER message)")
@@ -85,28 +92,35 @@ def encoding_info(header) -> EncodingInfo:
     if trajectory != "cartesian":
         raise ValueError(f"encoding trajectory is {trajectory!r}; the DPM reconstruction supports only 'cartesian' "
                          "2-D acquisitions (use a non-Cartesian recon chain for this protocol)")
-    if enc.encodedSpace.matrixSize.z > 1:
-        raise ValueError(f"encodedSpace.matrixSize.z = {enc.encodedSpace.matrixSize.z}: 3-D encodings are not "
-                         "supported; only 2-D multi-slice")
-    H = int(enc.encodedSpace.matrixSize.y)
+    H, Z = int(enc.encodedSpace.matrixSize.y), max(int(enc.encodedSpace.matrixSize.z), 1)
+    Zr = max(int(enc.reconSpace.matrixSize.z), 1) if Z > 1 else 1
     sizes = {"encodedSpace.matrixSize.y": (H, MAX_MATRIX),         # readout oversampling up to 4x is allowed
              "encodedSpace.matrixSize.x": (int(enc.encodedSpace.matrixSize.x), 4 * MAX_MATRIX),
-             "reconSpace.matrixSize.x": (int(enc.reconSpace.matrixSize.x), MAX_MATRIX)}
+             "reconSpace.matrixSize.x": (int(enc.reconSpace.matrixSize.x), MAX_MATRIX),
+             "encodedSpace.matrixSize.z": (Z, MAX_MATRIX), "reconSpace.matrixSize.z": (Zr, Z)}
     for name, (value, limit) in sizes.items():
         if not 1 <= value <= limit:
             raise ValueError(f"{name} = {value} is outside 1..{limit}; the header declares an impossible matrix "
                              f"(check the encoding section of the protocol)")
     limits = enc.encodingLimits
     centre = limits.kspace_encoding_step_1.center if limits and limits.kspace_encoding_step_1 else H // 2
+    kz_centre = limits.kspace_encoding_step_2.center if Z > 1 and limits and limits.kspace_encoding_step_2 else Z // 2
     num_slices = limits.slice.maximum + 1 if limits and limits.slice else 0      # 0: not declared
     pi = enc.parallelImaging
     mode = getattr(pi.calibrationMode, "value", None) if pi is not None and pi.calibrationMode is not None else None
     accel = pi.accelerationFactor.kspace_encoding_step_1 if pi is not None else 1
+    accel_kz = int(pi.accelerationFactor.kspace_encoding_step_2 or 1) if pi is not None else 1
+    if Z > 1 and accel_kz > 1:
+        raise ValueError(f"parallelImaging accelerationFactor.kspace_encoding_step_2 = {accel_kz}: a 3-D scan "
+                         "accelerated along kz (2-D undersampling, CAIPIRINHA) is not supported; this reconstruction "
+                         "separates a slab into its partitions and needs every kz measured (accelerate along ky only)")
     dimension = getattr(pi.interleavingDimension, "value", None) if pi is not None else None
     return EncodingInfo(num_lines=H, ky_offset=H // 2 - int(centre), readout=int(enc.reconSpace.matrixSize.x),
                         encoded_readout=int(enc.encodedSpace.matrixSize.x), num_slices=int(num_slices),
                         calibration_mode=mode, acceleration=int(accel),
-                        interleaving_dimension=dimension if dimension in _INTERLEAVING_DIMENSIONS else "repetition")
+                        interleaving_dimension=dimension if dimension in _INTERLEAVING_DIMENSIONS else "repetition",
+                        num_partitions=Z, kz_offset=Z // 2 - int(kz_centre), recon_partitions=Zr,
+                        partition_thickness=float(enc.reconSpace.fieldOfView_mm.z) / Zr if Z > 1 else 0.0)
 
 
 def scan_contrast(header) -> tuple[str, str]:
@@ -154,6 +168,11 @@ class KspaceBuffer:
         interleaved_calibration: [S, C, H, W] complex64 under calibrationMode 'interleaved' when the volume has no
             ACS block of its own: the lines of the volumes interleaved with it put together
             (:func:`interleaved_calibration`), for ``Reconstructor.reconstruct(..., calibration=)``; else None.
+        noise_scale: the noise std of ``kspace`` relative to the acquired samples' (``noise_std`` includes it): 1,
+            except for the partitions of a slab with partial Fourier along kz (√(measured kz planes / Z)).
+
+    A 3-D scan's slab arrives as its partitions (:meth:`_SliceAccumulator.partitions`): S = partitions, ``slices``
+    their numbers, each partition's reference header at its own position.
     """
     kspace: np.ndarray
     mask: np.ndarray
@@ -166,6 +185,7 @@ class KspaceBuffer:
     noise_std: float | None = None
     readout: np.ndarray | None = None
     interleaved_calibration: np.ndarray | None = None
+    noise_scale: float = 1.0
 
     @property
     def repetition(self) -> int:
@@ -187,36 +207,43 @@ def _counters(idx) -> tuple:
 
 
 class _SliceAccumulator:
-    """Lines of one slice: kspace [C, H, W], measured / calibration masks [H], headers of the measured lines."""
+    """Lines of one slice (of a 3-D scan: one slab): kspace [C, Z, H, W] (Z = 1 for 2-D), measured / calibration
+    masks [Z, H], the header of the measured line nearest the k-space centre."""
 
     def __init__(self, channels: int, info: EncodingInfo):
-        volume_bytes = 8 * channels * info.num_lines * info.readout * max(info.num_slices, 1)
+        Z = info.num_partitions
+        volume_bytes = 8 * channels * Z * info.num_lines * info.readout * max(info.num_slices, 1)
         if volume_bytes > MAX_VOLUME_BYTES:
-            raise ValueError(f"a volume of {info.num_slices} slice(s) x {channels} coils x {info.num_lines} lines x "
-                             f"{info.readout} samples needs {volume_bytes / 2 ** 30:.1f} GiB of k-space, more than the "
-                             f"{MAX_VOLUME_BYTES / 2 ** 30:.0f} GiB budget: check the header's matrix and slice count "
-                             f"(or compress the coils upstream)")
+            partitions = f"{Z} partitions x " if Z > 1 else ""
+            raise ValueError(f"a volume of {info.num_slices} slice(s) x {channels} coils x {partitions}"
+                             f"{info.num_lines} lines x {info.readout} samples needs {volume_bytes / 2 ** 30:.1f} GiB "
+                             f"of k-space, more than the {MAX_VOLUME_BYTES / 2 ** 30:.0f} GiB budget: check the "
+                             f"header's matrix and slice count (or compress the coils upstream)")
         self.info = info
-        self.kspace = np.zeros((channels, info.num_lines, info.readout), dtype=np.complex64)
-        self.measured = np.zeros(info.num_lines, dtype=bool)
-        self.imaging = np.zeros(info.num_lines, dtype=bool)
-        self.calibration = np.zeros(info.num_lines, dtype=bool)
-        self.copies = np.zeros(info.num_lines, dtype=np.int32)   # copies averaged into each line
+        self.kspace = np.zeros((channels, Z, info.num_lines, info.readout), dtype=np.complex64)
+        self.measured = np.zeros((Z, info.num_lines), dtype=bool)
+        self.imaging = np.zeros((Z, info.num_lines), dtype=bool)
+        self.calibration = np.zeros((Z, info.num_lines), dtype=bool)
+        self.copies = np.zeros((Z, info.num_lines), dtype=np.int32)   # copies averaged into each line
         self.readout = None                 # [W] bool: the readout samples the slice's lines hold (one echo for all)
         self.dropped: list[int] = []       # scan counters of lines dropped for NaN/Inf samples
-        self.averaged_lines: set[int] = set()
-        self.best_header = None            # (distance, is_calibration_only, header)
+        self.averaged_lines: set[tuple[int, int]] = set()
+        self.best_header = None            # (distance, header)
         self.complete = False
 
-    def add(self, head, data: np.ndarray, ky: int, is_calibration: bool, is_imaging: bool) -> None:
+    def add(self, head, data: np.ndarray, ky: int, is_calibration: bool, is_imaging: bool, kz: int = 0) -> None:
         """data: [C, W'] complex64 line (W' = W after oversampling removal; asymmetric echoes are zero-padded)."""
-        C, H, W = self.kspace.shape
+        C, Z, H, W = self.kspace.shape
         if data.shape[0] != C:
             raise ValueError(f"acquisition scan_counter {head.scan_counter} has {data.shape[0]} channels but the "
                              f"slice started with {C}")
         if not 0 <= ky < H:
             raise ValueError(f"acquisition scan_counter {head.scan_counter}: kspace_encode_step_1 maps to line {ky}, "
                              f"outside the encoded matrix of {H} lines; check encodingLimits.kspace_encoding_step_1")
+        if not 0 <= kz < Z:
+            raise ValueError(f"acquisition scan_counter {head.scan_counter}: kspace_encode_step_2 maps to partition "
+                             f"{kz}, outside the encoded matrix of {Z}; check encodedSpace.matrixSize.z and "
+                             f"encodingLimits.kspace_encoding_step_2")
         n = data.shape[1]
         start = W // 2 - int(head.center_sample) if n != W or head.center_sample != n // 2 else 0
         if start < 0 or start + n > W:
@@ -237,22 +264,81 @@ class _SliceAccumulator:
                              f"of a slice must have the same echo (check number_of_samples and center_sample)")
         line = np.zeros((C, W), dtype=np.complex64)
         line[:, start:start + n] = data
-        if self.measured[ky] and is_imaging == bool(self.imaging[ky]):
+        if self.measured[kz, ky] and is_imaging == bool(self.imaging[kz, ky]):
             # Repeated copies of a line (averages, re-acquisitions) are averaged, never silently overwritten.
-            k = self.copies[ky]
-            self.kspace[:, ky, :] = (self.kspace[:, ky, :] * k + line) / (k + 1)
-            self.copies[ky] = k + 1
-            self.averaged_lines.add(ky)
-        elif is_imaging or not self.measured[ky]:
+            k = self.copies[kz, ky]
+            self.kspace[:, kz, ky, :] = (self.kspace[:, kz, ky, :] * k + line) / (k + 1)
+            self.copies[kz, ky] = k + 1
+            self.averaged_lines.add((kz, ky))
+        elif is_imaging or not self.measured[kz, ky]:
             # imaging copies take precedence over separate calibration copies of the same line
-            self.kspace[:, ky, :] = line
-            self.copies[ky] = 1
-        self.measured[ky] = True
-        self.imaging[ky] |= is_imaging
-        self.calibration[ky] |= is_calibration
-        distance = (not is_imaging, abs(ky - H // 2))      # imaging lines first, as GenericReconGadget (bit.data)
+            self.kspace[:, kz, ky, :] = line
+            self.copies[kz, ky] = 1
+        self.measured[kz, ky] = True
+        self.imaging[kz, ky] |= is_imaging
+        self.calibration[kz, ky] |= is_calibration
+        # imaging lines first, as GenericReconGadget (bit.data)
+        distance = (not is_imaging, abs(ky - H // 2) + abs(kz - Z // 2))
         if self.best_header is None or distance < self.best_header[0]:
             self.best_header = (distance, head)
+
+    def partitions(self, slice_index: int) -> list[_Partition]:
+        """The slice as 2-D k-space: itself for a 2-D scan; for a slab, its kz transformed to partitions.
+
+        A slab's partitions: inverse FFT along kz (:func:`dpm_core.fft.ifftc`, kz centre at Z // 2), the centred
+        ``recon_partitions`` kept (slice oversampling removed), partition p at (p - recon_partitions // 2) x the
+        partition thickness along slice_dir from the slab's position and numbered ``slice_index * recon_partitions +
+        p`` (idx.slice of its header). Every measured kz plane must hold the same ky lines (a slab accelerated along
+        ky only); planes with no line at all (partial Fourier along kz; at least half must be measured) stay zero,
+        and the partitions' noise std is then √(measured planes / Z) of the samples' (``noise_scale``)."""
+        head = _copy_header(self.best_header[1])
+        if self.kspace.shape[1] == 1:
+            return [_Partition(slice_index, self.kspace[:, 0], self.measured[0].copy(), self.calibration[0].copy(),
+                               head, 1.0)]
+        import torch
+        from dpm_core.fft import ifftc
+
+        Z, Zr = self.kspace.shape[1], self.info.recon_partitions
+        planes = self.measured.any(axis=1)                                  # [Z]
+        if 2 * planes.sum() < Z:
+            raise ValueError(f"slab {slice_index}: only {int(planes.sum())} of {Z} kz partitions hold lines; a slab "
+                             f"needs at least half of them (partial Fourier along kz down to 1/2): check "
+                             f"encodedSpace.matrixSize.z and idx.kspace_encode_step_2 (a 2-D scan declared as 3-D?), "
+                             f"or the stream ended inside the slab")
+        lines = self.measured[planes]
+        differing = np.flatnonzero((lines != lines[0]).any(axis=1))
+        if differing.size:
+            kz = np.flatnonzero(planes)
+            raise ValueError(f"slab {slice_index}: partition kz {kz[differing[0]] - self.info.kz_offset} measures "
+                             f"{int(lines[differing[0]].sum())} ky lines, partition kz "
+                             f"{kz[0] - self.info.kz_offset} {int(lines[0].sum())}: a 3-D scan accelerated along kz "
+                             f"(2-D undersampling, CAIPIRINHA, elliptical scanning) is not supported; every measured "
+                             f"partition must hold the same ky lines (accelerate along ky only)")
+        images = ifftc(torch.from_numpy(self.kspace), dim=1).numpy()       # [C, Z, H, W]: kz -> partitions
+        first = Z // 2 - Zr // 2
+        thickness = self.info.partition_thickness
+        out = []
+        for p in range(Zr):
+            part = _copy_header(head)
+            offset = (p - Zr // 2) * thickness
+            for axis in range(3):
+                part.position[axis] = head.position[axis] + offset * head.slice_dir[axis]
+            number = slice_index * Zr + p
+            part.idx.slice = number
+            out.append(_Partition(number, np.ascontiguousarray(images[:, first + p]), lines[0].copy(),
+                                  self.calibration[planes].any(axis=0), part, float(np.sqrt(planes.sum() / Z))))
+        return out
+
+
+@dataclasses.dataclass
+class _Partition:
+    """One 2-D slice of a volume: kspace [C, H, W], measured / calibration lines [H], its reference header."""
+    number: int
+    kspace: np.ndarray
+    measured: np.ndarray
+    calibration: np.ndarray
+    header: object
+    noise_scale: float
 
 
 def _line_kind(flags: int) -> tuple[bool, bool]:
@@ -267,13 +353,16 @@ def _copy_header(head) -> ismrmrd.AcquisitionHeader:
 
 
 def _volume_buffers(key: tuple, slices: dict[int, _SliceAccumulator]) -> list[KspaceBuffer]:
-    """Stack the slices of a volume; slices with different sampling patterns go to separate buffers."""
+    """Stack the slices of a volume (a 3-D scan's: the partitions of its slabs); slices with different sampling
+    patterns go to separate buffers."""
     counters = dict(zip(VOLUME_COUNTERS, key))
-    groups: dict[bytes, list[int]] = {}
+    groups: dict[bytes, list[tuple[int, _Partition]]] = {}
     empty = [s for s in sorted(slices) if slices[s].best_header is None]
     for s in sorted(slices):
         if s not in empty:
-            groups.setdefault(slices[s].measured.tobytes() + slices[s].readout.tobytes(), []).append(s)
+            for part in slices[s].partitions(s):
+                pattern = part.measured.tobytes() + slices[s].readout.tobytes() + np.float64(part.noise_scale).tobytes()
+                groups.setdefault(pattern, []).append((s, part))
     if empty:
         dropped = sum(len(slices[s].dropped) for s in empty)
         message = (f"volume {counters}: slice(s) {empty} have no usable line ({dropped} line(s) with NaN/Inf samples "
@@ -283,20 +372,26 @@ def _volume_buffers(key: tuple, slices: dict[int, _SliceAccumulator]) -> list[Ks
         log.warning("%s; reconstructing the other slices", message)
     buffers = []
     for members in groups.values():
-        accs = [slices[s] for s in members]
+        accs = {s: slices[s] for s, _ in members}
         warnings = []
-        for s, a in zip(members, accs):
+        for s, a in accs.items():
             if a.dropped:
                 warnings.append(f"slice {s}: {len(a.dropped)} line(s) with NaN/Inf samples dropped (scan_counter "
                                 f"{', '.join(map(str, a.dropped[:5]))}{', ...' if len(a.dropped) > 5 else ''})")
             if a.averaged_lines:
                 warnings.append(f"slice {s}: {len(a.averaged_lines)} repeated line(s) averaged")
+            planes = a.measured.any(axis=1)
+            if not planes.all():
+                warnings.append(f"slab {s}: {int(planes.sum())} of {planes.size} kz partitions measured (partial "
+                                f"Fourier along kz), the others zero-filled")
+        parts = [part for _, part in members]
+        first = next(iter(accs.values()))
         buffers.append(KspaceBuffer(
-            kspace=np.stack([a.kspace for a in accs]), mask=accs[0].measured.copy(),
-            calibration=np.logical_or.reduce([a.calibration for a in accs]),
-            reference_headers=[_copy_header(a.best_header[1]) for a in accs], slices=list(members),
-            counters=counters, complete=all(a.complete for a in accs), warnings=warnings,
-            readout=None if accs[0].readout.all() else accs[0].readout.copy()))
+            kspace=np.stack([p.kspace for p in parts]), mask=parts[0].measured.copy(),
+            calibration=np.logical_or.reduce([p.calibration for p in parts]),
+            reference_headers=[p.header for p in parts], slices=[p.number for p in parts],
+            counters=counters, complete=all(a.complete for a in accs.values()), warnings=warnings,
+            readout=None if first.readout.all() else first.readout.copy(), noise_scale=parts[0].noise_scale))
     if len(buffers) > 1:
         log.info("volume %s: slices differ in sampling pattern, split into %d buffers", counters, len(buffers))
     return buffers
@@ -471,7 +566,8 @@ def accumulate(acquisitions: Iterable, header, trigger: str = "volume") -> Itera
             slices[s] = _SliceAccumulator(acq.active_channels, info)
         is_calibration, is_imaging = _line_kind(flags)
         ky = int(acq.idx.kspace_encode_step_1) + info.ky_offset
-        slices[s].add(acq.getHead(), np.asarray(acq.data), ky, is_calibration, is_imaging)
+        kz = int(acq.idx.kspace_encode_step_2) + info.kz_offset if info.num_partitions > 1 else 0
+        slices[s].add(acq.getHead(), np.asarray(acq.data), ky, is_calibration, is_imaging, kz=kz)
         if _flag(flags, ismrmrd.ACQ_LAST_IN_SLICE):
             slices[s].complete = True
             if trigger == "slice":
@@ -536,7 +632,7 @@ def buffers_from_acquisitions(acquisitions: Iterable, header, trigger: str = "vo
     stream = noise_adjust(stream, header, count)
     stream = remove_oversampling(stream, header)
     for buffer in interleaved_calibration(accumulate(stream, header, trigger=trigger), header):
-        buffer.noise_std = count.noise_std
+        buffer.noise_std = None if count.noise_std is None else count.noise_std * buffer.noise_scale
         if skipped:
             buffer.warnings.append(_skipped_encodings_warning(skipped))
         yield buffer
@@ -626,7 +722,8 @@ def buffers_from_recon_data(recon_data, header) -> list[KspaceBuffer]:
     entry is one slice; slices are grouped into volumes by their (average, contrast, phase, repetition, set).
     Readout oversampling still present (RO == encodedSpace.x) is removed here.
 
-    Raises ValueError for a 3-D buffer (E2 > 1) or an empty message.
+    A 3-D scan's E2 entries are the kz of a slab (``idx.kspace_encode_step_2``), as on the acquisition path.
+    Raises ValueError for an empty message.
     """
     info = encoding_info(header)
     volumes: dict[tuple, dict[int, _SliceAccumulator]] = {}
@@ -640,12 +737,10 @@ def buffers_from_recon_data(recon_data, header) -> list[KspaceBuffer]:
                 raise ValueError(f"ReconData bit {b} {'ref' if is_ref else 'data'}: expected data [RO,E1,E2,CHA,N,S,"
                                  f"LOC] and headers [E1,E2,N,S,LOC]; got {data.shape} and {headers.shape}")
             RO, E1, E2, CHA, N, S, LOC = data.shape
-            if E2 > 1:
-                raise ValueError(f"ReconData bit {b}: E2 = {E2}; 3-D encodings are not supported")
             for n in range(N):
                 for s in range(S):
                     for loc in range(LOC):
-                        _add_recon_buffer_slice(volumes, info, data[:, :, 0, :, n, s, loc], headers[:, 0, n, s, loc],
+                        _add_recon_buffer_slice(volumes, info, data[:, :, :, :, n, s, loc], headers[:, :, n, s, loc],
                                                 is_ref, b, skipped)
     if not volumes:
         raise ValueError("ReconData message holds no filled acquisition header of encoding space 0: nothing to "
@@ -687,12 +782,13 @@ def group_volumes(buffers: Iterable[KspaceBuffer], num_slices: int) -> Iterator[
                            counters=dict(pending[0].counters), complete=all(b.complete for b in pending),
                            warnings=[w for b in pending for w in b.warnings],
                            noise_std=pending[0].noise_std if len({b.noise_std for b in pending}) == 1 else None,
-                           readout=pending[0].readout)
+                           readout=pending[0].readout, noise_scale=pending[0].noise_scale)
         pending.clear()
 
     for buffer in buffers:
         if pending and (buffer.counters != pending[0].counters or not np.array_equal(buffer.mask, pending[0].mask)
                         or not _same_readout(buffer.readout, pending[0].readout)
+                        or buffer.noise_scale != pending[0].noise_scale
                         or set(buffer.slices) & {s for b in pending for s in b.slices}):
             yield from flush()
         pending.append(buffer)
@@ -703,16 +799,16 @@ def group_volumes(buffers: Iterable[KspaceBuffer], num_slices: int) -> Iterator[
 
 def _add_recon_buffer_slice(volumes, info: EncodingInfo, data: np.ndarray, headers: np.ndarray, is_ref: bool,
                             bit: int, skipped: collections.Counter) -> None:
-    """data: [RO, E1, CHA] of one (n, s, loc); headers: [E1] AcquisitionHeader objects. Lines of encoding spaces
-    other than 0 are counted in ``skipped`` and left out (as :func:`encoding_zero` does)."""
-    for e1 in range(headers.shape[0]):
-        head = headers[e1]
+    """data: [RO, E1, E2, CHA] of one (n, s, loc); headers: [E1, E2] AcquisitionHeader objects. Lines of encoding
+    spaces other than 0 are counted in ``skipped`` and left out (as :func:`encoding_zero` does)."""
+    for e1, e2 in np.ndindex(*headers.shape):
+        head = headers[e1, e2]
         if head is None or int(head.number_of_samples) == 0:
             continue
         if int(head.encoding_space_ref) != 0:
             skipped[int(head.encoding_space_ref)] += 1
             continue
-        line = np.ascontiguousarray(data[:, e1, :].T)                                   # [CHA, RO]
+        line = np.ascontiguousarray(data[:, e1, e2, :].T)                               # [CHA, RO]
         if line.shape[1] == info.encoded_readout and info.encoded_readout != info.readout:
             line = remove_readout_oversampling_line(line, info.readout)
             head = _copy_header(head)
@@ -733,4 +829,5 @@ def _add_recon_buffer_slice(volumes, info: EncodingInfo, data: np.ndarray, heade
         if is_ref:
             is_calibration, is_imaging = True, False
         ky = int(head.idx.kspace_encode_step_1) + info.ky_offset
-        slices[s].add(head, line, ky, is_calibration, is_imaging)
+        kz = int(head.idx.kspace_encode_step_2) + info.kz_offset if info.num_partitions > 1 else 0
+        slices[s].add(head, line, ky, is_calibration, is_imaging, kz=kz)

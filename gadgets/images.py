@@ -109,11 +109,13 @@ def parameters_text(parameters: dict[str, str]) -> str:
 
 def field_of_view(header, num_lines: int) -> tuple[float, float, float]:
     """(x, y, z) mm of an image [H=num_lines, W]: reconSpace x and z; y from reconSpace when its matrix y equals
-    ``num_lines``, else the encodedSpace y FOV (the image then spans the encoded ky matrix)."""
+    ``num_lines``, else the encodedSpace y FOV (the image then spans the encoded ky matrix); z of a 3-D scan's
+    partition image is the slab's reconSpace z FOV over its partitions."""
     enc = header.encoding[0]
     fov_r, fov_e = enc.reconSpace.fieldOfView_mm, enc.encodedSpace.fieldOfView_mm
     y = fov_r.y if enc.reconSpace.matrixSize.y == num_lines else fov_e.y * num_lines / enc.encodedSpace.matrixSize.y
-    return float(fov_r.x), float(y), float(fov_r.z)
+    z = fov_r.z / enc.reconSpace.matrixSize.z if enc.encodedSpace.matrixSize.z > 1 else fov_r.z
+    return float(fov_r.x), float(y), float(z)
 
 
 # Radiological display (DICOM patient coordinates LPS: +x patient left, +y posterior, +z head): the patient direction

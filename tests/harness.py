@@ -69,6 +69,10 @@ def _sampling_description(header, number_of_samples: int, forref: bool, calibrat
     else:
         sd.sampling_limits[1].min, sd.sampling_limits[1].max, sd.sampling_limits[1].center = (
             lim.minimum, lim.maximum, lim.center)
+    Z, kz = max(enc.encodedSpace.matrixSize.z, 1), enc.encodingLimits.kspace_encoding_step_2
+    if Z > 1 and kz is not None:
+        sd.sampling_limits[2].min, sd.sampling_limits[2].max = kz.minimum + Z // 2 - kz.center, kz.maximum + Z // 2 - kz.center
+        sd.sampling_limits[2].center = Z // 2
     return sd
 
 
@@ -76,8 +80,10 @@ def _make_recon_buffer(acqs: list, header, forref: bool, n_of, num_n: int):
     from gadgetron.types.recon_data import ReconBuffer
     enc = header.encoding[0]
     mode = enc.parallelImaging.calibrationMode.value if enc.parallelImaging else None
-    H = enc.encodedSpace.matrixSize.y
+    H, NE2 = enc.encodedSpace.matrixSize.y, max(enc.encodedSpace.matrixSize.z, 1)
     offset = H // 2 - enc.encodingLimits.kspace_encoding_step_1.center
+    kz_limits = enc.encodingLimits.kspace_encoding_step_2
+    kz_offset = NE2 // 2 - kz_limits.center if NE2 > 1 and kz_limits is not None else 0
     ro, cha = acqs[0].number_of_samples, acqs[0].active_channels
     separate = forref and mode in ("separate", "external")
     if separate:
@@ -85,8 +91,8 @@ def _make_recon_buffer(acqs: list, header, forref: bool, n_of, num_n: int):
         e1_min, NE1 = min(e1s), max(e1s) - min(e1s) + 1
     else:
         NE1 = H
-    data = np.zeros((ro, NE1, 1, cha, num_n, 1, 1), dtype=np.complex64, order="F")
-    headers = np.empty((NE1, 1, num_n, 1, 1), dtype=object)
+    data = np.zeros((ro, NE1, NE2, cha, num_n, 1, 1), dtype=np.complex64, order="F")
+    headers = np.empty((NE1, NE2, num_n, 1, 1), dtype=object)
     for index in np.ndindex(headers.shape):
         headers[index] = ismrmrd.AcquisitionHeader()
     for a in acqs:
@@ -94,9 +100,9 @@ def _make_recon_buffer(acqs: list, header, forref: bool, n_of, num_n: int):
             e1 = a.idx.kspace_encode_step_1 - (e1_min if e1_min > 0 else 0)
         else:
             e1 = a.idx.kspace_encode_step_1 + offset
-        n = n_of(a)
-        data[:, e1, 0, :, n, 0, 0] = a.data.T
-        headers[e1, 0, n, 0, 0] = a.getHead()
+        n, e2 = n_of(a), a.idx.kspace_encode_step_2 + kz_offset
+        data[:, e1, e2, :, n, 0, 0] = a.data.T
+        headers[e1, e2, n, 0, 0] = a.getHead()
     return ReconBuffer(data, None, None, headers, _sampling_description(header, ro, forref, mode))
 
 
@@ -157,6 +163,47 @@ def asymmetric_echo(acquisitions: list, cut: int) -> list:
             a.data[:] = data
             a.center_sample = centre
     return acquisitions
+
+
+def slab_acquisitions(kspace: np.ndarray, imaging_mask: np.ndarray, *, num_acs: int = 24, oversampling: int = 1,
+                      recon_partitions: int | None = None, slab_thickness_mm: float = 64.0,
+                      noise: np.ndarray | None = None, measured_partitions: np.ndarray | None = None):
+    """A 3-D slab as a scanner streams it: every (ky, kz) line of ``kspace`` [C, Z, H, W_os] with ky in
+    ``imaging_mask`` | the ACS block, in kz-outer order, ``idx.kspace_encode_step_2`` = kz, one slice (idx.slice 0)
+    at the slab centre; the header encodes Z partitions (encodingLimits kz centre Z // 2), ``recon_partitions``
+    (default Z) of them reconstructed over ``slab_thickness_mm``. ``measured_partitions`` [Z] bool leaves the other
+    kz planes unacquired (partial Fourier along kz). Returns :class:`gadgets.mrd_io.MrdRaw`.
+
+    Written with the product's 2-D writer (:func:`gadgets.mrd_io.make_raw_acquisitions`, each kz plane as a
+    "slice") and relabelled, so every other field is what the 2-D tests use."""
+    from gadgets.mrd_io import GeometrySpec, MrdRaw, _limit, make_header, make_raw_acquisitions
+
+    C, Z, H, W_os = kspace.shape
+    Zr = recon_partitions or Z
+    header = make_header(num_lines=H, readout=W_os // oversampling, num_coils=C, oversampling=oversampling,
+                         slice_thickness=slab_thickness_mm, calibration="embedded",
+                         acceleration=max(int(round(H / max(int(np.asarray(imaging_mask).sum()), 1))), 1))
+    enc = header.encoding[0]
+    enc.encodedSpace.matrixSize.z, enc.reconSpace.matrixSize.z = Z, Zr
+    enc.encodedSpace.fieldOfView_mm.z = slab_thickness_mm * Z / Zr
+    enc.encodingLimits.kspace_encoding_step_2 = _limit(Z - 1, Z // 2)
+    raw = make_raw_acquisitions(np.moveaxis(kspace, 1, 0), imaging_mask, num_acs=num_acs, oversampling=oversampling,
+                                header=header, noise=noise)
+    planes = np.ones(Z, bool) if measured_partitions is None else np.asarray(measured_partitions, bool)
+    noise_acqs = [a for a in raw.acquisitions if a.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)]
+    lines = [a for a in raw.acquisitions if not a.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT) and planes[a.idx.slice]]
+    centre = np.asarray(GeometrySpec().centre, dtype=np.float32)      # the writer's default geometry
+    keep = (ismrmrd.ACQ_IS_PARALLEL_CALIBRATION, ismrmrd.ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING)
+    for n, a in enumerate(lines):
+        a.idx.kspace_encode_step_2, a.idx.slice = a.idx.slice, 0
+        a.position[:] = centre
+        a.flags = sum(1 << (f - 1) for f in keep if a.is_flag_set(f))
+        if n == 0:
+            a.set_flag(ismrmrd.ACQ_FIRST_IN_SLICE)
+        if n == len(lines) - 1:
+            for f in (ismrmrd.ACQ_LAST_IN_SLICE, ismrmrd.ACQ_LAST_IN_REPETITION, ismrmrd.ACQ_LAST_IN_MEASUREMENT):
+                a.set_flag(f)
+    return MrdRaw(header_xml=header.toXML(), acquisitions=noise_acqs + lines)
 
 
 def oversampled_phantom(height: int = 64, width: int = 64, coils: int = 8, slices: int = 2, seed: int = 0,

@@ -280,6 +280,29 @@ def _with_model(kind: str):
     return build
 
 
+def _slab(header, acqs):
+    """The two slices as the two kz partitions of one slab (encoded and reconstructed z = 2), every line at the slab
+    centre, one LAST_IN_SLICE: a 3-D scan accelerated along ky only."""
+    header = re.sub(r"(<(encodedSpace|reconSpace)>.*?<z>)1(</z>)", r"\g<1>2\g<3>", header, flags=re.S)
+    header = re.sub(r"(<kspace_encoding_step_2>.*?<maximum>)0(</maximum>.*?<center>)0(</center>)",
+                    r"\g<1>1\g<2>1\g<3>", header, flags=re.S)
+    header = re.sub(r"(<slice>.*?<maximum>)1(</maximum>)", r"\g<1>0\g<2>", header, count=1, flags=re.S)
+    imaging = _imaging(acqs)
+    centre = np.mean([np.asarray(a.position) for a in imaging], axis=0)
+    for a in imaging:
+        a.idx.kspace_encode_step_2, a.idx.slice = a.idx.slice, 0
+        a.position[:] = centre
+        a.clear_flag(ismrmrd.ACQ_LAST_IN_SLICE)
+    imaging[-1].set_flag(ismrmrd.ACQ_LAST_IN_SLICE)
+    return header, acqs
+
+
+def _slab_kz_accelerated(header, acqs):
+    header, acqs = _slab(header, acqs)
+    dropped = next(a for a in _imaging(acqs) if a.idx.kspace_encode_step_2 == 1 and a.idx.kspace_encode_step_1 == 0)
+    return header, [a for a in acqs if a is not dropped]
+
+
 def _budget_header(header, acqs):
     big = make_header(num_lines=2048, readout=2048, num_coils=C, num_slices=128)     # 16 GiB of k-space
     from xsdata.formats.dataclass.serializers import XmlSerializer
@@ -296,8 +319,10 @@ CASES = [
          _with(_second_encoding)),
     Case("non-Cartesian trajectory", "error", r"only 'cartesian'",
          _with(_regex(r"<trajectory>cartesian</trajectory>", "<trajectory>radial</trajectory>"))),
-    Case("3-D encoding", "error", r"3-D encodings are not supported",
+    Case("3-D header over 2-D data (one kz plane of 8)", "error", r"only 1 of 8 kz partitions hold lines",
          _with(_regex(r"(<encodedSpace>.*?<z>)1(</z>)", r"\g<1>8\g<2>"))),
+    Case("3-D slab (2 partitions, ky accelerated)", "images", None, _with(_slab)),
+    Case("3-D slab accelerated along kz", "error", r"accelerated along kz", _with(_slab_kz_accelerated)),
     Case("a NaN sample", "images", r"NaN/Inf samples dropped", _with(_set_sample(np.nan))),
     Case("an Inf sample", "images", r"NaN/Inf samples dropped", _with(_set_sample(np.inf))),
     Case("huge sample values (1e30)", "images", None, _with(_scale_all(1e30))),
