@@ -175,3 +175,29 @@ def test_slab_through_the_spawned_gadget_from_recon_data(slab, tmp_path):
     if shutil.which("dciodvfy"):
         for path in write_dicom_series(images_to_datasets(raw.header_xml, result.images), tmp_path / "dicom"):
             assert dciodvfy_errors(path) == [], path
+
+
+def test_two_slabs_number_their_partitions_in_order(slab):
+    """Slab s's partition p is slice s x Zr + p, placed from its own slab's position, holding its own slab's data
+    (the second slab: twice the first's k-space, 40 mm further along slice_dir); both slabs in one volume."""
+    import copy
+    import re
+
+    kspace, mask = slab
+    first = slab_acquisitions(kspace, mask, num_acs=NUM_ACS, recon_partitions=8)
+    second = copy.deepcopy(slab_acquisitions(2 * kspace, mask, num_acs=NUM_ACS, recon_partitions=8))
+    shift = 40.0 * np.asarray(second.acquisitions[0].slice_dir, np.float64)
+    for a in second.acquisitions:
+        a.idx.slice = 1
+        a.position[:] = np.asarray(a.position, np.float64) + shift
+    for a in first.acquisitions:
+        if a.is_flag_set(ismrmrd.ACQ_LAST_IN_MEASUREMENT):
+            a.clear_flag(ismrmrd.ACQ_LAST_IN_MEASUREMENT)
+            a.clear_flag(ismrmrd.ACQ_LAST_IN_REPETITION)
+    header = re.sub(r"(<slice>.*?<maximum>)0(</maximum>)", r"\g<1>1\g<2>", first.header_xml, count=1, flags=re.S)
+    (buffer,) = _buffers(MrdRaw(header, first.acquisitions + [a for a in second.acquisitions
+                                                             if not a.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)]))
+    assert buffer.slices == list(range(16))
+    positions = np.array([np.asarray(h.position[:], np.float64) for h in buffer.reference_headers])
+    np.testing.assert_allclose(positions[8:] - positions[:8], np.tile(shift, (8, 1)), atol=1e-4)
+    np.testing.assert_allclose(buffer.kspace[8:], 2 * buffer.kspace[:8], atol=1e-4)
