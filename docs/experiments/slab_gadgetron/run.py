@@ -1,7 +1,8 @@
 """A 3-D slab through a real Gadgetron 4.7.2 (from_stream) against dpm-replay in local mode on the same file: the
 acquisition configurations (dpm_recon_acquisitions.xml, dpm_recon_offline.xml: our gadget assembles the slab), and
 the ReconData one (dpm_recon.xml: Gadgetron's own RemoveROOversampling, AcquisitionAccumulateTrigger and
-BucketToBuffer, E2 = kz, in front of our gadget) with its NoiseAdjustGadget removed and a stream without noise scan,
+BucketToBuffer, E2 = kz, in front of our gadget; and for a 2-D multi-slice scan of the same phantom, split_slices)
+with its NoiseAdjustGadget removed and a stream without noise scan,
 because that gadget stops the stream under ``--disable_storage`` (it cannot store the noise covariance: "Failed to
 store item: URL using bad/illegal format").
 
@@ -33,15 +34,16 @@ from bench_gadgetron import gadgetron_version, stream  # noqa: E402
 
 from dpm_core.masks import equispaced_mask  # noqa: E402
 from gadgets import replay  # noqa: E402
-from gadgets.mrd_io import write_mrd_raw  # noqa: E402
+from gadgets.mrd_io import make_raw_acquisitions, write_mrd_raw  # noqa: E402
 from tests.harness import slab_acquisitions  # noqa: E402
 
 N, COILS, ACS, OVERSAMPLING, NOISE_FRACTION = 32, 8, 12, 2, 0.02
 NOISE_ADJUST = '<gadget><name>NoiseAdjust</name><dll>gadgetron_mricore</dll><classname>NoiseAdjustGadget</classname></gadget>'
-# (label, configuration, its NoiseAdjust removed, stream with the noise scan)
-RUNS = (("dpm_recon_acquisitions.xml", "dpm_recon_acquisitions.xml", False, True),
-        ("dpm_recon_offline.xml", "dpm_recon_offline.xml", False, True),
-        ("dpm_recon.xml without NoiseAdjust, no noise scan", "dpm_recon.xml", True, False))
+# (label, configuration, its NoiseAdjust removed, which scan)
+RUNS = (("dpm_recon_acquisitions.xml", "dpm_recon_acquisitions.xml", False, "slab with noise scan"),
+        ("dpm_recon_offline.xml", "dpm_recon_offline.xml", False, "slab with noise scan"),
+        ("dpm_recon.xml without NoiseAdjust", "dpm_recon.xml", True, "slab"),
+        ("dpm_recon.xml without NoiseAdjust, 2-D", "dpm_recon.xml", True, "2-D, 3 slices"))
 
 
 def oversampled_slab(tmp: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -72,23 +74,25 @@ def main() -> None:
         tmp = Path(tmp)
         kos, noise = oversampled_slab(tmp)
         mask = np.asarray(equispaced_mask(N, 2, ACS))
-        raws = {}
-        for with_noise in (True, False):
-            raws[with_noise] = tmp / f"slab_noise_{with_noise}.h5"
-            write_mrd_raw(str(raws[with_noise]), slab_acquisitions(
-                kos, mask, num_acs=ACS, oversampling=OVERSAMPLING, noise=noise if with_noise else None,
-                slab_thickness_mm=64.0))
-        for label, name, drop_noise_adjust, with_noise in RUNS:
-            raw = raws[with_noise]
-            replay.replay(str(raw), str(tmp / f"replay_{with_noise}"), mode="local", config={"method": "sense"},
+        raws = {name: tmp / f"{i}.h5" for i, name in enumerate(("slab with noise scan", "slab", "2-D, 3 slices"))}
+        for name, scan_noise in (("slab with noise scan", noise), ("slab", None)):
+            write_mrd_raw(str(raws[name]), slab_acquisitions(kos, mask, num_acs=ACS, oversampling=OVERSAMPLING,
+                                                             noise=scan_noise, slab_thickness_mm=64.0))
+        # the same phantom's middle 3 partitions as a 2-D multi-slice scan (Gadgetron's ReconData path, split_slices)
+        two_d = np.fft.fftshift(np.fft.ifft(np.fft.ifftshift(kos, axes=1), axis=1, norm="ortho"), axes=1)
+        write_mrd_raw(str(raws["2-D, 3 slices"]),
+                      make_raw_acquisitions(np.moveaxis(two_d[:, N // 2 - 1:N // 2 + 2], 1, 0), mask, num_acs=ACS))
+        for label, name, drop_noise_adjust, scan in RUNS:
+            raw = raws[scan]
+            replay.replay(str(raw), str(tmp / f"replay_{raw.stem}"), mode="local", config={"method": "sense"},
                           dicom=False)
-            expected = images_of(tmp / f"replay_{with_noise}" / "images.h5")
+            expected = images_of(tmp / f"replay_{raw.stem}" / "images.h5")
             text = (REPO / "configs_xml" / name).read_text().replace('<property name="method" value="dpm"/>',
                                                                      '<property name="method" value="sense"/>')
             if drop_noise_adjust:
                 assert NOISE_ADJUST in text, name
                 text = text.replace(NOISE_ADJUST, "")
-            config = tmp / f"{label.split()[0]}_{int(drop_noise_adjust)}.xml"
+            config = tmp / f"{label.split()[0]}_{raw.stem}.xml"
             config.write_text(text)
             out = tmp / f"out_{config.stem}.h5"
             run = stream(raw, config, out, env, 600)
