@@ -201,3 +201,19 @@ def test_two_slabs_number_their_partitions_in_order(slab):
     positions = np.array([np.asarray(h.position[:], np.float64) for h in buffer.reference_headers])
     np.testing.assert_allclose(positions[8:] - positions[:8], np.tile(shift, (8, 1)), atol=1e-4)
     np.testing.assert_allclose(buffer.kspace[8:], 2 * buffer.kspace[:8], atol=1e-4)
+
+
+def test_training_reads_a_fully_sampled_slab_as_its_partitions(slab, tmp_path):
+    """dpm-finetune's reader: a fully sampled slab gives numpy's partitions as training slices; a slab with partial
+    Fourier along kz (its partitions blurred along z) is refused, naming it."""
+    from training.preprocess import SourceVolume, read_volume
+
+    kspace, _ = slab
+    full = np.ones(H, bool)
+    write_mrd_raw(str(tmp_path / "full.h5"), slab_acquisitions(kspace, full, num_acs=NUM_ACS))
+    got = read_volume(SourceVolume(str(tmp_path / "full.h5"), "AXFLAIR", "s0", "ismrmrd", Z)).numpy()
+    np.testing.assert_allclose(got, _kz_to_partitions(kspace), atol=1e-5 * np.abs(kspace).max())
+    write_mrd_raw(str(tmp_path / "pf.h5"), slab_acquisitions(kspace, full, num_acs=NUM_ACS,
+                                                             measured_partitions=np.arange(Z) >= 2))
+    with pytest.raises(ValueError, match="partial Fourier along kz"):
+        read_volume(SourceVolume(str(tmp_path / "pf.h5"), "AXFLAIR", "s0", "ismrmrd", Z))

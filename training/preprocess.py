@@ -171,8 +171,9 @@ def read_kspace(volume: SourceVolume) -> list[tuple[torch.Tensor, np.ndarray | N
     fastMRI files carry 2x readout oversampling (the recon FOV is the central half of the readout, DESIGN.md §7) and
     give one entry whose mask is None (the file's own ``mask`` dataset, if any, is for the caller to read); ISMRMRD
     files go through :func:`gadgets.assembly.buffers_from_acquisitions` (noise prewhitening, oversampling removal,
-    accumulation), exactly as the gadget does, one entry per assembled buffer with its mask; a buffer with an
-    asymmetric echo is refused (ValueError): the training paths take every readout sample as measured.
+    accumulation), exactly as the gadget does, one entry per assembled buffer with its mask (a 3-D slab: its
+    partitions); a buffer with an asymmetric echo or a slab with partial Fourier along kz is refused (ValueError):
+    the training paths take every readout sample and every kz as measured.
     """
     if volume.kind == "fastmri":
         from .fastmri_data import FastMRISliceDataset, FastMRIVolumeIndex
@@ -187,6 +188,9 @@ def read_kspace(volume: SourceVolume) -> list[tuple[torch.Tensor, np.ndarray | N
         if b.readout is not None:
             raise ValueError(f"{volume.path}: {b.describe()} has an asymmetric echo ({int(b.readout.sum())} of "
                              f"{b.readout.size} readout samples measured); training reads whole echoes only")
+        if b.noise_scale != 1.0:
+            raise ValueError(f"{volume.path}: {b.describe()} is a 3-D slab with partial Fourier along kz (kz planes "
+                             f"zero-filled); training reads whole slabs only")
     parts = [(torch.from_numpy(np.asarray(b.kspace, dtype=np.complex64)), np.asarray(b.mask, dtype=bool),
               list(b.slices), b.describe()) for b in buffers]
     if not parts:
