@@ -32,6 +32,8 @@ __all__ = ["Reconstructor", "ReconResult", "ReconstructionError", "METHODS", "re
 METHODS = ("dpm", "sense", "l1_wavelet", "zero_filled")
 WARM_START_SIGMA = 0.2   # DPM warm start: the SENSE image + noise at this level; chosen on validation subjects
                          # (benchmarks/bench_warm_start.py, docs/samplers.md)
+BUDGET_PROJECTION_AFTER = 0.1   # time_budget: the finish is projected from the steps done once this fraction is
+                                # done (the first steps include the one-slice memory probe and warm-up)
 
 
 class ReconstructionError(RuntimeError):
@@ -116,6 +118,11 @@ class Reconstructor:
             one unless steps are given (the fast sampler: 30 Karras steps, of which 8 lie at or below 0.2: 8 network
             evaluations instead of 50 from pure noise at equal error, docs/samplers.md); None starts from pure noise
             at the schedule's σ_max. Default :data:`WARM_START_SIGMA`.
+        time_budget: seconds one DPM volume may take (from the start of ``reconstruct``), so that a slow device
+            cannot hold the scanner's image pipeline past the exam: ReconstructionError (the pipeline then sends the
+            flagged SENSE fallback) as soon as the time is spent, after the coil maps and the ζ choice, and during
+            sampling as soon as the elapsed time, or the finish projected from the steps done (once
+            :data:`BUDGET_PROJECTION_AFTER` of them are), passes it. None: no limit.
     """
 
     def __init__(self, method: str = "dpm", model=None, sampler: str = "fast", sampler_options: dict | None = None,
@@ -123,7 +130,8 @@ class Reconstructor:
                  coil_method: str = "fast", num_maps: int | str = "auto", cg_iters: int = 100, cg_tol: float = 1e-4,
                  l2_weight: float = 1e-3, l1_lamda: float | None = None, l1_iters: int = 200,
                  coil_options: dict | None = None, output_guard: bool = True, progress="auto",
-                 memory_budget: int | str | None = "auto", warm_start: float | None = WARM_START_SIGMA):
+                 memory_budget: int | str | None = "auto", warm_start: float | None = WARM_START_SIGMA,
+                 time_budget: float | None = None):
         if method not in METHODS:
             raise ValueError(f"method {method!r} is unknown; choose one of {METHODS}")
         if num_maps not in (1, 2, "auto"):
@@ -158,6 +166,10 @@ class Reconstructor:
         if not (memory_budget in (None, "auto") or (isinstance(memory_budget, int) and memory_budget > 0)):
             raise ValueError(f"memory_budget must be a positive number of bytes, 'auto' or None; got {memory_budget!r}")
         self.memory_budget = memory_budget
+        if not (time_budget is None or (isinstance(time_budget, (int, float)) and 0 < time_budget < float("inf"))):
+            raise ValueError(f"time_budget must be a positive number of seconds or None (no limit); got "
+                             f"{time_budget!r}")
+        self.time_budget = None if time_budget is None else float(time_budget)
         self._denoiser = None
         if method == "dpm":
             from .samplers import get_sampler
@@ -286,9 +298,10 @@ class Reconstructor:
             ids = list(range(S)) if slice_ids is None else [int(i) for i in slice_ids]
             if len(ids) != S:
                 raise ValueError(f"slice_ids has {len(ids)} entries for {S} slices")
+            self._check_budget(t_start, "after the coil maps")
             images, std, dpm_info = self._sample(
                 kn, sampling, maps_t, ids, None if known_noise is None else known_noise.to(scale.device) / scale,
-                noise_from=(cal_kn, cal_sampling))
+                noise_from=(cal_kn, cal_sampling), t_start=t_start)
             info.update(dpm_info)
             # the noise level in the units of the k-space given (prewhitened k-space: 1/√2 per real channel)
             info["measured_noise_std"] = (torch.as_tensor(dpm_info["noise_std"]).reshape(-1).to(scale.device)
@@ -341,7 +354,7 @@ class Reconstructor:
             return m, second_map_energy(m, kn, sampling, self.coil_options.get("kernel_width", DEFAULT_KERNEL_WIDTH))
         return m, None
 
-    def _sample(self, kn, sampling: Sampling, maps_t, slice_ids, known_noise_std, noise_from):
+    def _sample(self, kn, sampling: Sampling, maps_t, slice_ids, known_noise_std, noise_from, t_start: float):
         from .memory import available_bytes
         from .operators import SenseOp
         from .samplers import default_sigmas, get_sampler, posterior_samples, warm_start_sigmas
@@ -400,7 +413,10 @@ class Reconstructor:
                     zeta_rule += f", scored on {trial_spec.name} runs"
                 zeta, zeta_info = chosen
             options["zeta"] = zeta
+        self._check_budget(t_start, "after choosing ζ")
         callback, bar = self._progress_callback(spec, options, kn.shape[0] * self.num_samples)
+        callback = self._budget_callback(callback, t_start, self._slice_steps(spec, options,
+                                                                               kn.shape[0] * self.num_samples))
         try:
             budget = available_bytes(kn.device) if self.memory_budget == "auto" else self.memory_budget
             mean, std, sampler_info = posterior_samples(spec, denoiser, kn, op, num_samples=self.num_samples,
@@ -448,8 +464,7 @@ class Reconstructor:
         elsewhere: servers, spawned gadgets, tests), ``progress(done, total)`` for a callable, nothing for None."""
         if self.progress is None:
             return None, None
-        levels = len(options["sigmas"])
-        total = max(levels - (1 if spec.schedule == "karras" else 0), 1) * items
+        total = self._slice_steps(spec, options, items)
         if callable(self.progress):
             done = [0]
 
@@ -461,6 +476,38 @@ class Reconstructor:
         bar = tqdm(total=total, desc=f"DPM {spec.name}", unit="slice-step", leave=False, disable=None,
                    dynamic_ncols=True)
         return (lambda state: bar.update(int(state["x"].shape[0]))), bar
+
+    @staticmethod
+    def _slice_steps(spec, options: dict, items: int) -> int:
+        """Sampler steps × slices × samples: what one sampling pass reports through its callback."""
+        return max(len(options["sigmas"]) - (1 if spec.schedule == "karras" else 0), 1) * items
+
+    def _check_budget(self, t_start: float, stage: str) -> None:
+        elapsed = time.perf_counter() - t_start
+        if self.time_budget is not None and elapsed > self.time_budget:
+            raise ReconstructionError(f"time budget of {self.time_budget:g} s per volume spent {stage} "
+                                      f"({elapsed:.1f} s); raise the gadget property time_budget or use a faster "
+                                      f"device")
+
+    def _budget_callback(self, callback, t_start: float, total: int):
+        """``callback`` (or nothing) plus the time-budget check after every sampler step (see ``time_budget``)."""
+        if self.time_budget is None:
+            return callback
+        budget, done, t_sampling = self.time_budget, [0], time.perf_counter()
+
+        def check(state):
+            if callback is not None:
+                callback(state)
+            done[0] += int(state["x"].shape[0])
+            now = time.perf_counter()
+            fraction = min(done[0] / total, 1.0)
+            projected = (t_sampling - t_start) + (now - t_sampling) / fraction
+            if now - t_start > budget or (fraction >= BUDGET_PROJECTION_AFTER and projected > budget):
+                raise ReconstructionError(
+                    f"time budget of {budget:g} s per volume: after {now - t_start:.1f} s the DPM had run "
+                    f"{fraction:.0%} of its sampling steps and would end at about {projected:.0f} s; raise the "
+                    f"gadget property time_budget or use a faster device")
+        return check
 
     def _zeta_rule(self, spec, card: dict, acceleration: float):
         """(ζ or "auto", the rule's name): a given number; "auto" (the sampler's rule, ``spec.zeta_rule``); the

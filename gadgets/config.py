@@ -86,6 +86,8 @@ _warm_start = _positive_or({"none": None, "off": None, "false": None, "no": None
                            "a positive finite σ, default or none")
 # GiB of working memory per sampler call, or auto (what the device has free).
 _memory_budget = _positive_or({"": "auto", "auto": "auto"}, "a positive number of GiB or auto")
+# Seconds one DPM volume may take before its SENSE fallback is sent instead, or none (no limit).
+_time_budget = _positive_or({"": None, "none": None, "off": None}, "a positive number of seconds or none")
 
 
 def _positive_int(text: str) -> int:
@@ -117,6 +119,8 @@ class GadgetConfig:
     dpm_core.reconstruct.WARM_START_SIGMA].
     memory_budget_gb: GiB of working memory one sampler call may use (a volume runs in as many calls as it needs)
     | auto (what the device has free) [auto].
+    time_budget: seconds one volume's DPM stage may take; when the time is spent, or the sampling's projected finish
+    passes it, the volume's flagged SENSE fallback is sent instead (a slow device never holds the exam) | none [none].
     seed [0].  device: auto | cpu | cuda | cuda:N [auto].  num_samples: posterior samples [1].
     coil_method: fast | sigpy [fast].  num_maps: 1 | 2 | auto [auto].
     series_index: series of repetition 0 [1].  std_series_index: series of the posterior-std maps [1001].
@@ -139,6 +143,7 @@ class GadgetConfig:
     zeta: float | str | None = None
     warm_start: float | str | None = "default"
     memory_budget_gb: float | str = "auto"
+    time_budget: float | None = None
     seed: int = 0
     device: str = "auto"
     num_samples: int = 1
@@ -160,6 +165,7 @@ class GadgetConfig:
                     num_samples=self.num_samples, zeta=self.zeta, seed=self.seed, device=self.device,
                     coil_method=self.coil_method, num_maps=self.num_maps,
                     memory_budget="auto" if self.memory_budget_gb == "auto" else int(self.memory_budget_gb * 2 ** 30),
+                    time_budget=self.time_budget,
                     **({} if self.warm_start == "default" else {"warm_start": self.warm_start}))
 
 
@@ -172,6 +178,7 @@ _PARSERS: dict[str, Callable] = {
     "zeta": _zeta,
     "warm_start": _warm_start,
     "memory_budget_gb": _memory_budget,
+    "time_budget": _time_budget,
     "seed": int,
     "device": _device,
     "num_samples": _positive_int,

@@ -360,6 +360,8 @@ CASES = [
     Case("zeta = nan", "error", r"'zeta' = 'nan' is invalid", _with(_identity, {"method": "dpm", "zeta": "nan"})),
     Case("absent device (cuda:7)", "error", r"'device' = 'cuda:7' is invalid",
          _with(_identity, {"method": "dpm", "device": "cuda:7"})),
+    Case("time budget spent (time_budget=1e-6)", "fallback", r"time budget of 1e-06 s per volume spent",
+         _with(_identity, {"method": "dpm", "steps": "3", "time_budget": "1e-6"})),
     Case("missing model file", "fallback", r"DPM failed .*delivered the SENSE fallback",
          _with(_identity, {"method": "dpm", "model": "/nonexistent/model.json", "steps": "3"})),
     Case("truncated model weights", "fallback", r"DPM failed .*delivered the SENSE fallback", _with_model("truncated")),

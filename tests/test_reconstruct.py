@@ -416,3 +416,50 @@ def test_every_sampler_takes_an_asymmetric_echo(denoiser, problem, sampler, opti
     measured = (coil_k - echo)[..., readout] * lines
     unmeasured = coil_k[..., ~readout] * lines
     assert measured.abs().square().sum() < unmeasured.abs().square().sum()
+
+
+def test_time_budget_stops_the_dpm_where_its_projected_finish_passes_the_budget(monkeypatch):
+    """The sampling check on a clock the test sets: the volume starts at 0 s, sampling at 10 s, 100 slice-steps, a
+    100 s budget. 10 steps by 15 s project an end at 10 + 5 / 0.1 = 60 s: it goes on; 20 steps by 40 s project
+    10 + 30 / 0.2 = 160 s: ReconstructionError naming the projection. Before 10 % of the steps nothing is projected
+    (5 steps by 40 s would say 610 s), and an elapsed time past the budget stops it at any fraction."""
+    import dpm_core.reconstruct as reconstruct_module
+
+    clock = [10.0]
+    monkeypatch.setattr(reconstruct_module.time, "perf_counter", lambda: clock[0])
+    recon = Reconstructor(method="sense", time_budget=100.0, device="cpu")
+
+    def steps(n):
+        return {"x": torch.zeros(n, 1, 2, 2)}
+
+    def at(seconds, n, check):
+        clock[0] = seconds
+        check(steps(n))
+
+    seen = []
+    check = recon._budget_callback(lambda state: seen.append(int(state["x"].shape[0])), t_start=0.0, total=100)
+    at(15.0, 10, check)                                            # 10 % by 15 s: ends at about 60 s
+    with pytest.raises(ReconstructionError, match=r"time budget of 100 s.*20% of its sampling steps.*about 160 s"):
+        at(40.0, 10, check)
+    assert seen == [10, 10]                                        # the progress report still ran first
+
+    clock[0] = 10.0
+    check = recon._budget_callback(None, t_start=0.0, total=100)
+    at(40.0, 5, check)                                             # 5 %: not projected yet
+    with pytest.raises(ReconstructionError, match="10% of its sampling steps"):
+        at(41.0, 5, check)                                         # 10 % by 41 s: about 320 s
+    clock[0] = 10.0
+    check = recon._budget_callback(None, t_start=0.0, total=100)
+    with pytest.raises(ReconstructionError, match="after 101.0 s"):
+        at(101.0, 1, check)                                        # the budget itself is spent
+
+
+def test_time_budget_sends_the_fallback_in_time(flair_scan):
+    """A budget spent before the DPM could sample (1 µs) is a ReconstructionError that names it, and without a
+    budget the same volume reconstructs; in the pipeline it becomes the flagged SENSE fallback (tests/test_malformed,
+    'time budget spent')."""
+    kspace, mask = flair_scan
+    with pytest.raises(ReconstructionError, match=r"time budget of 1e-06 s per volume spent after the coil maps"):
+        Reconstructor(sampler_options={"steps": 5}, device="cpu", time_budget=1e-6).reconstruct(kspace, mask)
+    with pytest.raises(ValueError, match="time_budget must be a positive number"):
+        Reconstructor(time_budget=0)
