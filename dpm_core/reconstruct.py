@@ -505,7 +505,7 @@ class Reconstructor:
             if now - t_start > budget or (fraction >= BUDGET_PROJECTION_AFTER and projected > budget):
                 raise ReconstructionError(
                     f"time budget of {budget:g} s per volume: after {now - t_start:.1f} s the DPM had run "
-                    f"{fraction:.0%} of its sampling steps and would end at about {projected:.0f} s; raise the "
+                    f"{fraction:.0%} of its sampling steps and would end at about {projected:.1f} s; raise the "
                     f"gadget property time_budget or use a faster device")
         return check
 
