@@ -166,8 +166,8 @@ def main() -> None:
                 print(rows[-1], flush=True)
     notes = (__doc__.split("\n\n", 2)[2].strip().replace("\n", " ")
              + f"\n\nPhantom {MATRIX}³, {COILS} coils, σ = {NOISE_FRACTION} × k-space RMS, ACS {NUM_ACS}; BART "
-               f"{bart_version()}. Command: `OMP_NUM_THREADS=1 python benchmarks/bench_slab.py`. Ours: one image per partition, each partition a "
-               "2-D problem with its own ESPIRiT maps (the partitions of a slab accelerated along ky alone are "
+               f"{bart_version()}. Command: `OMP_NUM_THREADS=1 python benchmarks/bench_slab.py`. Ours: one image "
+               "per partition, each partition a 2-D problem with its own ESPIRiT maps (the partitions of a slab accelerated along ky alone are "
                "independent); BART's 3-D l1-wavelet also shares information across partitions. The DPM (the prior "
                "model_choice picks for the header, a brain prior) meets a phantom here: its row is a geometry and "
                "transport check, not a quality claim. λ / ζ: BART's λ; for ours the recorded λ (L1) or ζ (DPM) per "

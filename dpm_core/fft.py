@@ -5,8 +5,9 @@ Convention (DESIGN.md §2): k-space centre at index ``n // 2`` of each transform
     fft2c(x)  = fftshift(fft2(ifftshift(x), norm="ortho"))
     ifft2c(k) = fftshift(ifft2(ifftshift(k), norm="ortho"))
 
-over the last two axes by default; ``ifftc`` is the same along one axis (a 3-D slab's kz -> its partitions). ``ifftshift`` comes first so that odd sizes round-trip exactly (the order
-gadgetron-python's ``cifftn`` gets wrong). Inputs are complex torch tensors of any leading shape.
+over the last two axes by default; ``ifftc`` is the same along one axis (a 3-D slab's kz -> its partitions).
+``ifftshift`` comes first so that odd sizes round-trip exactly (the order gadgetron-python's ``cifftn`` gets wrong).
+Inputs are complex torch tensors of any leading shape.
 """
 from __future__ import annotations
 

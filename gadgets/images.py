@@ -114,7 +114,7 @@ def field_of_view(header, num_lines: int) -> tuple[float, float, float]:
     enc = header.encoding[0]
     fov_r, fov_e = enc.reconSpace.fieldOfView_mm, enc.encodedSpace.fieldOfView_mm
     y = fov_r.y if enc.reconSpace.matrixSize.y == num_lines else fov_e.y * num_lines / enc.encodedSpace.matrixSize.y
-    z = fov_r.z / enc.reconSpace.matrixSize.z if enc.encodedSpace.matrixSize.z > 1 else fov_r.z
+    z = fov_r.z / max(enc.reconSpace.matrixSize.z, 1) if enc.encodedSpace.matrixSize.z > 1 else fov_r.z
     return float(fov_r.x), float(y), float(z)
 
 

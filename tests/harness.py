@@ -71,7 +71,8 @@ def _sampling_description(header, number_of_samples: int, forref: bool, calibrat
             lim.minimum, lim.maximum, lim.center)
     Z, kz = max(enc.encodedSpace.matrixSize.z, 1), enc.encodingLimits.kspace_encoding_step_2
     if Z > 1 and kz is not None:
-        sd.sampling_limits[2].min, sd.sampling_limits[2].max = kz.minimum + Z // 2 - kz.center, kz.maximum + Z // 2 - kz.center
+        shift = Z // 2 - kz.center
+        sd.sampling_limits[2].min, sd.sampling_limits[2].max = kz.minimum + shift, kz.maximum + shift
         sd.sampling_limits[2].center = Z // 2
     return sd
 

@@ -38,7 +38,8 @@ from gadgets.mrd_io import make_raw_acquisitions, write_mrd_raw  # noqa: E402
 from tests.harness import slab_acquisitions  # noqa: E402
 
 N, COILS, ACS, OVERSAMPLING, NOISE_FRACTION = 32, 8, 12, 2, 0.02
-NOISE_ADJUST = '<gadget><name>NoiseAdjust</name><dll>gadgetron_mricore</dll><classname>NoiseAdjustGadget</classname></gadget>'
+NOISE_ADJUST = ('<gadget><name>NoiseAdjust</name><dll>gadgetron_mricore</dll>'
+                '<classname>NoiseAdjustGadget</classname></gadget>')
 # (label, configuration, its NoiseAdjust removed, which scan)
 RUNS = (("dpm_recon_acquisitions.xml", "dpm_recon_acquisitions.xml", False, "slab with noise scan"),
         ("dpm_recon_offline.xml", "dpm_recon_offline.xml", False, "slab with noise scan"),
