@@ -120,9 +120,9 @@ class Reconstructor:
             at the schedule's σ_max. Default :data:`WARM_START_SIGMA`.
         time_budget: seconds one DPM volume may take (from the start of ``reconstruct``), so that a slow device
             cannot hold the scanner's image pipeline past the exam: ReconstructionError (the pipeline then sends the
-            flagged SENSE fallback) as soon as the time is spent, after the coil maps and the ζ choice, and during
-            sampling as soon as the elapsed time, or the finish projected from the steps done (once
-            :data:`BUDGET_PROJECTION_AFTER` of them are), passes it. None: no limit.
+            flagged SENSE fallback) as soon as the time is spent: after the coil maps, after every step of the
+            ζ rule's candidate runs, and during sampling as soon as the elapsed time, or the finish projected from
+            the steps done (once :data:`BUDGET_PROJECTION_AFTER` of them are), passes it. None: no limit.
     """
 
     def __init__(self, method: str = "dpm", model=None, sampler: str = "fast", sampler_options: dict | None = None,
@@ -392,6 +392,8 @@ class Reconstructor:
             zeta, zeta_rule = self._zeta_rule(spec, card, sampling.effective_acceleration)
             if zeta == "auto":
                 chosen = None
+                within_budget = (None if self.time_budget is None else      # the candidate runs count too
+                                 lambda state: self._check_budget(t_start, "while choosing ζ"))
                 # the rule's candidate runs: the record's trial sampler, with the options it takes
                 trial_spec = get_sampler(spec.zeta_trial_sampler or spec)
                 trial_options = {k: v for k, v in options.items() if k == "sigmas" or k in trial_spec.options}
@@ -400,13 +402,14 @@ class Reconstructor:
                     if spec.zeta_trial_steps is not None and not {"steps", "sigmas"} & set(self.sampler_options):
                         trial["sigmas"] = schedule(default_sigmas(spec, denoiser, spec.zeta_trial_steps, warm=warm))
                     chosen = holdout_zeta(trial_spec, denoiser, kn, sampling, maps_t, seed=self.seed,
-                                          slice_ids=slice_ids, run_inputs=run_inputs, options=trial)
+                                          slice_ids=slice_ids, run_inputs=run_inputs, options=trial,
+                                          callback=within_budget)
                     if chosen is None:
                         zeta_rule = (f"auto:gcv (fewer than {HOLDOUT_MIN_LINES} lines outside the calibration block "
                                      "to hold out)")
                 if chosen is None:                      # GCV's runs share the phase reference of the full data
                     chosen = gcv_zeta(trial_spec, denoiser, kn, op, noise_std, seed=self.seed, slice_ids=slice_ids,
-                                      options=trial_options, x_init=x_init,
+                                      options=trial_options, x_init=x_init, callback=within_budget,
                                       warm_image=None if self.warm_start is None else
                                       (lambda y: self._sense(y, sampling, maps_t)))
                 if trial_spec is not spec:

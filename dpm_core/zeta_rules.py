@@ -26,7 +26,8 @@ GCV_PROBE_FLOOR = 1e-3       # the probe's σ at least this fraction of the data
 
 
 def gcv_zeta(sampler, denoiser, kn, op, noise_std, *, seed: int, slice_ids, options: dict | None = None,
-             warm_image: Callable[[torch.Tensor], torch.Tensor] | None = None, x_init: torch.Tensor | None = None):
+             warm_image: Callable[[torch.Tensor], torch.Tensor] | None = None, x_init: torch.Tensor | None = None,
+             callback: Callable | None = None):
     """ζ per slice by generalized cross-validation (GCV), from the measured data alone; no noise level needed.
 
     For every ζ of :data:`ZETA_GRID` (or the sampler record's own ``zeta_grid``) the sampler runs a short schedule
@@ -49,7 +50,8 @@ def gcv_zeta(sampler, denoiser, kn, op, noise_std, *, seed: int, slice_ids, opti
     Args: the sampler (name or :class:`dpm_core.samplers.Sampler`), denoiser, normalized k-space kn [S, C, H, W] and
     operator of the reconstruction; noise_std σ̂ per slice (only sets the probe's step ε); seed and slice_ids as for
     the reconstruction; sampler options; warm_image: k-space [S, C, H, W] -> start image [S, M, H, W], or None;
-    x_init: warm_image(kn) when the caller has already computed it (saves one solve).
+    x_init: warm_image(kn) when the caller has already computed it (saves one solve); callback: passed to every
+    candidate run (the Reconstructor's time budget).
     Returns (ζ [S] tensor, info with the GCV table).
     """
     from .samplers import get_sampler, posterior_samples
@@ -78,8 +80,8 @@ def gcv_zeta(sampler, denoiser, kn, op, noise_std, *, seed: int, slice_ids, opti
     starts = (None, None) if warm_image is None else (warm_image(kn) if x_init is None else x_init, warm_image(probed))
 
     def predicted(y, x_init, zeta):
-        mean, _, _ = posterior_samples(sampler, denoiser, y, op, num_samples=1, seed=seed,
-                                       slice_ids=slice_ids, x_init=x_init, **trial, zeta=zeta)
+        mean, _, _ = posterior_samples(sampler, denoiser, y, op, num_samples=1, seed=seed, slice_ids=slice_ids,
+                                       x_init=x_init, callback=callback, **trial, zeta=zeta)
         return op.forward(mean)
 
     gcv, dof = [], []
@@ -134,7 +136,8 @@ def descend_grid(score: Callable[[int], torch.Tensor], size: int) -> torch.Tenso
 
 
 def holdout_zeta(sampler, denoiser, kn, sampling: Sampling, maps, *, seed: int, slice_ids,
-                 run_inputs: Callable[[torch.Tensor, Sampling], dict], options: dict | None = None):
+                 run_inputs: Callable[[torch.Tensor, Sampling], dict], options: dict | None = None,
+                 callback: Callable | None = None):
     """ζ per slice by cross-validation on held-out k-space lines, from the measured data alone.
 
     Seeded folds of the measured lines outside the ACS block are set aside, each :data:`HOLDOUT_FRACTION` of them,
@@ -159,7 +162,8 @@ def holdout_zeta(sampler, denoiser, kn, sampling: Sampling, maps, *, seed: int, 
     Args: the sampler (name or :class:`dpm_core.samplers.Sampler`), denoiser, normalized k-space kn [S, C, H, W], its
     Sampling and coil maps [S, M, C, H, W] of the reconstruction; seed and slice_ids as for the reconstruction;
     run_inputs: (k-space [S, C, H, W], its Sampling) -> the keyword inputs of a sampler run computed from that data
-    (``x_init``, ``phase_reference``); options: the other sampler options (schedule, noise level).
+    (``x_init``, ``phase_reference``); options: the other sampler options (schedule, noise level); callback: passed
+    to every candidate run (the Reconstructor's time budget).
     Returns (ζ [S] tensor, info with the grid, the pooled held-out errors (None for candidates the descent did not
     visit), the lines and folds), or None when fewer than :data:`HOLDOUT_MIN_LINES` lines can be held out (nearly
     only ACS lines measured): the caller falls back to GCV.
@@ -188,7 +192,8 @@ def holdout_zeta(sampler, denoiser, kn, sampling: Sampling, maps, *, seed: int, 
         residual = torch.zeros(S, device=kn.device)
         for op_kept, y_kept, inputs, op_held, y_held in folds:
             x, _, _ = posterior_samples(sampler, denoiser, y_kept, op_kept, num_samples=1, seed=seed,
-                                        slice_ids=slice_ids, **{**(options or {}), **inputs}, zeta=float(zeta_grid[j]))
+                                        slice_ids=slice_ids, callback=callback, **{**(options or {}), **inputs},
+                                        zeta=float(zeta_grid[j]))
             residual += (op_held.forward(x) - y_held).abs().square().flatten(1).sum(1)
         return residual / held_energy.clamp_min(1e-30)
 

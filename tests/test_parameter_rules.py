@@ -154,3 +154,24 @@ def test_best_l1_lambda_scales_with_the_noise_level():
         best.append(lamdas[int(np.argmin(errs))])
     print("best λ at σ = 0.05 / 0.1:", best)
     assert 1.4 <= best[1] / best[0] <= 2.9                              # doubles, within one grid step (√2)
+
+
+def test_zeta_rules_run_the_callers_callback_in_every_candidate_run():
+    """The Reconstructor's time budget reaches the ζ rules' candidate runs: a callback that stops the first step
+    stops GCV and the held-out rule alike (its exception comes through)."""
+    class Stop(Exception):
+        pass
+
+    def stop(state):
+        raise Stop
+
+    problem = gaussian_problem(height=32, width=32, num_coils=4, acceleration=2, num_acs=4, noise_std=0.1, seed=3)
+    denoiser = GaussianDenoiser(problem.prior)
+    options = {"noise_std": problem.noise_std, "sigma_data": None}
+    with pytest.raises(Stop):
+        gcv_zeta(SAMPLERS["dds"], denoiser, problem.y, problem.op, torch.tensor([problem.noise_std]), seed=0,
+                 slice_ids=[0], options=options, callback=stop)
+    with pytest.raises(Stop):
+        holdout_zeta(SAMPLERS["pnp"], denoiser, problem.y, sampling_of(problem.op.mask[:1], 32), problem.op.maps,
+                     seed=0, slice_ids=[0], run_inputs=lambda y, part: {}, callback=stop,
+                     options={"noise_std": problem.noise_std, "demodulate": False, "sigmas": default_sigmas("pnp")})
