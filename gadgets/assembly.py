@@ -231,8 +231,11 @@ class _SliceAccumulator:
         self.best_header = None            # (distance, header)
         self.complete = False
 
-    def add(self, head, data: np.ndarray, ky: int, is_calibration: bool, is_imaging: bool, kz: int = 0) -> None:
-        """data: [C, W'] complex64 line (W' = W after oversampling removal; asymmetric echoes are zero-padded)."""
+    def add(self, head, data: np.ndarray, ky: int, is_calibration: bool, is_imaging: bool, kz: int = 0,
+            measured: tuple[int, int] | None = None) -> None:
+        """data: [C, W'] complex64 line (W' = W after oversampling removal; asymmetric echoes are zero-padded).
+        measured: (lo, hi), the readout samples of a full-length line that are data, when upstream zero-padding
+        filled the rest (Gadgetron's AsymmetricEchoAdjustROGadget, the ReconData path); None: the line's own."""
         C, Z, H, W = self.kspace.shape
         if data.shape[0] != C:
             raise ValueError(f"acquisition scan_counter {head.scan_counter} has {data.shape[0]} channels but the "
@@ -254,7 +257,8 @@ class _SliceAccumulator:
             self.dropped.append(int(head.scan_counter))
             return
         covered = np.zeros(W, dtype=bool)
-        covered[start:start + n] = True                    # an asymmetric echo: the zero-padded rest is not measured
+        lo, hi = (start, start + n) if measured is None else measured
+        covered[lo:hi] = True                              # an asymmetric echo: the zero-padded rest is not measured
         if self.readout is None:
             self.readout = covered
         elif not np.array_equal(covered, self.readout):
@@ -263,7 +267,7 @@ class _SliceAccumulator:
                              f"{start}..{start + n - 1}, the slice's earlier lines {have[0]}..{have[-1]}; every line "
                              f"of a slice must have the same echo (check number_of_samples and center_sample)")
         line = np.zeros((C, W), dtype=np.complex64)
-        line[:, start:start + n] = data
+        line[:, lo:hi] = data[:, lo - start:hi - start]
         if self.measured[kz, ky] and is_imaging == bool(self.imaging[kz, ky]):
             # Repeated copies of a line (averages, re-acquisitions) are averaged, never silently overwritten.
             k = self.copies[kz, ky]
@@ -809,6 +813,7 @@ def _add_recon_buffer_slice(volumes, info: EncodingInfo, data: np.ndarray, heade
             skipped[int(head.encoding_space_ref)] += 1
             continue
         line = np.ascontiguousarray(data[:, e1, e2, :].T)                               # [CHA, RO]
+        measured = _echo_of_padded_line(head, info, line.shape[1], bit)
         if line.shape[1] == info.encoded_readout and info.encoded_readout != info.readout:
             line = remove_readout_oversampling_line(line, info.readout)
             head = _copy_header(head)
@@ -830,4 +835,26 @@ def _add_recon_buffer_slice(volumes, info: EncodingInfo, data: np.ndarray, heade
             is_calibration, is_imaging = True, False
         ky = int(head.idx.kspace_encode_step_1) + info.ky_offset
         kz = int(head.idx.kspace_encode_step_2) + info.kz_offset if info.num_partitions > 1 else 0
-        slices[s].add(head, line, ky, is_calibration, is_imaging, kz=kz)
+        slices[s].add(head, line, ky, is_calibration, is_imaging, kz=kz, measured=measured)
+
+
+def _echo_of_padded_line(head, info: EncodingInfo, samples: int, bit: int) -> tuple[int, int] | None:
+    """The recon-grid readout samples (lo, hi) of a ReconData line that hold data, from the zero-padding Gadgetron's
+    AsymmetricEchoAdjustROGadget records in ``discard_pre`` / ``discard_post`` (RemoveROOversamplingGadget rescales
+    them; BucketToBuffer's sampling_limits RO are the same numbers); None for a whole echo. Where the oversampling
+    was removed after the padding (upstream, or here for a line of ``samples`` = encoded readout), the crop spreads
+    the padding into the samples next to it, and :data:`ASYMMETRIC_ECHO_MARGIN` of them are not kept, as on the
+    acquisition path (:func:`remove_oversampling`)."""
+    pre, post = int(head.discard_pre), int(head.discard_post)
+    if pre == 0 and post == 0:
+        return None
+    W = info.readout
+    factor = samples / W                                  # > 1: the oversampling is removed here, after the padding
+    margin = ASYMMETRIC_ECHO_MARGIN if info.encoded_readout != info.readout else 0
+    lo = int(np.ceil(pre / factor)) + margin if pre else 0
+    hi = W - (int(np.ceil(post / factor)) + margin) if post else W
+    if not lo <= W // 2 < hi:
+        raise ValueError(f"ReconData bit {bit}: the line's echo (discard_pre {pre}, discard_post {post} of {samples} "
+                         f"samples) does not hold the k-space centre; only an asymmetric echo around the centre can "
+                         f"be reconstructed")
+    return lo, hi

@@ -107,9 +107,33 @@ def _make_recon_buffer(acqs: list, header, forref: bool, n_of, num_n: int):
     return ReconBuffer(data, None, None, headers, _sampling_description(header, ro, forref, mode))
 
 
+def asymmetric_echo_adjust(acquisitions, header):
+    """Gadgetron's AsymmetricEchoAdjustROGadget: a readout shorter than the encoded one is zero-padded to it — before
+    the samples when ``center_sample`` lies in their first half, else after them — with the padding recorded in
+    ``discard_pre`` / ``discard_post`` and ``center_sample`` set to the middle; noise readouts pass."""
+    encoded = header.encoding[0].encodedSpace.matrixSize.x
+    for a in acquisitions:
+        n, centre = a.number_of_samples, a.center_sample
+        if (not a.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT) and n < encoded and 2 * centre != n
+                and centre < n):
+            data = a.data.copy()
+            a.resize(number_of_samples=encoded, active_channels=a.active_channels,
+                     trajectory_dimensions=a.trajectory_dimensions)
+            a.data[:] = 0
+            if 2 * centre < n:
+                a.data[:, encoded - n:] = data
+                a.discard_pre, a.discard_post = encoded - n, 0
+            else:
+                a.data[:, :n] = data
+                a.discard_pre, a.discard_post = 0, encoded - n
+            a.center_sample = encoded // 2
+        yield a
+
+
 def bucket_to_buffer(acquisitions: list, header, n_dimension: str = "") -> list:
-    """Gadgetron side: acquisitions -> ReconData messages as NoiseAdjust -> RemoveROOversampling ->
-    AcquisitionAccumulateTrigger(trigger_dimension=repetition) -> BucketToBuffer(split_slices=true, N_dimension).
+    """Gadgetron side: acquisitions -> ReconData messages as NoiseAdjust -> AsymmetricEchoAdjustRO ->
+    RemoveROOversampling -> AcquisitionAccumulateTrigger(trigger_dimension=repetition) ->
+    BucketToBuffer(split_slices=true, N_dimension).
 
     Calibration lines go to ``ref`` (PARALLEL_CALIBRATION only there; PARALLEL_CALIBRATION_AND_IMAGING in both).
     One ReconData per (slice, average, contrast, phase, repetition, set) key, repetition folded into N when
@@ -118,7 +142,8 @@ def bucket_to_buffer(acquisitions: list, header, n_dimension: str = "") -> list:
     from gadgetron.types.recon_data import ReconBit, ReconData
     from gadgets import assembly
 
-    stream = list(assembly.remove_oversampling(assembly.noise_adjust(iter(acquisitions), header), header))
+    stream = list(assembly.remove_oversampling(
+        asymmetric_echo_adjust(assembly.noise_adjust(iter(acquisitions), header), header), header))
     fold_rep = n_dimension == "repetition"
     reps = sorted({a.idx.repetition for a in stream})
     buckets = [stream] if fold_rep else [[a for a in stream if a.idx.repetition == r] for r in reps]

@@ -247,6 +247,32 @@ def test_an_oversampled_asymmetric_echo_keeps_its_measured_samples_and_says_whic
     assert np.abs(pixels - zeros.images).max() > 1e-2 * np.abs(zeros.images).max()
 
 
+def test_an_asymmetric_echo_padded_by_gadgetron_keeps_its_measured_samples_on_the_recon_data_path(scan):
+    """Gadgetron's AsymmetricEchoAdjustROGadget zero-pads a 75 % echo and records it in discard_pre, which its
+    RemoveROOversamplingGadget rescales (emulated by tests.harness.bucket_to_buffer as those gadgets' source does):
+    the ReconData buffers carry the same readout mask and k-space as the acquisition path's, so the padding is not
+    taken as measured zeros there either; a line whose recorded echo misses the k-space centre is refused."""
+    from tests.harness import bucket_to_buffer
+    kos, _, noise, mask = scan
+    raw = make_raw_acquisitions(kos, mask, num_acs=NUM_ACS, noise=noise)
+    cut = kos.shape[-1] // 4
+    direct = list(assembly.buffers_from_acquisitions(asymmetric_echo(copy.deepcopy(raw.acquisitions), cut),
+                                                     raw.header))
+    messages = bucket_to_buffer(asymmetric_echo(copy.deepcopy(raw.acquisitions), cut), raw.header)
+    padded = [b for m in messages for b in assembly.buffers_from_recon_data(m, raw.header)]
+    first = int(np.ceil(cut / 2)) + assembly.ASYMMETRIC_ECHO_MARGIN
+    for b in padded:
+        assert np.array_equal(b.readout, np.arange(W) >= first)
+        match = next(d for d in direct if d.counters == b.counters)
+        rows = [match.slices.index(s) for s in b.slices]
+        np.testing.assert_allclose(b.kspace, match.kspace[rows], rtol=0, atol=1e-5 * np.abs(match.kspace).max())
+    assert len(padded) == R * S
+    head = copy.copy(messages[0].bits[0].data.headers[0, 0, 0, 0, 0])
+    head.discard_pre = 3 * W // 2 + 2                                           # beyond the centre, in recon units
+    with pytest.raises(ValueError, match="does not hold the k-space centre"):
+        assembly._echo_of_padded_line(head, assembly.encoding_info(raw.header), W, 0)
+
+
 def test_interleaved_volumes_without_acs_calibrate_from_their_group(scan):
     """calibrationMode 'interleaved': repetition 0 brings an embedded ACS block and calibrates itself; repetition 1
     measures the other lattice only (no ACS). Repetition 1 leaves with its group's lines put together, repetition 0's

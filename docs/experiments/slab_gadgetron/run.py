@@ -34,8 +34,8 @@ from bench_gadgetron import gadgetron_version, stream  # noqa: E402
 
 from dpm_core.masks import equispaced_mask  # noqa: E402
 from gadgets import replay  # noqa: E402
-from gadgets.mrd_io import make_raw_acquisitions, write_mrd_raw  # noqa: E402
-from tests.harness import slab_acquisitions  # noqa: E402
+from gadgets.mrd_io import MrdRaw, make_raw_acquisitions, write_mrd_raw  # noqa: E402
+from tests.harness import asymmetric_echo, slab_acquisitions  # noqa: E402
 
 N, COILS, ACS, OVERSAMPLING, NOISE_FRACTION = 32, 8, 12, 2, 0.02
 NOISE_ADJUST = ('<gadget><name>NoiseAdjust</name><dll>gadgetron_mricore</dll>'
@@ -44,7 +44,8 @@ NOISE_ADJUST = ('<gadget><name>NoiseAdjust</name><dll>gadgetron_mricore</dll>'
 RUNS = (("dpm_recon_acquisitions.xml", "dpm_recon_acquisitions.xml", False, "slab with noise scan"),
         ("dpm_recon_offline.xml", "dpm_recon_offline.xml", False, "slab with noise scan"),
         ("dpm_recon.xml without NoiseAdjust", "dpm_recon.xml", True, "slab"),
-        ("dpm_recon.xml without NoiseAdjust, 2-D", "dpm_recon.xml", True, "2-D, 3 slices"))
+        ("dpm_recon.xml without NoiseAdjust, 2-D", "dpm_recon.xml", True, "2-D, 3 slices"),
+        ("dpm_recon.xml without NoiseAdjust, 2-D, 75 % echo", "dpm_recon.xml", True, "2-D, 3 slices, 75 % echo"))
 
 
 def oversampled_slab(tmp: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -75,14 +76,18 @@ def main() -> None:
         tmp = Path(tmp)
         kos, noise = oversampled_slab(tmp)
         mask = np.asarray(equispaced_mask(N, 2, ACS))
-        raws = {name: tmp / f"{i}.h5" for i, name in enumerate(("slab with noise scan", "slab", "2-D, 3 slices"))}
+        raws = {name: tmp / f"{i}.h5" for i, name in enumerate(("slab with noise scan", "slab", "2-D, 3 slices",
+                                                                "2-D, 3 slices, 75 % echo"))}
         for name, scan_noise in (("slab with noise scan", noise), ("slab", None)):
             write_mrd_raw(str(raws[name]), slab_acquisitions(kos, mask, num_acs=ACS, oversampling=OVERSAMPLING,
                                                              noise=scan_noise, slab_thickness_mm=64.0))
         # the same phantom's middle 3 partitions as a 2-D multi-slice scan (Gadgetron's ReconData path, split_slices)
         two_d = np.fft.fftshift(np.fft.ifft(np.fft.ifftshift(kos, axes=1), axis=1, norm="ortho"), axes=1)
-        write_mrd_raw(str(raws["2-D, 3 slices"]),
-                      make_raw_acquisitions(np.moveaxis(two_d[:, N // 2 - 1:N // 2 + 2], 1, 0), mask, num_acs=ACS))
+        two_d_raw = make_raw_acquisitions(np.moveaxis(two_d[:, N // 2 - 1:N // 2 + 2], 1, 0), mask, num_acs=ACS)
+        write_mrd_raw(str(raws["2-D, 3 slices"]), two_d_raw)
+        # the first quarter of the oversampled readout never recorded (Gadgetron's AsymmetricEchoAdjustRO pads it)
+        write_mrd_raw(str(raws["2-D, 3 slices, 75 % echo"]),
+                      MrdRaw(two_d_raw.header_xml, asymmetric_echo(two_d_raw.acquisitions, OVERSAMPLING * N // 4)))
         for label, name, drop_noise_adjust, scan in RUNS:
             raw = raws[scan]
             replay.replay(str(raw), str(tmp / f"replay_{raw.stem}"), mode="local", config={"method": "sense"},
