@@ -122,13 +122,16 @@ def phase_encode_mask(mask, height: int, common: bool = False) -> np.ndarray:
     return m
 
 
-def find_acs_lines(mask: np.ndarray) -> slice:
+def find_acs_lines(mask: np.ndarray, missing_ok: bool = False) -> slice:
     """The contiguous run of measured lines that contains the centre line H // 2 (the ACS block).
 
-    Raises ValueError when the centre line is not measured: without it there is no calibration region.
+    Raises ValueError when the centre line is not measured: without it there is no calibration region; with
+    ``missing_ok`` (a volume calibrated from other data) the block is then empty, ``slice(H // 2, H // 2)``.
     """
     mask = np.asarray(mask).astype(bool).reshape(-1)
     centre = mask.size // 2
+    if not mask[centre] and missing_ok:
+        return slice(centre, centre)
     if not mask[centre]:
         raise ValueError(f"the k-space centre line {centre} is not sampled: no ACS block to calibrate coil maps from; "
                          "acquire ACS lines or pass coil maps")
@@ -185,11 +188,8 @@ def sampling_of(mask, height: int, readout=None, calibrated_elsewhere: bool = Fa
         return mask
     mask_1d = phase_encode_mask(mask, height)
     readout_1d = None if readout is None else readout_block(readout, np.asarray(readout).reshape(-1).size)
-    if calibrated_elsewhere and not mask_1d[height // 2]:
-        acs = slice(height // 2, height // 2)
-    else:
-        acs = find_acs_lines(mask_1d)
-    return Sampling(mask_1d, acs, effective_acceleration(mask_1d), readout_1d)
+    return Sampling(mask_1d, find_acs_lines(mask_1d, missing_ok=calibrated_elsewhere), effective_acceleration(mask_1d),
+                    readout_1d)
 
 
 def samples_of(sampling: Sampling, lines=None) -> np.ndarray:

@@ -263,8 +263,8 @@ class _SliceAccumulator:
             self.readout = covered
         elif not np.array_equal(covered, self.readout):
             have = np.flatnonzero(self.readout)
-            raise ValueError(f"acquisition scan_counter {head.scan_counter}: its {n} samples cover readout samples "
-                             f"{start}..{start + n - 1}, the slice's earlier lines {have[0]}..{have[-1]}; every line "
+            raise ValueError(f"acquisition scan_counter {head.scan_counter}: its {hi - lo} samples cover readout samples "
+                             f"{lo}..{hi - 1}, the slice's earlier lines {have[0]}..{have[-1]}; every line "
                              f"of a slice must have the same echo (check number_of_samples and center_sample)")
         line = np.zeros((C, W), dtype=np.complex64)
         line[:, lo:hi] = data[:, lo - start:hi - start]
@@ -343,6 +343,13 @@ class _Partition:
     calibration: np.ndarray
     header: object
     noise_scale: float
+
+
+def _encode_steps(idx, info: EncodingInfo) -> tuple[int, int]:
+    """(ky, kz) of a line in the accumulator's matrix: ``idx.kspace_encode_step_1`` / ``_2`` plus the offsets that put
+    the encoding-limits centres at H // 2 and Z // 2 (kz 0 for a 2-D scan)."""
+    kz = int(idx.kspace_encode_step_2) + info.kz_offset if info.num_partitions > 1 else 0
+    return int(idx.kspace_encode_step_1) + info.ky_offset, kz
 
 
 def _line_kind(flags: int) -> tuple[bool, bool]:
@@ -569,8 +576,7 @@ def accumulate(acquisitions: Iterable, header, trigger: str = "volume") -> Itera
                 slices = open_volumes.setdefault(key, {})
             slices[s] = _SliceAccumulator(acq.active_channels, info)
         is_calibration, is_imaging = _line_kind(flags)
-        ky = int(acq.idx.kspace_encode_step_1) + info.ky_offset
-        kz = int(acq.idx.kspace_encode_step_2) + info.kz_offset if info.num_partitions > 1 else 0
+        ky, kz = _encode_steps(acq.idx, info)
         slices[s].add(acq.getHead(), np.asarray(acq.data), ky, is_calibration, is_imaging, kz=kz)
         if _flag(flags, ismrmrd.ACQ_LAST_IN_SLICE):
             slices[s].complete = True
@@ -669,9 +675,7 @@ def interleaved_calibration(buffers: Iterable[KspaceBuffer], header) -> Iterator
     dimension = info.interleaving_dimension
 
     def acs_width(lines: np.ndarray) -> int:
-        if not lines[lines.size // 2]:
-            return 0
-        block = find_acs_lines(lines)
+        block = find_acs_lines(lines, missing_ok=True)
         return block.stop - block.start
 
     groups: dict[tuple, dict] = {}
@@ -833,8 +837,7 @@ def _add_recon_buffer_slice(volumes, info: EncodingInfo, data: np.ndarray, heade
         is_calibration, is_imaging = _line_kind(flags)
         if is_ref:
             is_calibration, is_imaging = True, False
-        ky = int(head.idx.kspace_encode_step_1) + info.ky_offset
-        kz = int(head.idx.kspace_encode_step_2) + info.kz_offset if info.num_partitions > 1 else 0
+        ky, kz = _encode_steps(head.idx, info)
         slices[s].add(head, line, ky, is_calibration, is_imaging, kz=kz, measured=measured)
 
 

@@ -197,7 +197,7 @@ def test_the_sampling_is_derived_once_per_reconstruction(denoiser, problem, meth
     kspace, mask, _ = problem
     calls = []
     original = masks.find_acs_lines
-    monkeypatch.setattr(masks, "find_acs_lines", lambda m: calls.append(1) or original(m))
+    monkeypatch.setattr(masks, "find_acs_lines", lambda m, **kw: calls.append(1) or original(m, **kw))
     rec = Reconstructor(method=method, model=denoiser, sampler_options={"steps": 2}, device="cpu",
                         output_guard=False, num_maps="auto")
     result = rec.reconstruct(kspace, mask)
