@@ -191,6 +191,23 @@ def asymmetric_echo(acquisitions: list, cut: int) -> list:
     return acquisitions
 
 
+def slices_as_slab(lines: list, centre) -> list:
+    """Imaging readouts of 2-D slices relabelled as the kz partitions of one slab: ``idx.kspace_encode_step_2`` =
+    the slice, ``idx.slice`` 0, every line at ``centre``, calibration flags kept and the slab's FIRST_IN_SLICE /
+    LAST_IN_SLICE / LAST_IN_REPETITION / LAST_IN_MEASUREMENT on its first and last line; changed in place."""
+    keep = (ismrmrd.ACQ_IS_PARALLEL_CALIBRATION, ismrmrd.ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING)
+    for n, a in enumerate(lines):
+        a.idx.kspace_encode_step_2, a.idx.slice = a.idx.slice, 0
+        a.position[:] = centre
+        a.flags = sum(1 << (f - 1) for f in keep if a.is_flag_set(f))
+        if n == 0:
+            a.set_flag(ismrmrd.ACQ_FIRST_IN_SLICE)
+        if n == len(lines) - 1:
+            for f in (ismrmrd.ACQ_LAST_IN_SLICE, ismrmrd.ACQ_LAST_IN_REPETITION, ismrmrd.ACQ_LAST_IN_MEASUREMENT):
+                a.set_flag(f)
+    return lines
+
+
 def slab_acquisitions(kspace: np.ndarray, imaging_mask: np.ndarray, *, num_acs: int = 24, oversampling: int = 1,
                       recon_partitions: int | None = None, slab_thickness_mm: float = 64.0,
                       noise: np.ndarray | None = None, measured_partitions: np.ndarray | None = None):
@@ -201,7 +218,7 @@ def slab_acquisitions(kspace: np.ndarray, imaging_mask: np.ndarray, *, num_acs: 
     kz planes unacquired (partial Fourier along kz). Returns :class:`gadgets.mrd_io.MrdRaw`.
 
     Written with the product's 2-D writer (:func:`gadgets.mrd_io.make_raw_acquisitions`, each kz plane as a
-    "slice") and relabelled, so every other field is what the 2-D tests use."""
+    "slice") and relabelled (:func:`slices_as_slab`), so every other field is what the 2-D tests use."""
     from gadgets.mrd_io import GeometrySpec, MrdRaw, _limit, make_header, make_raw_acquisitions
 
     C, Z, H, W_os = kspace.shape
@@ -218,17 +235,7 @@ def slab_acquisitions(kspace: np.ndarray, imaging_mask: np.ndarray, *, num_acs: 
     planes = np.ones(Z, bool) if measured_partitions is None else np.asarray(measured_partitions, bool)
     noise_acqs = [a for a in raw.acquisitions if a.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT)]
     lines = [a for a in raw.acquisitions if not a.is_flag_set(ismrmrd.ACQ_IS_NOISE_MEASUREMENT) and planes[a.idx.slice]]
-    centre = np.asarray(GeometrySpec().centre, dtype=np.float32)      # the writer's default geometry
-    keep = (ismrmrd.ACQ_IS_PARALLEL_CALIBRATION, ismrmrd.ACQ_IS_PARALLEL_CALIBRATION_AND_IMAGING)
-    for n, a in enumerate(lines):
-        a.idx.kspace_encode_step_2, a.idx.slice = a.idx.slice, 0
-        a.position[:] = centre
-        a.flags = sum(1 << (f - 1) for f in keep if a.is_flag_set(f))
-        if n == 0:
-            a.set_flag(ismrmrd.ACQ_FIRST_IN_SLICE)
-        if n == len(lines) - 1:
-            for f in (ismrmrd.ACQ_LAST_IN_SLICE, ismrmrd.ACQ_LAST_IN_REPETITION, ismrmrd.ACQ_LAST_IN_MEASUREMENT):
-                a.set_flag(f)
+    slices_as_slab(lines, np.asarray(GeometrySpec().centre, dtype=np.float32))   # the writer's default geometry
     return MrdRaw(header_xml=header.toXML(), acquisitions=noise_acqs + lines)
 
 

@@ -20,7 +20,7 @@ import ismrmrd
 import numpy as np
 
 from gadgets.mrd_io import make_header, make_raw_acquisitions
-from tests.harness import asymmetric_echo, noisy_phantom, oversampled_phantom
+from tests.harness import asymmetric_echo, noisy_phantom, oversampled_phantom, slices_as_slab
 
 H = W = 32
 C, S = 4, 2
@@ -281,19 +281,14 @@ def _with_model(kind: str):
 
 
 def _slab(header, acqs):
-    """The two slices as the two kz partitions of one slab (encoded and reconstructed z = 2), every line at the slab
-    centre, one LAST_IN_SLICE: a 3-D scan accelerated along ky only."""
+    """The two slices as the two kz partitions of one slab (encoded and reconstructed z = 2, :func:`slices_as_slab`),
+    every line at the slab centre: a 3-D scan accelerated along ky only."""
     header = re.sub(r"(<(encodedSpace|reconSpace)>.*?<z>)1(</z>)", r"\g<1>2\g<3>", header, flags=re.S)
     header = re.sub(r"(<kspace_encoding_step_2>.*?<maximum>)0(</maximum>.*?<center>)0(</center>)",
                     r"\g<1>1\g<2>1\g<3>", header, flags=re.S)
     header = re.sub(r"(<slice>.*?<maximum>)1(</maximum>)", r"\g<1>0\g<2>", header, count=1, flags=re.S)
     imaging = _imaging(acqs)
-    centre = np.mean([np.asarray(a.position) for a in imaging], axis=0)
-    for a in imaging:
-        a.idx.kspace_encode_step_2, a.idx.slice = a.idx.slice, 0
-        a.position[:] = centre
-        a.clear_flag(ismrmrd.ACQ_LAST_IN_SLICE)
-    imaging[-1].set_flag(ismrmrd.ACQ_LAST_IN_SLICE)
+    slices_as_slab(imaging, np.mean([np.asarray(a.position) for a in imaging], axis=0))
     return header, acqs
 
 

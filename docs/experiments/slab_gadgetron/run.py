@@ -88,11 +88,14 @@ def main() -> None:
         # the first quarter of the oversampled readout never recorded (Gadgetron's AsymmetricEchoAdjustRO pads it)
         write_mrd_raw(str(raws["2-D, 3 slices, 75 % echo"]),
                       MrdRaw(two_d_raw.header_xml, asymmetric_echo(two_d_raw.acquisitions, OVERSAMPLING * N // 4)))
+        replayed = {}                                            # scan -> replay's images, once per file
         for label, name, drop_noise_adjust, scan in RUNS:
             raw = raws[scan]
-            replay.replay(str(raw), str(tmp / f"replay_{raw.stem}"), mode="local", config={"method": "sense"},
-                          dicom=False)
-            expected = images_of(tmp / f"replay_{raw.stem}" / "images.h5")
+            if scan not in replayed:
+                replay.replay(str(raw), str(tmp / f"replay_{raw.stem}"), mode="local", config={"method": "sense"},
+                              dicom=False)
+                replayed[scan] = images_of(tmp / f"replay_{raw.stem}" / "images.h5")
+            expected = replayed[scan]
             text = (REPO / "configs_xml" / name).read_text().replace('<property name="method" value="dpm"/>',
                                                                      '<property name="method" value="sense"/>')
             if drop_noise_adjust:
